@@ -1,0 +1,57 @@
+"""`deepflows <stage> ...`: one subcommand per pipeline stage.
+
+Each stage lives in its own module exposing `add_arguments(parser)` and `run(args)`. Only the module
+of the stage being run is imported, so `deepflows --help` stays fast and a missing optional extra
+only breaks the stages that need it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from deepflows import __version__
+from deepflows.errors import UserError
+
+# subcommand -> (module, one-line help)
+STAGES: dict[str, tuple[str, str]] = {
+    "simulate": ("deepflows.genomics.simulate_cli", "simulate an aligned, diploid Illumina-like sample"),
+    "make-reference": ("deepflows.genomics.refgen", "write a synthetic reference FASTA with human-like repeats"),
+    "make-examples": ("deepflows.genomics.make_examples", "candidate variants -> pileup images in a Zarr shard"),
+    "check-shards": ("deepflows.store.check_shards", "verify that every shard of a sample is complete"),
+    "validate-config": ("deepflows.config", "check a pipeline config against its schema (defaults filled in)"),
+}
+
+
+def build_parser(stage: str | None = None) -> argparse.ArgumentParser:
+    """The CLI parser; only `stage` (if given) gets its full argument list."""
+    parser = argparse.ArgumentParser(prog="deepflows", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"deepflows {__version__}")
+    sub = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
+    for name, (module, help_text) in STAGES.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module)
+        if name == stage:
+            importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    stage = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(stage)
+    args = parser.parse_args(argv)
+    args.command_line = "deepflows " + " ".join(argv)
+    try:
+        importlib.import_module(args._module).run(args)
+    except UserError as err:
+        print(f"deepflows {args.stage}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

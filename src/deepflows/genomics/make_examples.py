@@ -1,0 +1,163 @@
+"""`deepflows make-examples`: aligned reads -> candidate variants -> pileup images in one Zarr shard.
+
+Shard i/n owns a contiguous, base-pair-balanced slice of the regions. The slice is processed in
+windows (reads fetched once per window with a margin), so memory stays bounded whatever its size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+
+WINDOW = 25_000
+# Reads are fetched this far beyond a window: enough for the image margin and for deletions
+# anchored inside the window that reach past it.
+FETCH_MARGIN = 1_000
+
+log = logging.getLogger("deepflows.make_examples")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--reads", required=True, help="coordinate-sorted, indexed BAM or CRAM")
+    p.add_argument("--ref", help="reference FASTA (plain or bgzipped, .fai built if missing); required")
+    p.add_argument("--regions", nargs="+", metavar="BED|chr:start-end",
+                   help="where to look (BED files or 1-based inclusive ranges); default: whole reference")  # fmt: skip
+    p.add_argument("--shard", default="0/1", help="this shard as i/n (0-based), default 0/1")
+    p.add_argument("--out", required=True, help="output Zarr group (directory), e.g. shard-0-of-4.zarr")
+    p.add_argument("--truth", help="truth VCF (bgzipped, indexed): training mode, examples get labels")
+    p.add_argument("--confident", help="BED of confident truth regions (required with --truth)")
+    p.add_argument("--seed", type=int, default=2018, help="seed for read downsampling (default 2018)")
+    p.add_argument("--sample", help="sample name recorded in the shard (default: the reads' SM tag)")
+    p.add_argument("--chunk-size", type=int, default=64, help="examples per Zarr chunk (default 64)")
+
+
+def run(args: argparse.Namespace) -> None:
+    from deepflows.errors import UserError
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.ref is None:
+        if str(args.reads).endswith(".cram"):
+            raise UserError(f"{args.reads}: CRAM needs the reference it was compressed against (--ref)")
+        raise UserError("--ref is required: the reference FASTA the reads were aligned to")
+    if bool(args.truth) != bool(args.confident):
+        raise UserError("--truth and --confident go together (labels are only trusted inside confident regions)")
+    summary = make_examples(args)
+    log.info("%s", summary)
+
+
+def make_examples(args) -> dict:
+    from deepflows import __version__
+    from deepflows.genomics.candidates import Thresholds, find_candidates
+    from deepflows.genomics.examples import candidate_images
+    from deepflows.genomics.io import check_contigs, open_reads, open_reference
+    from deepflows.genomics.pileup_image import CHANNELS, PileupShape
+    from deepflows.genomics.readbatch import encode_bases, fetch_reads
+    from deepflows.genomics.regions import parse_shard, resolve_regions, shard_regions, windows
+    from deepflows.store.examples import ShardWriter, file_fingerprint
+
+    started = time.perf_counter()
+    shard_index, shard_count = parse_shard(args.shard)
+    reference = open_reference(args.ref)
+    contig_lengths = dict(zip(reference.references, reference.lengths))
+    reads = open_reads(args.reads, args.ref)
+    regions = resolve_regions(args.regions, contig_lengths)
+    owned = shard_regions(regions, shard_index, shard_count)
+    check_contigs(args.reads, reads, args.ref, reference, sorted({r.contig for r in owned}))
+    labeler = _labeler(args) if args.truth else None
+    shape, thresholds = PileupShape(), Thresholds()
+    sample = args.sample or _sample_name(reads)
+    attrs = {
+        "sample": sample,
+        "channels": list(CHANNELS),
+        "shape": [shape.height, shape.width, len(CHANNELS)],
+        "shard_index": shard_index,
+        "shard_count": shard_count,
+        "regions": [str(r) for r in owned],
+        "sources": {
+            "reads": file_fingerprint(args.reads),
+            "reference": file_fingerprint(args.ref),
+            **({"truth": file_fingerprint(args.truth), "confident": file_fingerprint(args.confident)}
+               if args.truth else {}),  # fmt: skip
+        },
+        "parameters": {"seed": args.seed, **thresholds.__dict__, "read_overlap_buffer": 5},
+        "deepflows_version": __version__,
+        "command": args.command_line,
+    }
+    n_candidates = 0
+    n_bases = sum(r.length for r in owned)
+    with ShardWriter(args.out, tuple(attrs["shape"]), attrs, labelled=labeler is not None,
+                     chunk_size=args.chunk_size) as writer:  # fmt: skip
+        for region in owned:
+            contig_length = contig_lengths[region.contig]
+
+            def fetch_ref(start, end, contig=region.contig):
+                return reference.fetch(contig, start, end).upper()
+
+            for window in windows(region, WINDOW):
+                lo = max(0, window.start - FETCH_MARGIN)
+                hi = min(contig_length, window.end + FETCH_MARGIN)
+                batch = fetch_reads(reads, args.reads, window.contig, lo, hi, thresholds.min_mapping_quality)
+                if len(batch) == 0:
+                    continue
+                ref_seq = fetch_ref(lo, hi)
+                ref_codes = encode_bases(ref_seq)
+                w0, w1 = window.start - lo, window.end - lo
+                candidates = find_candidates(batch, window.contig, window.start, window.end, ref_seq[w0:w1],
+                                             ref_codes[w0:w1], fetch_ref, thresholds)  # fmt: skip
+                n_candidates += len(candidates)
+                genotypes = labeler.genotypes(window.contig, [(c.start, c.ref, c.alts) for c in candidates]) \
+                    if labeler else [None] * len(candidates)  # fmt: skip
+                for candidate, genotype in zip(candidates, genotypes):
+                    if labeler and genotype is None:
+                        continue  # outside the confident regions: no trustworthy label
+                    columns = _image_ref_codes(ref_codes, lo, candidate.start, shape.half_width)
+                    for combination, image in candidate_images(batch, candidate, columns, shape, thresholds,
+                                                               args.seed):  # fmt: skip
+                        writer.add(
+                            image,
+                            label=_label(genotype, combination) if labeler else None,
+                            contig=candidate.contig,
+                            start=candidate.start,
+                            end=candidate.end,
+                            ref=candidate.ref,
+                            alts=",".join(candidate.alts),
+                            alt_indices=",".join(map(str, combination)),
+                            depth=candidate.depth,
+                            allele_depth=",".join(map(str, candidate.allele_depth)),
+                        )
+        elapsed = time.perf_counter() - started
+        stats = {"n_candidates": n_candidates, "n_bases": n_bases, "seconds": round(elapsed, 3)}
+        if labeler is not None:
+            stats["labeler"] = labeler.stats()
+        n_examples = writer.commit({"stats": stats})
+    return {"shard": args.shard, "out": str(args.out), "examples": n_examples, **stats}
+
+
+def _image_ref_codes(ref_codes, offset: int, start: int, half_width: int):
+    """Reference codes of the image columns, padded with N (code 4) beyond the fetched sequence."""
+    import numpy as np
+
+    columns = np.full(2 * half_width + 1, 4, dtype=np.uint8)
+    lo = start - half_width - offset
+    src_lo, src_hi = max(lo, 0), min(lo + len(columns), len(ref_codes))
+    columns[src_lo - lo : src_hi - lo] = ref_codes[src_lo:src_hi]
+    return columns
+
+
+def _label(genotype, combination) -> int:
+    from deepflows.genomics.labels import label_for_alt_indices
+
+    return label_for_alt_indices(genotype, combination)
+
+
+def _labeler(args):
+    from deepflows.genomics.labels import TruthLabeler
+
+    return TruthLabeler(args.truth, args.confident, args.ref)
+
+
+def _sample_name(reads) -> str:
+    groups = reads.header.to_dict().get("RG", [])
+    names = {g.get("SM") for g in groups if g.get("SM")}
+    return names.pop() if len(names) == 1 else "sample"

@@ -1,0 +1,84 @@
+"""make_examples on real NA12878 reads, compared with DeepVariant 1.9's own examples for the same window."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import zarr
+
+from deepflows.cli import main
+from deepflows.genomics.pileup_image import CHANNELS
+
+pytestmark = pytest.mark.realdata
+WINDOW = "chr20:10,000,001-10,010,000"  # DeepVariant's golden examples cover chr20:10,000,000-10,010,000
+
+
+def _examples(shared_data, out, reads="NA12878_S1.chr20.10_10p1mb.bam", ref="ucsc.hg19.chr20.unittest.fasta.gz",
+              regions=WINDOW, *extra):  # fmt: skip
+    g = shared_data / "genomics"
+    assert main(["make-examples", "--reads", str(g / reads), "--ref", str(g / ref), "--regions", regions,
+                 "--out", str(out), *extra]) == 0  # fmt: skip
+    return zarr.open_group(str(out), mode="r")
+
+
+@pytest.fixture(scope="module")
+def ours(shared_data, tmp_path_factory):
+    return _examples(shared_data, tmp_path_factory.mktemp("na12878") / "examples.zarr")
+
+
+@pytest.fixture(scope="module")
+def golden(shared_data):
+    return np.load(shared_data / "genomics/deepvariant_golden/golden.calling_examples.npz")
+
+
+def test_candidates_cover_deepvariants(ours, golden):
+    our_positions = set(ours["start"][:].tolist())
+    dv_rows = golden["start"].tolist()
+    covered = sum(p in our_positions for p in dv_rows) / len(dv_rows)
+    ratio = len(our_positions) / len(set(dv_rows))
+    print(f"\nDeepVariant example rows covered: {covered:.3f} of {len(dv_rows)}; "
+          f"candidate positions ours/DeepVariant: {len(our_positions)}/{len(set(dv_rows))} = {ratio:.2f}")  # fmt: skip
+    assert covered >= 0.95
+    assert ratio <= 1.3
+
+
+def test_snp_images_match_deepvariants_pixels(ours, golden):
+    index = {key: i for i, key in enumerate(zip(ours["start"][:].tolist(), ours["alts"][:].tolist(),
+                                                 ours["alt_indices"][:].tolist()))}  # fmt: skip
+    inputs = ours["inputs"]
+    identical, compared = np.zeros(len(CHANNELS)), 0
+    for k, key in enumerate(zip(golden["start"].tolist(), golden["alts"].tolist(), golden["alt_indices"].tolist())):
+        is_snp = len(golden["ref"][k]) == 1 and all(len(a) == 1 for a in golden["alts"][k].split(","))
+        if is_snp and key in index:
+            identical += (inputs[index[key]] == golden["images"][k]).reshape(-1, len(CHANNELS)).mean(axis=0)
+            compared += 1
+    share = identical / compared
+    print(f"\n{compared} SNP examples, identical pixels per channel: "
+          + ", ".join(f"{c} {s:.3f}" for c, s in zip(CHANNELS, share)))  # fmt: skip
+    assert compared >= 55
+    assert (share >= 0.90).all()
+
+
+def test_cram_gives_the_same_examples_as_bam(shared_data, ours, tmp_path):
+    cram = _examples(shared_data, tmp_path / "cram.zarr", "NA12878_S1.chr20.10_10p1mb.cram")
+    assert np.array_equal(cram["inputs"][:], ours["inputs"][:])
+    assert cram["start"][:].tolist() == ours["start"][:].tolist()
+
+
+def test_b37_contig_naming(shared_data, tmp_path):
+    """Contig `20` (b37/hs37d5) works just like `chr20`."""
+    group = _examples(shared_data, tmp_path / "hg002.zarr", "HG002_NIST_150bp_downsampled_30x.chr20.10_10p1mb.bam",
+                      "hs37d5.chr20.fa.gz", "20:10,000,001-10,020,000")  # fmt: skip
+    assert group.attrs["n_examples"] > 10
+    assert set(group["contig"][:].tolist()) == {"20"}
+
+
+def test_hg19_reads_against_b37_reference_are_refused(shared_data, tmp_path, capsys):
+    g = shared_data / "genomics"
+    out = tmp_path / "x.zarr"
+    code = main(["make-examples", "--reads", str(g / "NA12878_S1.chr20.10_10p1mb.bam"), "--ref",
+                 str(g / "hs37d5.chr20.fa.gz"), "--out", str(out)])  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the reads name it 'chr20'" in err[0]
+    assert not out.exists()
