@@ -20,7 +20,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "make-reference": ("deepflows.genomics.refgen", "write a synthetic reference FASTA with human-like repeats"),
     "make-examples": ("deepflows.genomics.make_examples", "candidate variants -> pileup images in a Zarr shard"),
     "check-shards": ("deepflows.store.check_shards", "verify that every shard of a sample is complete"),
-    "validate-config": ("deepflows.config", "check a pipeline config against its schema (defaults filled in)"),
+    "validate-config": ("deepflows.config", "check a pipeline config file against its schema"),
 }
 
 

@@ -1,0 +1,38 @@
+# `make demo`, `make test`, `make lint`, `make bench`: each first sets up .venv (once, and again
+# whenever pyproject.toml changes).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-deepflows
+PYTEST_ARGS ?=
+
+# Rules call `deepflows`, so the venv's bin must be on PATH for snakemake's jobs.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: demo test lint bench venv
+
+venv: $(STAMP)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[genomics,test]'
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/snakemake --cores 2
+	@$(BIN)/python -c "from deepflows.config import load_config; s = load_config('config/config.yaml')['sample']; \
+	print(f'Results: results/{s}/ (examples and manifest.json under results/{s}/examples/), logs: logs/{s}/')"
+
+# Real-data tests run when ../shared/data exists and skip with a message otherwise.
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/snakemake --lint
+
+bench: $(STAMP)
+	@set -e; found=0; for f in bench/*.py; do [ -e "$$f" ] || continue; found=1; \
+	  echo "== $$f"; $(BIN)/python "$$f"; done; \
+	[ $$found = 1 ] || echo "no bench/*.py scripts yet"
