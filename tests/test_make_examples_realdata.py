@@ -82,3 +82,24 @@ def test_hg19_reads_against_b37_reference_are_refused(shared_data, tmp_path, cap
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "the reads name it 'chr20'" in err[0]
     assert not out.exists()
+
+
+def test_training_labels_agree_with_deepvariants(shared_data, tmp_path):
+    g = shared_data / "genomics"
+    ours = _examples(shared_data, tmp_path / "train.zarr", "NA12878_S1.chr20.10_10p1mb.bam",
+                     "ucsc.hg19.chr20.unittest.fasta.gz", WINDOW,
+                     "--truth", str(g / "test_nist.b37_chr20_100kbp_at_10mb.vcf.gz"),
+                     "--confident", str(g / "test_nist.b37_chr20_100kbp_at_10mb.bed"))  # fmt: skip
+    golden = np.load(g / "deepvariant_golden/golden.training_examples.npz")
+    labels = dict(zip(zip(ours["start"][:].tolist(), ours["alts"][:].tolist(), ours["alt_indices"][:].tolist()),
+                      ours["label"][:].tolist()))  # fmt: skip
+    keys = list(zip(golden["start"].tolist(), golden["alts"].tolist(), golden["alt_indices"].tolist()))
+    matched = [(labels[k], int(lab)) for k, lab in zip(keys, golden["label"].tolist()) if k in labels]
+    agree = sum(a == b for a, b in matched)
+    print(f"\nDeepVariant training examples matched: {len(matched)}/{len(keys)}; labels agreeing: {agree}")
+    assert len(matched) >= 0.9 * len(keys)
+    assert agree == len(matched)
+    # Outside the confident BED nothing is labelled.
+    bed = [tuple(map(int, line.split()[1:3])) for line in open(g / "test_nist.b37_chr20_100kbp_at_10mb.bed")]
+    assert all(any(s <= start and end <= e for s, e in bed)
+               for start, end in zip(ours["start"][:].tolist(), ours["end"][:].tolist()))  # fmt: skip

@@ -9,8 +9,12 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 WINDOW = 25_000
+# Candidates of neighbouring windows this close to a window edge join its truth matching.
+LABEL_CONTEXT = 500
 # Reads are fetched this far beyond a window: enough for the image margin and for deletions
 # anchored inside the window that reach past it.
 FETCH_MARGIN = 1_000
@@ -48,12 +52,12 @@ def run(args: argparse.Namespace) -> None:
 
 def make_examples(args) -> dict:
     from deepflows import __version__
-    from deepflows.genomics.candidates import Thresholds, find_candidates
+    from deepflows.genomics.candidates import Thresholds
     from deepflows.genomics.examples import candidate_images
     from deepflows.genomics.io import check_contigs, open_reads, open_reference
+    from deepflows.genomics.labels import label_for_alt_indices
     from deepflows.genomics.pileup_image import CHANNELS, PileupShape
-    from deepflows.genomics.readbatch import encode_bases, fetch_reads
-    from deepflows.genomics.regions import parse_shard, resolve_regions, shard_regions, windows
+    from deepflows.genomics.regions import parse_shard, resolve_regions, shard_regions
     from deepflows.store.examples import ShardWriter, file_fingerprint
 
     started = time.perf_counter()
@@ -89,34 +93,19 @@ def make_examples(args) -> dict:
     with ShardWriter(args.out, tuple(attrs["shape"]), attrs, labelled=labeler is not None,
                      chunk_size=args.chunk_size) as writer:  # fmt: skip
         for region in owned:
-            contig_length = contig_lengths[region.contig]
-
-            def fetch_ref(start, end, contig=region.contig):
-                return reference.fetch(contig, start, end).upper()
-
-            for window in windows(region, WINDOW):
-                lo = max(0, window.start - FETCH_MARGIN)
-                hi = min(contig_length, window.end + FETCH_MARGIN)
-                batch = fetch_reads(reads, args.reads, window.contig, lo, hi, thresholds.min_mapping_quality)
-                if len(batch) == 0:
-                    continue
-                ref_seq = fetch_ref(lo, hi)
-                ref_codes = encode_bases(ref_seq)
-                w0, w1 = window.start - lo, window.end - lo
-                candidates = find_candidates(batch, window.contig, window.start, window.end, ref_seq[w0:w1],
-                                             ref_codes[w0:w1], fetch_ref, thresholds)  # fmt: skip
-                n_candidates += len(candidates)
-                genotypes = labeler.genotypes(window.contig, [(c.start, c.ref, c.alts) for c in candidates]) \
-                    if labeler else [None] * len(candidates)  # fmt: skip
-                for candidate, genotype in zip(candidates, genotypes):
+            scanned = _scan(reads, args.reads, reference, region, contig_lengths[region.contig], thresholds)
+            for previous, current, following in _with_neighbours(scanned):
+                n_candidates += len(current.candidates)
+                genotypes = _genotypes(labeler, previous, current, following)
+                for candidate, genotype in zip(current.candidates, genotypes):
                     if labeler and genotype is None:
                         continue  # outside the confident regions: no trustworthy label
-                    columns = _image_ref_codes(ref_codes, lo, candidate.start, shape.half_width)
-                    for combination, image in candidate_images(batch, candidate, columns, shape, thresholds,
+                    columns = _image_ref_codes(current.ref_codes, current.offset, candidate.start, shape.half_width)
+                    for combination, image in candidate_images(current.batch, candidate, columns, shape, thresholds,
                                                                args.seed):  # fmt: skip
                         writer.add(
                             image,
-                            label=_label(genotype, combination) if labeler else None,
+                            label=label_for_alt_indices(genotype, combination) if labeler else None,
                             contig=candidate.contig,
                             start=candidate.start,
                             end=candidate.end,
@@ -145,10 +134,55 @@ def _image_ref_codes(ref_codes, offset: int, start: int, half_width: int):
     return columns
 
 
-def _label(genotype, combination) -> int:
-    from deepflows.genomics.labels import label_for_alt_indices
+@dataclass
+class ScannedWindow:
+    window: object  # regions.Interval
+    batch: object  # readbatch.ReadBatch
+    ref_codes: object  # reference base codes of [offset, offset + len)
+    offset: int
+    candidates: list
 
-    return label_for_alt_indices(genotype, combination)
+
+def _scan(reads, reads_path, reference, region, contig_length, thresholds) -> Iterator[ScannedWindow]:
+    """Candidates window by window along one region, with the reads and reference they came from."""
+    from deepflows.genomics.candidates import find_candidates
+    from deepflows.genomics.readbatch import encode_bases, fetch_reads
+    from deepflows.genomics.regions import windows
+
+    def fetch_ref(start, end):
+        return reference.fetch(region.contig, start, end).upper()
+
+    for window in windows(region, WINDOW):
+        lo = max(0, window.start - FETCH_MARGIN)
+        hi = min(contig_length, window.end + FETCH_MARGIN)
+        batch = fetch_reads(reads, reads_path, window.contig, lo, hi, thresholds.min_mapping_quality)
+        ref_seq = fetch_ref(lo, hi)
+        ref_codes = encode_bases(ref_seq)
+        w0, w1 = window.start - lo, window.end - lo
+        candidates = (find_candidates(batch, window.contig, window.start, window.end, ref_seq[w0:w1],
+                                      ref_codes[w0:w1], fetch_ref, thresholds) if len(batch) else [])  # fmt: skip
+        yield ScannedWindow(window, batch, ref_codes, lo, candidates)
+
+
+def _with_neighbours(items: Iterator) -> Iterator[tuple]:
+    """(previous, current, following) for each item; None beyond the ends. Holds two items at a time."""
+    previous, current = None, next(items, None)
+    while current is not None:
+        following = next(items, None)
+        yield previous, current, following
+        previous, current = current, following
+
+
+def _genotypes(labeler, previous, current, following) -> list:
+    """Truth genotypes of the current window's candidates, matched together with neighbouring candidates
+    within LABEL_CONTEXT bp so that a cluster of variants cut by a window edge is still compared whole."""
+    if labeler is None:
+        return [None] * len(current.candidates)
+    before = [c for c in previous.candidates if c.start >= current.window.start - LABEL_CONTEXT] if previous else []
+    after = [c for c in following.candidates if c.start < current.window.end + LABEL_CONTEXT] if following else []
+    context = before + current.candidates + after
+    genotypes = labeler.genotypes(current.window.contig, [(c.start, c.ref, c.alts) for c in context])
+    return genotypes[len(before) : len(before) + len(current.candidates)]
 
 
 def _labeler(args):

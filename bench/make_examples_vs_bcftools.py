@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""make_examples beside `bcftools mpileup | bcftools call` on the same reads, one core each, same run.
+
+Cases:
+  na12878   the whole real NA12878 BAM (chr20:9,999,912-10,099,996, ~52x, 2x101) from ../shared/data
+  sim10mb   GRCh38 chr20:1-10,000,000 simulated at 30x 2x150 with the HG002 truth (made once, cached
+            under bench/out/; simulation time is not part of the comparison)
+
+Each command runs pinned to one CPU (taskset) with single-threaded numeric libraries; wall time, CPU
+time and peak RSS come from wait4() on the whole process tree. Medians over --repeats runs are
+reported as Markdown and JSON, with the ratio deepflows/bcftools.
+
+    python bench/make_examples_vs_bcftools.py [--cases na12878,sim10mb] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "genomics"
+OUT = ROOT / "bench" / "out"
+ONE_THREAD = {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "BLOSC_NTHREADS": "1",
+              "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # fmt: skip
+
+
+def deepflows() -> str:
+    exe = Path(sys.executable).with_name("deepflows")
+    return str(exe) if exe.exists() else "deepflows"
+
+
+def cases() -> dict[str, dict]:
+    sim = OUT / "sim10mb"
+    return {
+        "na12878": {
+            "reads": DATA / "NA12878_S1.chr20.10_10p1mb.bam",
+            "ref": DATA / "ucsc.hg19.chr20.unittest.fasta.gz",
+            "region": ("chr20", 9_999_912, 10_099_996),
+        },
+        "sim10mb": {
+            "reads": Path(f"{sim}.bam"),
+            "ref": DATA / "grch38.chr20_and_21_10M.fa.gz",
+            "region": ("chr20", 0, 10_000_000),
+            "make": [deepflows(), "simulate", "--ref", str(DATA / "grch38.chr20_and_21_10M.fa.gz"),
+                     "--truth", str(DATA / "HG002_GRCh38_1_22_v4.2.1_benchmark.chr20.vcf.gz"),
+                     "--region", "chr20:1-10,000,000", "--depth", "30", "--read-length", "150",
+                     "--seed", "1", "--sample", "HG002-sim", "--threads", "2", "--out-prefix", str(sim)],
+        },
+    }  # fmt: skip
+
+
+def measure(command: str) -> dict:
+    """Run a shell command pinned to CPU 0; wall seconds, CPU seconds and peak RSS of its process tree."""
+    env = {**os.environ, **ONE_THREAD}
+    start = time.perf_counter()
+    proc = subprocess.Popen(["taskset", "-c", "0", "bash", "-o", "pipefail", "-c", command], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    stderr = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"failed: {command}\n{stderr.decode()[-2000:]}")
+    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mb": usage.ru_maxrss / 1024}
+
+
+def run_case(name: str, case: dict, repeats: int) -> dict:
+    if not case["reads"].exists():
+        if "make" not in case:
+            raise SystemExit(f"{case['reads']}: not found (needs ../shared/data)")
+        OUT.mkdir(parents=True, exist_ok=True)
+        print(f"[{name}] simulating input once: {' '.join(case['make'])}", file=sys.stderr)
+        subprocess.run(case["make"], check=True)
+    contig, start, end = case["region"]
+    region = f"{contig}:{start + 1}-{end}"
+    examples = OUT / f"{name}.examples.zarr"
+    ours = (f"rm -rf {examples} && {deepflows()} make-examples --reads {case['reads']} --ref {case['ref']} "
+            f"--regions {region} --out {examples}")  # fmt: skip
+    peer = (f"bcftools mpileup -f {case['ref']} -r {region} -a AD,DP {case['reads']} 2>/dev/null "
+            f"| bcftools call -mv -Oz -o {OUT / (name + '.bcftools.vcf.gz')}")  # fmt: skip
+    runs = {"deepflows": [], "bcftools": []}
+    for _ in range(repeats):  # interleaved so machine noise hits both alike
+        runs["deepflows"].append(measure(ours))
+        runs["bcftools"].append(measure(peer))
+    import zarr
+
+    attrs = zarr.open_group(str(examples), mode="r").attrs
+    shutil.rmtree(examples)
+    med = {tool: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for tool, rs in runs.items()}
+    bp = end - start
+    return {
+        "case": name,
+        "region": region,
+        "bp": bp,
+        "repeats": repeats,
+        "candidates": attrs["stats"]["n_candidates"],
+        "examples": attrs["n_examples"],
+        "median": med,
+        "runs": runs,
+        "deepflows_bp_per_s": bp / med["deepflows"]["wall_s"],
+        "deepflows_candidates_per_s": attrs["stats"]["n_candidates"] / med["deepflows"]["wall_s"],
+        "deepflows_examples_per_s": attrs["n_examples"] / med["deepflows"]["wall_s"],
+        "bcftools_bp_per_s": bp / med["bcftools"]["wall_s"],
+        "ratio_wall": med["deepflows"]["wall_s"] / med["bcftools"]["wall_s"],
+        "ratio_cpu": med["deepflows"]["cpu_s"] / med["bcftools"]["cpu_s"],
+    }
+
+
+def markdown(results: list[dict]) -> str:
+    lines = [
+        "| case | bp | tool | wall s | CPU s | peak RSS MB | bp/s | candidates/s | examples/s | ratio (wall) |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        d, b = r["median"]["deepflows"], r["median"]["bcftools"]
+        lines.append(f"| {r['case']} | {r['bp']:,} | deepflows make-examples | {d['wall_s']:.1f} | {d['cpu_s']:.1f} | "
+                     f"{d['peak_rss_mb']:.0f} | {r['deepflows_bp_per_s']:,.0f} | {r['deepflows_candidates_per_s']:.0f} | "
+                     f"{r['deepflows_examples_per_s']:.0f} | {r['ratio_wall']:.2f}x |")  # fmt: skip
+        lines.append(f"| {r['case']} | {r['bp']:,} | bcftools mpileup+call | {b['wall_s']:.1f} | {b['cpu_s']:.1f} | "
+                     f"{b['peak_rss_mb']:.0f} | {r['bcftools_bp_per_s']:,.0f} | | | 1.00x |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", default="na12878,sim10mb")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", default=str(OUT / "make_examples_vs_bcftools.json"))
+    args = parser.parse_args()
+    if not DATA.is_dir():
+        raise SystemExit(f"{DATA}: not found; this benchmark runs on the shared real data")
+    table = cases()
+    results = [run_case(name, table[name], args.repeats) for name in args.cases.split(",")]
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    print(markdown(results))
+    print(f"\n(medians of {args.repeats} interleaved runs, one CPU each; JSON: {args.json})")
+
+
+if __name__ == "__main__":
+    main()
