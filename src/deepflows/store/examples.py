@@ -23,6 +23,7 @@ SCHEMA = "deepflows.examples"
 SCHEMA_VERSION = 1
 STRING_FIELDS = ("contig", "ref", "alts", "alt_indices", "allele_depth")
 INT_FIELDS = ("start", "end", "depth")
+META_CHUNK = 4096
 
 
 class ShardWriter:
@@ -56,43 +57,43 @@ class ShardWriter:
         )
         self.buffer = np.zeros((chunk_size, *image_shape), dtype=np.uint8)
         self.buffered = 0
-        self.meta: dict[str, list] = {k: [] for k in (*STRING_FIELDS, *INT_FIELDS)}
-        self.labels: list[int] | None = [] if labelled else None
+        # Metadata is streamed too (in larger chunks), so memory does not grow with the region.
+        dtypes = {**dict.fromkeys(STRING_FIELDS, str), **dict.fromkeys(INT_FIELDS, "int64")}
+        if labelled:
+            dtypes["label"] = "int8"
+        self.meta_arrays = {k: self.group.create_array(k, shape=(0,), chunks=(META_CHUNK,), dtype=dt)
+                            for k, dt in dtypes.items()}  # fmt: skip
+        self.meta: dict[str, list] = {k: [] for k in dtypes}
 
     def add(self, image: np.ndarray, label: int | None = None, **meta) -> None:
         self.buffer[self.buffered] = image
         self.buffered += 1
         if self.buffered == len(self.buffer):
-            self._flush()
+            self._flush_images()
         for key, values in self.meta.items():
-            values.append(meta[key])
-        if self.labels is not None:
-            self.labels.append(label)
+            values.append(label if key == "label" else meta[key])
+        if len(self.meta["start"]) == META_CHUNK:
+            self._flush_meta()
 
-    def _flush(self) -> None:
+    def _flush_images(self) -> None:
         if self.buffered:
             self.inputs.append(self.buffer[: self.buffered])
             self.buffered = 0
 
-    def commit(self, extra_attrs: dict | None = None) -> int:
-        """Write metadata, mark complete, rename into place; returns the number of examples."""
-        self._flush()
-        n = self.inputs.shape[0]
-        chunk = max(1, min(n, 65536))
-        for key in STRING_FIELDS:
-            self._array(key, np.asarray(self.meta[key], dtype=str).reshape(n), str, chunk)
-        for key in INT_FIELDS:
-            self._array(key, np.asarray(self.meta[key], dtype=np.int64).reshape(n), "int64", chunk)
-        if self.labels is not None:
-            self._array("label", np.asarray(self.labels, dtype=np.int8).reshape(n), "int8", chunk)
-        self.group.attrs.update({**(extra_attrs or {}), "n_examples": int(n), "complete": True})
-        self.tmp.rename(self.out)
-        return int(n)
+    def _flush_meta(self) -> None:
+        for key, values in self.meta.items():
+            if values:
+                self.meta_arrays[key].append(np.asarray(values, dtype=self.meta_arrays[key].dtype))
+                values.clear()
 
-    def _array(self, name, values, dtype, chunk) -> None:
-        array = self.group.create_array(name, shape=values.shape, chunks=(chunk,), dtype=dtype)
-        if len(values):
-            array[:] = values
+    def commit(self, extra_attrs: dict | None = None) -> int:
+        """Flush, mark complete, rename into place; returns the number of examples."""
+        self._flush_images()
+        self._flush_meta()
+        n = int(self.inputs.shape[0])
+        self.group.attrs.update({**(extra_attrs or {}), "n_examples": n, "complete": True})
+        self.tmp.rename(self.out)
+        return n
 
     def abort(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
