@@ -5,7 +5,6 @@ Every run uses a temporary working directory (`-s ROOT/Snakefile`, cwd=tmp), so 
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import re
@@ -108,24 +107,7 @@ def test_profiles_name_existing_rules():
             assert not unknown, f"{profile}: {key} names unknown rules {unknown}"
 
 
-STAGE_NAMES = ("make-reference", "simulate", "make-examples", "check-shards")
-
-
-def missing_stages() -> list[str]:
-    from deepflows.cli import STAGES
-
-    missing = []
-    for name in STAGE_NAMES:
-        try:
-            importlib.import_module(STAGES[name][0])
-        except (KeyError, ImportError):
-            missing.append(name)
-    return missing
-
-
 def test_tiny_end_to_end(tmp_path):
-    if missing := missing_stages():
-        pytest.skip(f"deepflows stages not available yet: {', '.join(missing)}")
     cfg = write_config(
         tmp_path,
         {

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 from deepflows import __version__
@@ -43,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser(stage)
     args = parser.parse_args(argv)
     args.command_line = "deepflows " + " ".join(argv)
+    # Progress goes to stderr (a rule's log file under Snakemake); errors are the single last line.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         importlib.import_module(args._module).run(args)
     except UserError as err:

@@ -28,15 +28,8 @@ def open_reference(path: str | Path):
     import pysam
 
     path = require_file(path, "reference FASTA")
-    fai = Path(f"{path}.fai")
-    if not fai.exists():
-        if not os.access(path.parent, os.W_OK):
-            raise UserError(f"{path}: no index {fai.name}; run `samtools faidx {path}`")
-        log.info("indexing %s", path)
-        try:
-            pysam.faidx(str(path))
-        except pysam.utils.SamtoolsError as err:
-            raise UserError(f"{path}: cannot index FASTA ({_first_line(err)}); gzip files must be bgzipped") from None
+    if not Path(f"{path}.fai").exists():
+        _build_index(path, pysam.faidx, "samtools faidx", "gzip files must be bgzipped")
     try:
         return pysam.FastaFile(str(path))
     except (OSError, ValueError) as err:
@@ -58,13 +51,7 @@ def open_reads(path: str | Path, reference: str | Path | None):
         alt = path.with_suffix(".bai")
         index = alt if alt.exists() else None
     if index is None:
-        if not os.access(path.parent, os.W_OK):
-            raise UserError(f"{path}: no index (.bai/.csi/.crai); run `samtools index {path}`")
-        log.info("indexing %s", path)
-        try:
-            pysam.index(str(path))
-        except pysam.utils.SamtoolsError as err:
-            raise UserError(f"{path}: cannot index ({_first_line(err)}); is it coordinate-sorted?") from None
+        _build_index(path, pysam.index, "samtools index", "is it coordinate-sorted?")
     try:
         reads = pysam.AlignmentFile(
             str(path), "rc" if is_cram else "rb", reference_filename=str(reference) if is_cram else None
@@ -95,6 +82,20 @@ def check_contigs(reads_path, reads, ref_path, reference, contigs: list[str]) ->
             )
 
 
+def _build_index(path: Path, build, command: str, hint: str) -> None:
+    """A missing index is built beside the file when we may write there; otherwise say how to build it."""
+    import pysam
+
+    if not os.access(path.parent, os.W_OK):
+        raise UserError(f"{path}: no index; run `{command} {path}`")
+    log.info("indexing %s", path)
+    pysam.set_verbosity(0)  # htslib's own error lines would repeat ours
+    try:
+        build(str(path))
+    except pysam.utils.SamtoolsError as err:
+        raise UserError(f"{path}: cannot index ({_last_line(err)}); {hint}") from None
+
+
 def _check_bgzf_eof(path: Path) -> None:
     with open(path, "rb") as handle:
         handle.seek(0, os.SEEK_END)
@@ -109,3 +110,9 @@ def _check_bgzf_eof(path: Path) -> None:
 def _first_line(err: Exception) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
+
+
+def _last_line(err: Exception) -> str:
+    """samtools errors quote their whole stderr; its last line says what went wrong."""
+    text = str(err).split("stderr=", 1)[-1].replace("\\n", "\n").strip(" '\"\n")
+    return text.splitlines()[-1].strip() if text else type(err).__name__

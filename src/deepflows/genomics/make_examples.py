@@ -39,7 +39,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     from deepflows.errors import UserError
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.ref is None:
         if str(args.reads).endswith(".cram"):
             raise UserError(f"{args.reads}: CRAM needs the reference it was compressed against (--ref)")

@@ -41,7 +41,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if args.length < 1000:
         raise UserError(f"--length {args.length}: must be at least 1000 bp")
     if not args.contig or any(c.isspace() for c in args.contig):

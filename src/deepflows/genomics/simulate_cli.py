@@ -6,7 +6,6 @@ Writes PREFIX.bam (+ .bai), PREFIX.truth.vcf.gz (+ .tbi) and PREFIX.confident.be
 from __future__ import annotations
 
 import argparse
-import logging
 
 from deepflows.errors import UserError
 
@@ -39,7 +38,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     from deepflows.genomics.simulate import ReadModel, SimulationOptions, VariantSpectrum, simulate
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     _check(args)
     simulate(SimulationOptions(
         ref=args.ref,
