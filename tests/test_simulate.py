@@ -14,7 +14,7 @@ import pysam
 import pytest
 
 from deepflows import cli
-from deepflows.genomics import simulate as sim
+from deepflows.genomics import sim_align, sim_reads, sim_variants
 from deepflows.genomics.refgen import generate_reference, write_fasta
 from deepflows.genomics.regions import Interval
 
@@ -114,8 +114,9 @@ def test_confident_regions_trim_edges_and_n_runs(tmp_path):
 
 def test_random_variant_spectrum(reference):
     with pysam.FastaFile(reference) as fasta:
-        spectrum = sim.VariantSpectrum(rate=0.01)
-        variants = sim.random_variants([Interval(CONTIG, 0, LENGTH)], fasta, spectrum, np.random.default_rng(2))[0]
+        spectrum = sim_variants.VariantSpectrum(rate=0.01)
+        rng = np.random.default_rng(2)
+        variants = sim_variants.random_variants([Interval(CONTIG, 0, LENGTH)], fasta, spectrum, rng)[0]
     assert 300 < len(variants) < 600
     biallelic = [v for v in variants if len(v.alts) == 1]
     snps = [v for v in biallelic if len(v.ref) == len(v.alts[0]) == 1]
@@ -146,7 +147,7 @@ def test_reads_cover_the_target_depth_at_their_origin(sample):
     assert all(r.is_paired and r.has_tag("RG") for r in reads)
     at_origin = 0
     for r in reads:
-        origin_contig, _hap, frag_start, frag_end = sim.read_origin(r.query_name)
+        origin_contig, _hap, frag_start, frag_end = sim_reads.read_origin(r.query_name)
         if r.is_unmapped or r.reference_name != origin_contig:
             continue
         cigar = r.cigartuples
@@ -238,7 +239,7 @@ def test_truth_input_is_normalised_phased_and_visible_in_reads(reference, tmp_pa
                         continue
                     total += 1
                     if read.alignment.query_sequence[read.query_position] == other[text[pos]]:
-                        alt_haps[sim.read_origin(read.alignment.query_name)[1]] += 1
+                        alt_haps[sim_reads.read_origin(read.alignment.query_name)[1]] += 1
             fraction = sum(alt_haps.values()) / total
             if gt == "1|1":
                 assert fraction > 0.9
@@ -248,10 +249,10 @@ def test_truth_input_is_normalised_phased_and_visible_in_reads(reference, tmp_pa
 
 
 def test_pair_records_keep_an_unmapped_mate_next_to_its_mapped_mate():
-    header = pysam.AlignmentHeader.from_dict(sim.bam_header({CONTIG: LENGTH}, "s", "test"))
-    hit = sim._Hit(tid=0, pos=1000, end=1150, reverse=True, mapq=60, cigar=[(0, 150)], nm=0)
+    header = pysam.AlignmentHeader.from_dict(sim_align.bam_header({CONTIG: LENGTH}, "s", "test"))
+    hit = sim_align._Hit(tid=0, pos=1000, end=1150, reverse=True, mapq=60, cigar=[(0, 150)], nm=0)
     reads = [(b"ACGT" * 2, np.full(8, 30, np.uint8)), (b"TTGCA" * 2, np.arange(10, dtype=np.uint8))]
-    first, second = sim.pair_records(header, "sim:demo:0:1:1-400", reads, [hit, None], "s", 700)
+    first, second = sim_align.pair_records(header, "sim:demo:0:1:1-400", reads, [hit, None], "s", 700)
     assert first.flag == 0x1 | 0x40 | 0x10 | 0x8 and second.flag == 0x1 | 0x80 | 0x4 | 0x20
     assert (first.reference_start, second.reference_start, second.next_reference_start) == (1000, 1000, 1000)
     assert first.query_sequence == "ACGTACGT"[::-1].translate(str.maketrans("ACGT", "TGCA"))

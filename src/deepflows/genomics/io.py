@@ -6,12 +6,14 @@ import logging
 import os
 from pathlib import Path
 
-from deepflows.errors import UserError
+from deepflows.errors import UserError, abbreviated
+from deepflows.genomics.regions import Interval
 
 log = logging.getLogger(__name__)
 
 # The 28-byte empty BGZF block that ends every complete BAM (SAM spec, section 4.1.2).
 _BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
+_UPPER_OR_N = bytes(b if b in b"ACGT" else b - 32 if b in b"acgt" else ord("N") for b in range(256))
 
 
 def require_file(path: str | Path, what: str) -> Path:
@@ -34,6 +36,11 @@ def open_reference(path: str | Path):
         return pysam.FastaFile(str(path))
     except (OSError, ValueError) as err:
         raise UserError(f"{path}: cannot open FASTA ({_first_line(err)})") from None
+
+
+def fetch_sequence(fasta, region: Interval) -> str:
+    """Upper-case reference bases; anything but ACGT (IUPAC codes, gaps) becomes N."""
+    return fasta.fetch(region.contig, region.start, region.end).encode().translate(_UPPER_OR_N).decode()
 
 
 def open_reads(path: str | Path, reference: str | Path | None):
@@ -73,7 +80,7 @@ def check_contigs(reads_path, reads, ref_path, reference, contigs: list[str]) ->
             hint = f"; the reads name it '{alias}'" if alias in read_lengths else ""
             raise UserError(
                 f"{reads_path}: contig '{contig}' of reference {ref_path} is not in the reads' header{hint} "
-                f"(reads have {', '.join(list(read_lengths)[:5])}{', ...' if len(read_lengths) > 5 else ''})"
+                f"(reads have {abbreviated(read_lengths)})"
             )
         if read_lengths[contig] != ref_lengths[contig]:
             raise UserError(
@@ -114,5 +121,10 @@ def _first_line(err: Exception) -> str:
 
 def _last_line(err: Exception) -> str:
     """samtools errors quote their whole stderr; its last line says what went wrong."""
-    text = str(err).split("stderr=", 1)[-1].replace("\\n", "\n").strip(" '\"\n")
-    return text.splitlines()[-1].strip() if text else type(err).__name__
+    return last_line(str(err).split("stderr=", 1)[-1].replace("\\n", "\n").strip(" '\"\n"), type(err).__name__)
+
+
+def last_line(text: str, default: str) -> str:
+    """The last non-blank line of a tool's stderr, stripped (`default` if none): usually what went wrong."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else default

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from deepflows.errors import UserError
+from deepflows.errors import UserError, abbreviated
 
 _REGION = re.compile(r"^(?P<contig>[^:\s]+)(?::(?P<start>[\d,]+)(?:-(?P<end>[\d,]+))?)?$")
 
@@ -136,6 +136,4 @@ def windows(region: Interval, size: int) -> list[Interval]:
 
 
 def _some(contig_lengths: dict[str, int]) -> str:
-    names = list(contig_lengths)
-    shown = ", ".join(names[:5])
-    return f"reference has {shown}{', ...' if len(names) > 5 else ''}"
+    return f"reference has {abbreviated(contig_lengths)}"

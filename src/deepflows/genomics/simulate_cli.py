@@ -36,7 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from deepflows.genomics.simulate import ReadModel, SimulationOptions, VariantSpectrum, simulate
+    from deepflows.genomics.sim_reads import ReadModel
+    from deepflows.genomics.sim_variants import VariantSpectrum
+    from deepflows.genomics.simulate import SimulationOptions, simulate
 
     _check(args)
     simulate(SimulationOptions(
