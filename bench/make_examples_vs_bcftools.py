@@ -17,24 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "genomics"
-OUT = ROOT / "bench" / "out"
-ONE_THREAD = {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "BLOSC_NTHREADS": "1",
-              "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # fmt: skip
-
-
-def deepflows() -> str:
-    exe = Path(sys.executable).with_name("deepflows")
-    return str(exe) if exe.exists() else "deepflows"
+from benchlib import DATA, OUT, deepflows, measure
 
 
 def cases() -> dict[str, dict]:
@@ -55,20 +44,6 @@ def cases() -> dict[str, dict]:
                      "--seed", "1", "--sample", "HG002-sim", "--threads", "2", "--out-prefix", str(sim)],
         },
     }  # fmt: skip
-
-
-def measure(command: str) -> dict:
-    """Run a shell command pinned to CPU 0; wall seconds, CPU seconds and peak RSS of its process tree."""
-    env = {**os.environ, **ONE_THREAD}
-    start = time.perf_counter()
-    proc = subprocess.Popen(["taskset", "-c", "0", "bash", "-o", "pipefail", "-c", command], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
-    stderr = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"failed: {command}\n{stderr.decode()[-2000:]}")
-    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mb": usage.ru_maxrss / 1024}
 
 
 def run_case(name: str, case: dict, repeats: int) -> dict:
