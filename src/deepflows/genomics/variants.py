@@ -85,6 +85,10 @@ class VcfReader:
         """Contigs named in the header."""
         return list(self._file.header.contigs)
 
+    def contig_lengths(self) -> dict[str, int | None]:
+        """Contig lengths declared in the header (None where a `##contig` line gives none)."""
+        return {name: contig.length for name, contig in self._file.header.contigs.items()}
+
     def fetch(self, contig: str, start: int | None = None, end: int | None = None) -> Iterator[Variant]:
         """Variants overlapping [start, end) on `contig` (0-based); the whole contig when no bounds."""
         if contig not in self._file.header.contigs:
@@ -97,6 +101,23 @@ class VcfReader:
             variant = self._to_variant(record)
             if variant is not None:
                 yield variant
+
+    def fetch_with_filters(
+        self, contig: str, start: int | None = None, end: int | None = None
+    ) -> Iterator[tuple[Variant, tuple[str, ...]]]:
+        """As `fetch`, each Variant with its record's FILTER names (`()` for `.`), e.g. to keep both PASS
+        and filtered calls apart when the reader was opened with `pass_only=False`. A VCF without
+        `##contig` lines is looked up in its index instead of its header."""
+        if self._file.header.contigs and contig not in self._file.header.contigs:
+            return
+        try:
+            records = self._file.fetch(contig, start, end)
+        except ValueError as err:
+            raise UserError(f"{self.path}: cannot fetch {contig}:{start}-{end}, is it indexed? ({err})") from err
+        for record in records:
+            variant = self._to_variant(record)
+            if variant is not None:
+                yield variant, tuple(record.filter.keys())
 
     def _to_variant(self, record) -> Variant | None:
         if self.pass_only and any(name != "PASS" for name in record.filter.keys()):
@@ -292,6 +313,19 @@ class Regions:
             return False
         i, starts, ends = found
         return i < len(starts) and starts[i] <= start and end <= ends[i]
+
+    def overlaps_many(self, contig: str, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+        """`overlaps` for arrays of [start, end) intervals on one contig, as a boolean array."""
+        starts = np.asarray(starts, dtype=np.int64)
+        ends = np.asarray(ends, dtype=np.int64)
+        if contig not in self._starts:
+            return np.zeros(len(starts), dtype=bool)
+        region_starts, region_ends = self._starts[contig], self._ends[contig]
+        i = np.searchsorted(region_ends, starts, side="right")
+        inside = i < len(region_starts)
+        result = np.zeros(len(starts), dtype=bool)
+        result[inside] = (starts[inside] < ends[inside]) & (region_starts[i[inside]] < ends[inside])
+        return result
 
     def overlaps(self, contig: str, start: int, end: int) -> bool:
         """Whether [start, end) shares at least one base with an interval."""
