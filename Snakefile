@@ -11,13 +11,17 @@ configfile: "config/config.yaml"
 
 include: "rules/common.smk"
 include: "rules/variants.smk"
+include: "rules/variants_train.smk"
 
 
 rule all:
     input:
-        manifest_path(),
+        default_targets(),
     default_target: True
 
 
 onsuccess:
-    print(f"deepflows: done. Results for sample {SAMPLE!r} are in results/{SAMPLE}/; manifest: {manifest_path()}")
+    if TRAINING["enabled"]:
+        print(f"deepflows: done. Training data for {SAMPLE!r}: {training_store_path()} (+ results/{SAMPLE}/eval/)")
+    else:
+        print(f"deepflows: done. Results for sample {SAMPLE!r} are in results/{SAMPLE}/; manifest: {manifest_path()}")

@@ -9,7 +9,7 @@ printed as Markdown and written as JSON.
 Cases:
   na12878   real NA12878 reads, GIAB truth, chr20:10,000,001-10,010,000 (../shared/data)
   sim-eval  the simulated evaluation set (GRCh38 chr20:4.9-5.2 Mb and 8.9-9.2 Mb, 30x 2x150), made by
-            `snakemake --configfile config/train-hg002-grch38.yaml eval_sets`
+            `snakemake --configfile config/train-hg002-grch38.yaml --cores 2` (target training_data)
   sim-hard  the harder evaluation set (20x 2x100, doubled error rate), same target
 
     python bench/peers.py [--cases na12878,sim-eval,sim-hard]
@@ -27,7 +27,7 @@ from pathlib import Path
 
 from benchlib import DATA, OUT, ROOT, deepflows, measure
 
-EVAL = ROOT / "results" / "train-hg002-grch38" / "eval"
+EVAL = ROOT / "results" / "hg002-grch38" / "eval"
 
 
 def cases() -> dict[str, dict]:
@@ -102,7 +102,7 @@ def run_case(name: str, case: dict) -> list[dict]:
     for key in ("reads", "ref", "truth", "confident"):
         if not Path(case[key]).exists():
             raise SystemExit(f"[{name}] {case[key]}: not found" +
-                             ("" if name == "na12878" else "; make it with the eval_sets target (see --help)"))  # fmt: skip
+                             ("" if name == "na12878" else "; make it with the training_data target (see --help)"))  # fmt: skip
     work = OUT / "peers" / name
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)

@@ -22,6 +22,8 @@ SAMPLE = config["sample"]
 SIMULATED = config["reads"]["path"] is None
 MODE = "training" if config["make_examples"]["training"] else "calling"
 NSHARDS = config["make_examples"]["shards"]
+TRAINING = config["training_data"]  # rules/variants_train.smk
+EVAL_SETS = sorted(TRAINING["eval_sets"]) if TRAINING["eval_regions"] else []
 
 
 wildcard_constraints:
@@ -29,6 +31,8 @@ wildcard_constraints:
     mode=r"calling|training",
     shard=r"\d{5}",
     nshards=r"\d{5}",
+    chunk=r"\d{5}",  # training chunk
+    evalset="|".join(EVAL_SETS) or "(?!)",  # only the configured evaluation sets ("(?!)" matches nothing)
 
 
 def manifest_path(sample=SAMPLE, mode=MODE):
@@ -117,3 +121,115 @@ def label_args(wildcards, input):
     if wildcards.mode != "training":
         return ""
     return f"--truth {input.truth} --confident {input.confident}"
+
+
+# --- Training data (rules/variants_train.smk) ---------------------------------------------------------------
+# The plan (chunks, evaluation and tuning regions) is a pure function of the config and the reference's
+# contig lengths: src/deepflows/genomics/training_plan.py.
+
+from deepflows.errors import UserError
+from deepflows.genomics.training_plan import plan_training, reference_lengths
+
+_PLAN = {}
+
+
+def training_plan():
+    """Built when first needed (a run that never asks for training data never reads the .fai)."""
+    if "plan" not in _PLAN:
+        _PLAN["plan"] = plan_training(TRAINING, reference_lengths(config))
+    return _PLAN["plan"]
+
+
+if TRAINING["enabled"]:
+    try:
+        training_plan()
+    except UserError as _err:
+        sys.exit(f"error: {_err}")
+
+
+def training_chunks():
+    return [f"{i:05d}" for i in range(len(training_plan().chunks))]
+
+
+def training_store_path(sample=SAMPLE):
+    return f"results/{sample}/train/train.zarr"
+
+
+def training_data_targets(sample=SAMPLE):
+    """Everything target `training_data` builds: the shuffled store, and per evaluation set its kept BAM and
+    truth plus the manifest of its calling examples."""
+    targets = [training_store_path(sample), f"results/{sample}/train/train.json"]
+    for name in EVAL_SETS:
+        prefix = f"results/{sample}/eval/{name}"
+        targets += [f"{prefix}/reads.bam", f"{prefix}/reads.truth.vcf.gz", f"{prefix}/examples/calling/manifest.json"]
+    return targets
+
+
+def default_targets():
+    """The inputs of the default target `all`: the training data when training_data.enabled, else the examples
+    manifest of the sample."""
+    return training_data_targets() if TRAINING["enabled"] else [manifest_path()]
+
+
+def training_simulate_inputs(wildcards):
+    inputs = reference_inputs(wildcards)
+    if TRAINING["variants"] == "truth":
+        inputs.update(truth=config["truth"]["vcf"], truth_index=_index_of(config["truth"]["vcf"]))
+    return inputs
+
+
+def training_variant_args(wildcards, input):
+    if "truth" in input.keys():
+        return f"--truth {input.truth}"
+    return f"--random-variants --variant-rate {TRAINING['variant_rate']}"
+
+
+def _simulation_args(settings):
+    return (
+        f"--depth {settings['depth']} --read-length {settings['read_length']}"
+        f" --error-rate-scale {settings['error_rate_scale']} --insert-mean {settings['insert_mean']}"
+        f" --insert-sd {settings['insert_sd']} --aligner {settings['aligner']}"
+    )
+
+
+def train_chunk_region(wildcards):
+    return str(training_plan().chunks[int(wildcards.chunk)])
+
+
+def train_chunk_seed(wildcards):
+    return TRAINING["seed"] + int(wildcards.chunk)
+
+
+def train_simulation_args(wildcards):
+    return _simulation_args(TRAINING["simulate"])
+
+
+def training_shards(wildcards):
+    return expand(
+        "results/{sample}/train/chunks/{chunk}/examples.zarr", sample=wildcards.sample, chunk=training_chunks()
+    )
+
+
+def tune_region_args(wildcards):
+    regions = [str(r) for r in training_plan().tune_regions]
+    return f"--tune-regions {' '.join(regions)} --tune-margin {TRAINING['tune_margin']}" if regions else ""
+
+
+def eval_regions(wildcards=None):
+    return " ".join(str(r) for r in training_plan().eval_regions)
+
+
+def eval_simulation_args(wildcards):
+    settings = TRAINING["eval_sets"][wildcards.evalset]
+    return f"{_simulation_args(settings)} --seed {settings['seed']}"
+
+
+def eval_shard_paths(wildcards):
+    n = TRAINING["eval_shards"]
+    return expand(
+        "results/{sample}/eval/{evalset}/examples/calling/examples-{shard:05d}-of-{nshards:05d}.zarr",
+        sample=wildcards.sample,
+        evalset=wildcards.evalset,
+        shard=range(n),
+        nshards=n,
+    )

@@ -21,7 +21,12 @@ STAGES: dict[str, tuple[str, str]] = {
     "make-reference": ("deepflows.genomics.refgen", "write a synthetic reference FASTA with human-like repeats"),
     "make-examples": ("deepflows.genomics.make_examples", "candidate variants -> pileup images in a Zarr shard"),
     "check-shards": ("deepflows.store.check_shards", "verify that every shard of a sample is complete"),
+    "shuffle-examples": ("deepflows.store.shuffle", "labelled shards -> one shuffled training store + tuning split"),
+    "train": ("deepflows.nn.train", "train a pileup classifier on a training store"),
     "validate-config": ("deepflows.config", "check a pipeline config file against its schema"),
+    "call-variants": ("deepflows.genomics.call_variants", "example shards + model -> genotype probabilities (Zarr)"),
+    "postprocess": ("deepflows.genomics.postprocess", "genotype probabilities -> bgzipped, indexed VCF"),
+    "benchmark": ("deepflows.genomics.benchmark_cli", "compare a VCF with a truth set, hap.py style"),
 }
 
 

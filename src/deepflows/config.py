@@ -32,15 +32,38 @@ def load_schema(path: str | Path | None = None) -> dict:
     return yaml.safe_load(path.read_text())
 
 
-def fill_defaults(schema: dict, instance: Any) -> None:
-    """Set missing keys to their schema defaults, recursing into objects (in place)."""
+def _resolve(schema: dict, root: dict) -> dict:
+    """A subschema with its local `$ref` ("#/$defs/...") merged in; the referring schema's own keys win."""
+    while "$ref" in schema:
+        target: Any = root
+        for part in schema["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        schema = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
+    return schema
+
+
+def fill_defaults(schema: dict, instance: Any, root: dict | None = None) -> None:
+    """Set missing keys to their schema defaults, recursing into objects (in place).
+
+    Follows local `$ref`s and fills the values of open mappings (`additionalProperties` with a schema,
+    e.g. training_data.eval_sets) too.
+    """
+    root = schema if root is None else root
+    schema = _resolve(schema, root)
     if not isinstance(instance, dict):
         return
-    for key, sub in schema.get("properties", {}).items():
+    properties = schema.get("properties", {})
+    for key, sub in properties.items():
+        sub = _resolve(sub, root)
         if key not in instance and "default" in sub:
             instance[key] = copy.deepcopy(sub["default"])
         if key in instance:
-            fill_defaults(sub, instance[key])
+            fill_defaults(sub, instance[key], root)
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, dict):
+        for key, value in instance.items():
+            if key not in properties:
+                fill_defaults(extra, value, root)
 
 
 def _key_path(parts) -> str:
@@ -74,6 +97,9 @@ def _check_combinations(cfg: dict) -> str | None:
                 return f"truth.{key}: must be set when make_examples.training is true and reads.path is set"
     if mx["regions"] and mx["regions_bed"]:
         return "make_examples: set regions or regions_bed, not both"
+    td = cfg.get("training_data")
+    if td is not None and td["variants"] == "truth" and truth["vcf"] is None:
+        return "truth.vcf: must be set when training_data.variants is 'truth'"
     return None
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 NUM_CLASSES = 3  # hom-ref, het, hom-alt
@@ -51,13 +52,100 @@ class SmallCNN(nnx.Module):
         return self.head(self.dropout(x))
 
 
-ARCHITECTURES: dict[str, Callable[..., nnx.Module]] = {"small_cnn": SmallCNN}
+class _Lazy:
+    """An architecture defined in another module, imported only when built (keeps `models` light)."""
+
+    def __init__(self, module: str, name: str):
+        self.module, self.name = module, name
+
+    def resolve(self) -> type:
+        import importlib
+
+        return getattr(importlib.import_module(self.module), self.name)
+
+    def __call__(self, *args, **kwargs):
+        return self.resolve()(*args, **kwargs)
+
+
+ARCHITECTURES: dict[str, Callable[..., nnx.Module]] = {
+    "small_cnn": SmallCNN,
+    "inception_v3": _Lazy("deepflows.nn.inception", "InceptionV3"),  # DeepVariant's classifier
+}
+
+
+def architecture_options(architecture: str) -> dict:
+    """The options an architecture takes (keyword -> default), without `channels` and `rngs`."""
+    import inspect
+
+    target = ARCHITECTURES[architecture]
+    target = target.resolve() if isinstance(target, _Lazy) else target
+    return {name: p.default for name, p in inspect.signature(target.__init__).parameters.items()
+            if name not in ("channels", "rngs", "self") and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}  # fmt: skip
 
 
 def build_model(architecture: str, options: dict, channels: int, seed: int) -> nnx.Module:
     """A freshly initialised model; `options` are the architecture's keyword arguments from the config."""
-    if architecture not in ARCHITECTURES:
-        from deepflows.errors import UserError
+    from deepflows.errors import UserError
 
+    if architecture not in ARCHITECTURES:
         raise UserError(f"unknown model architecture '{architecture}' (known: {', '.join(ARCHITECTURES)})")
-    return ARCHITECTURES[architecture](channels=channels, **options, rngs=nnx.Rngs(seed))
+    known = architecture_options(architecture)
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise UserError(f"model option '{unknown[0]}' is not an option of {architecture} "
+                        f"(options: {', '.join(known)})")  # fmt: skip
+    try:
+        model = nnx.eval_shape(lambda: ARCHITECTURES[architecture](channels=channels, **options, rngs=nnx.Rngs(seed)))
+    except (TypeError, ValueError) as err:  # a wrong option value from a config, e.g. widths: 12
+        raise UserError(f"{architecture} options {options}: {err}") from None
+    _initialise(model, seed)
+    return model
+
+
+def _truncated_normal(rng: np.random.Generator, shape: tuple, std: float) -> np.ndarray:
+    """Normal(0, std) truncated to +-2 std, as jax.nn.initializers.truncated_normal (resampling outliers)."""
+    values = rng.standard_normal(shape, dtype=np.float32)
+    outside = np.abs(values) > 2
+    while outside.any():
+        values[outside] = rng.standard_normal(int(outside.sum()), dtype=np.float32)
+        outside = np.abs(values) > 2
+    return values * np.float32(std)
+
+
+def _initialise(model: nnx.Module, seed: int) -> None:
+    """Fill an abstract model (from nnx.eval_shape) with Flax's default initial values, drawn on the host.
+
+    Flax initialises eagerly, one compiled random-number kernel per distinct weight shape: about 100
+    XLA compilations (a minute or more on a small CPU) for InceptionV3. The same distributions drawn with
+    NumPy cost nothing to compile: kernels lecun_normal (truncated normal, variance 1/fan_in, as
+    nnx.Conv and nnx.Linear), biases and batch-norm offsets and means 0, batch-norm scales and
+    variances 1. Every value is a function of (seed, the variable's path), so it is reproducible.
+    """
+    import zlib
+
+    import jax
+
+    state = nnx.state(model)
+    flat = {}
+    for path, var in nnx.to_flat_state(state):
+        value = var.get_value()
+        name, shape = str(path[-1]), tuple(value.shape)
+        key = "/".join(map(str, path))
+        if isinstance(var, nnx.RngKey):
+            value = jax.random.fold_in(jax.random.key(seed), zlib.crc32(key.encode()) & 0x7FFFFFFF)
+        elif isinstance(var, nnx.RngCount):
+            value = np.zeros(shape, np.uint32)
+        elif name == "kernel":
+            rng = np.random.default_rng([seed, *key.encode()])
+            # lecun_normal: variance 1/fan_in; the truncation at 2 std shrinks it, hence the constant.
+            value = _truncated_normal(rng, shape, (1.0 / np.prod(shape[:-1])) ** 0.5 / 0.87962566103423978)
+        elif name in ("bias", "mean"):
+            value = np.zeros(shape, value.dtype)
+        elif name in ("scale", "var"):
+            value = np.ones(shape, value.dtype)
+        else:  # a new layer type: say so rather than guess its initialiser
+            raise NotImplementedError(f"no host initialiser for model variable {key} ({type(var).__name__})")
+        flat[path] = value
+    device = jax.devices()[0]  # committed, as restored checkpoints are: one compilation serves both
+    nnx.update(model, nnx.from_flat_state([(p, v.replace(jax.device_put(flat[p], device)))
+                                            for p, v in nnx.to_flat_state(state)]))  # fmt: skip

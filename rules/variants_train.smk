@@ -1,0 +1,162 @@
+# Training and evaluation data at scale (config key `training_data`; target `training_data`).
+#
+# Training: the span minus the evaluation regions (and a margin) is cut into chunks; each chunk is simulated
+# on its own (train_simulate, BAM temporary) and turned into labelled examples (train_make_examples); all
+# chunks are shuffled into one Zarr store with a tuning split held back by region (train_shuffle).
+# Evaluation: each set of training_data.eval_sets simulates the evaluation regions with its own settings
+# (eval_simulate, BAM kept) and gets calling examples (eval_make_examples scatter, eval_check_shards gather).
+# Rules only wire files; the chunk layout comes from deepflows.genomics.training_plan (rules/common.smk).
+
+
+rule training_data:
+    input:
+        training_data_targets(),
+
+
+rule train_simulate:
+    input:
+        unpack(training_simulate_inputs),
+    output:
+        # temp: the BAMs are only read by make_examples and are remade byte for byte from the seed.
+        bam=temp("results/{sample}/train/chunks/{chunk}/reads.bam"),
+        bai=temp("results/{sample}/train/chunks/{chunk}/reads.bam.bai"),
+        truth="results/{sample}/train/chunks/{chunk}/reads.truth.vcf.gz",
+        truth_index="results/{sample}/train/chunks/{chunk}/reads.truth.vcf.gz.tbi",
+        confident="results/{sample}/train/chunks/{chunk}/reads.confident.bed",
+    params:
+        prefix=lambda wildcards, output: output.bam.removesuffix(".bam"),
+        region=train_chunk_region,
+        variants=training_variant_args,
+        simulation=train_simulation_args,
+        seed=train_chunk_seed,
+    log:
+        "logs/{sample}/train/simulate/{chunk}.log",
+    benchmark:
+        "benchmarks/{sample}/train/simulate/{chunk}.tsv"
+    conda:
+        "../envs/genomics.yaml"
+    shell:
+        "deepflows simulate --ref {input.ref:q} {params.variants} --region {params.region}"
+        " {params.simulation} --seed {params.seed} --threads {threads}"
+        " --sample {wildcards.sample} --out-prefix {params.prefix:q} 2> {log:q}"
+
+
+rule train_make_examples:
+    input:
+        unpack(reference_inputs),
+        reads="results/{sample}/train/chunks/{chunk}/reads.bam",
+        reads_index="results/{sample}/train/chunks/{chunk}/reads.bam.bai",
+        truth="results/{sample}/train/chunks/{chunk}/reads.truth.vcf.gz",
+        truth_index="results/{sample}/train/chunks/{chunk}/reads.truth.vcf.gz.tbi",
+        confident="results/{sample}/train/chunks/{chunk}/reads.confident.bed",
+    output:
+        directory("results/{sample}/train/chunks/{chunk}/examples.zarr"),
+    params:
+        seed=config["make_examples"]["seed"],
+    log:
+        "logs/{sample}/train/make_examples/{chunk}.log",
+    benchmark:
+        "benchmarks/{sample}/train/make_examples/{chunk}.tsv"
+    conda:
+        "../envs/genomics.yaml"
+    shell:
+        "deepflows make-examples --reads {input.reads:q} --ref {input.ref:q} --regions {input.confident:q}"
+        " --truth {input.truth:q} --confident {input.confident:q} --seed {params.seed}"
+        " --sample {wildcards.sample} --out {output:q} 2> {log:q}"
+
+
+rule train_shuffle:
+    input:
+        shards=training_shards,
+    output:
+        store=directory("results/{sample}/train/train.zarr"),
+        summary=report(
+            "results/{sample}/train/train.json",
+            caption="../workflow/report/training_store.rst",
+            category="Training data",
+            subcategory="{sample}",
+        ),
+    params:
+        tune=tune_region_args,
+        seed=TRAINING["shuffle"]["seed"],
+        bucket_size=TRAINING["shuffle"]["bucket_size"],
+        chunk_size=TRAINING["shuffle"]["chunk_size"],
+    log:
+        "logs/{sample}/train/shuffle.log",
+    benchmark:
+        "benchmarks/{sample}/train/shuffle.tsv"
+    conda:
+        "../envs/genomics.yaml"
+    shell:
+        "deepflows shuffle-examples {input.shards:q} --out {output.store:q} {params.tune} --seed {params.seed}"
+        " --bucket-size {params.bucket_size} --chunk-size {params.chunk_size} --summary {output.summary:q}"
+        " 2> {log:q}"
+
+
+rule eval_simulate:
+    input:
+        unpack(training_simulate_inputs),
+    output:
+        # kept (not temp): later stages call variants on these reads
+        bam="results/{sample}/eval/{evalset}/reads.bam",
+        bai="results/{sample}/eval/{evalset}/reads.bam.bai",
+        truth="results/{sample}/eval/{evalset}/reads.truth.vcf.gz",
+        truth_index="results/{sample}/eval/{evalset}/reads.truth.vcf.gz.tbi",
+        confident="results/{sample}/eval/{evalset}/reads.confident.bed",
+    params:
+        prefix=lambda wildcards, output: output.bam.removesuffix(".bam"),
+        regions=eval_regions,
+        variants=training_variant_args,
+        simulation=eval_simulation_args,
+    log:
+        "logs/{sample}/eval/{evalset}/simulate.log",
+    benchmark:
+        "benchmarks/{sample}/eval/{evalset}/simulate.tsv"
+    conda:
+        "../envs/genomics.yaml"
+    shell:
+        "deepflows simulate --ref {input.ref:q} {params.variants} --region {params.regions}"
+        " {params.simulation} --threads {threads} --sample {wildcards.sample} --out-prefix {params.prefix:q}"
+        " 2> {log:q}"
+
+
+# Scatter: shard i of n owns the i-th slice of the evaluation regions; calling mode (no labels).
+rule eval_make_examples:
+    input:
+        unpack(reference_inputs),
+        reads="results/{sample}/eval/{evalset}/reads.bam",
+        reads_index="results/{sample}/eval/{evalset}/reads.bam.bai",
+    output:
+        directory("results/{sample}/eval/{evalset}/examples/calling/examples-{shard}-of-{nshards}.zarr"),
+    params:
+        shard=lambda wildcards: f"{int(wildcards.shard)}/{int(wildcards.nshards)}",
+        regions=eval_regions,
+        seed=config["make_examples"]["seed"],
+    log:
+        "logs/{sample}/eval/{evalset}/make_examples/{shard}-of-{nshards}.log",
+    benchmark:
+        "benchmarks/{sample}/eval/{evalset}/make_examples/{shard}-of-{nshards}.tsv"
+    conda:
+        "../envs/genomics.yaml"
+    shell:
+        "deepflows make-examples --reads {input.reads:q} --ref {input.ref:q} --regions {params.regions}"
+        " --shard {params.shard} --out {output:q} --seed {params.seed} --sample {wildcards.sample} 2> {log:q}"
+
+
+# Gather: fails unless every shard of the set is present and complete.
+rule eval_check_shards:
+    input:
+        shards=eval_shard_paths,
+    output:
+        report(
+            "results/{sample}/eval/{evalset}/examples/calling/manifest.json",
+            caption="../workflow/report/eval_manifest.rst",
+            category="Evaluation data",
+            subcategory="{sample}",
+        ),
+    log:
+        "logs/{sample}/eval/{evalset}/check_shards.log",
+    conda:
+        "../envs/genomics.yaml"
+    shell:
+        "deepflows check-shards --out {output:q} {input.shards:q} 2> {log:q}"

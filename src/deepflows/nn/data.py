@@ -1,0 +1,286 @@
+"""Batches from a training store (`deepflows shuffle-examples`), streamed through Dask/Zarr.
+
+Training order is a pure function of (seed, step), so a run resumed from a checkpoint at step k sees
+exactly the batches an uninterrupted run sees from step k on:
+
+- the split is read in whole chunks of `inputs` (chunked along N); an epoch visits the chunks in a
+  random order drawn from (seed, epoch), grouped into windows of `window_chunks` consecutive chunks
+  of that order (the shuffle buffer);
+- each window is loaded (its chunks decompressed in parallel by Dask's threads) and its examples are
+  permuted by a generator seeded with (seed, epoch, window): `shuffled`; or, with `balanced`, drawn
+  with replacement, each with probability inverse to its class's frequency in the split, as many as
+  the window holds, so the classes come out evenly on average and an epoch keeps its length;
+- the epochs' example streams are concatenated and cut into batches of `batch_size`: batch k is
+  stream positions [k * batch_size, (k + 1) * batch_size), which may straddle two windows or epochs.
+
+Memory is a window or two of images (window_chunks x chunk x 155 kB for 100x221x7 pileups: 4 x 64
+-> 40 MB) plus the split's labels (one byte per example), whatever the store's size. A background
+thread prepares the next batches while the accelerator trains on the current one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import queue
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from deepflows.errors import UserError
+
+CLASS_NAMES = ("hom_ref", "het", "hom_alt")
+
+
+@dataclass
+class Split:
+    """One split of a training store: lazy images, labels in memory, and what the model needs to know."""
+
+    store: Path
+    name: str
+    inputs: object  # dask array [N, H, W, C] uint8, chunked along N as the store
+    labels: np.ndarray  # [N] int8
+    chunk: int
+    channels: list[str]
+    attrs: dict  # the store's root attributes
+
+    @property
+    def n(self) -> int:
+        return int(self.inputs.shape[0])
+
+    @property
+    def shape(self) -> list[int]:
+        return [int(s) for s in self.inputs.shape[1:]]
+
+    @property
+    def class_counts(self) -> np.ndarray:
+        return np.bincount(self.labels, minlength=len(CLASS_NAMES))[: len(CLASS_NAMES)]
+
+    @property
+    def n_chunks(self) -> int:
+        return math.ceil(self.n / self.chunk)
+
+    def read_chunks(self, chunk_ids) -> np.ndarray:
+        """The examples of these chunks, concatenated in the given order (decompressed in parallel)."""
+        import dask
+        import dask.array as da
+
+        blocks = [self.inputs.blocks[int(c)] for c in chunk_ids]
+        return dask.compute(da.concatenate(blocks, axis=0), scheduler="threads")[0]
+
+    def chunk_rows(self, chunk_ids) -> np.ndarray:
+        """Example indices of these chunks, in the order `read_chunks` returns them."""
+        return np.concatenate([np.arange(c * self.chunk, min((c + 1) * self.chunk, self.n)) for c in chunk_ids])
+
+
+def store_fingerprint(path: str | Path) -> dict:
+    """Path and sha256 of the store's root metadata (zarr.json for Zarr v3, .zattrs for v2): the attributes
+    record the store's sources, their checksums, the seed and the split sizes, so they identify its content."""
+    path = Path(path)
+    for name in ("zarr.json", ".zattrs"):
+        meta = path / name
+        if meta.is_file():
+            return {"path": str(path.resolve()), "metadata": name, "sha256": hashlib.sha256(meta.read_bytes()).hexdigest()}
+    raise UserError(f"{path}: no zarr.json or .zattrs; not a Zarr group")
+
+
+def open_split(path: str | Path, split: str) -> Split:
+    """A labelled split of a training store, checked; one clear line for anything wrong with it."""
+    import dask.array as da
+    import zarr
+
+    from deepflows.store.shuffle import STORE_SCHEMA, STORE_SCHEMA_VERSION
+
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: training store not found")
+    try:
+        root = zarr.open_group(str(path), mode="r")
+    except Exception as err:  # noqa: BLE001 (zarr raises several types for a non-group)
+        raise UserError(f"{path}: not a Zarr group ({type(err).__name__})") from None
+    attrs = dict(root.attrs)
+    if attrs.get("schema") != STORE_SCHEMA:
+        hint = " (make one from example shards with deepflows shuffle-examples)" if attrs.get("schema") else ""
+        raise UserError(f"{path}: not a deepflows training store (schema {attrs.get('schema')!r}){hint}")
+    if attrs.get("schema_version") != STORE_SCHEMA_VERSION:
+        raise UserError(f"{path}: training store schema version {attrs.get('schema_version')}, "
+                        f"expected {STORE_SCHEMA_VERSION}")  # fmt: skip
+    if not attrs.get("complete"):
+        raise UserError(f"{path}: training store is incomplete (its writer did not finish)")
+    if split not in root:
+        raise UserError(f"{path}: no '{split}' split in the training store")
+    group = root[split]
+    if "inputs" not in group:
+        raise UserError(f"{path}/{split}: no 'inputs' array")
+    if "label" not in group:
+        raise UserError(f"{path}/{split}: no 'label' array; training needs labelled examples (make-examples --truth)")
+    array = group["inputs"]
+    if array.ndim != 4 or array.dtype != np.uint8:
+        raise UserError(f"{path}/{split}/inputs: expected [N, height, width, channels] uint8, "
+                        f"got {list(array.shape)} {array.dtype}")  # fmt: skip
+    labels = np.asarray(group["label"][:])
+    if len(labels) != array.shape[0]:
+        raise UserError(f"{path}/{split}: {len(labels)} labels for {array.shape[0]} examples")
+    if len(labels) and (labels.min() < 0 or labels.max() >= len(CLASS_NAMES)):
+        raise UserError(f"{path}/{split}/label: values must be 0 (hom-ref), 1 (het) or 2 (hom-alt); "
+                        f"found {int(labels.min())}..{int(labels.max())}")  # fmt: skip
+    channels = attrs.get("channels") or dict(group.attrs).get("channels")
+    if not channels or len(channels) != array.shape[-1]:
+        raise UserError(f"{path}: the store's attributes name {len(channels or [])} channels "
+                        f"for {array.shape[-1]} in the images")  # fmt: skip
+    return Split(store=path, name=split, inputs=da.from_zarr(array), labels=labels.astype(np.int8),
+                 chunk=int(array.chunks[0]), channels=list(channels), attrs=attrs)  # fmt: skip
+
+
+class BatchStream:
+    """Training batches as a pure function of (seed, step); see the module docstring."""
+
+    def __init__(self, split: Split, batch_size: int, seed: int, window_chunks: int = 4, sampling: str = "shuffled"):
+        if split.n == 0:
+            raise UserError(f"{split.store}/{split.name}: no examples")
+        self.split = split
+        self.batch_size = batch_size
+        self.seed = seed
+        self.window_chunks = max(1, window_chunks)
+        self.sampling = sampling
+        counts = split.class_counts
+        # balanced: P(example) proportional to 1 / (its class's count); absent classes never come up.
+        self.class_p = np.where(counts > 0, 1.0 / np.maximum(counts, 1), 0.0)
+
+    # --- the order ------------------------------------------------------------------------------------------
+
+    def windows(self, epoch: int) -> list[np.ndarray]:
+        """The chunk ids of each window of an epoch."""
+        order = np.random.default_rng([self.seed, 1, epoch]).permutation(self.split.n_chunks)
+        return [order[i : i + self.window_chunks] for i in range(0, len(order), self.window_chunks)]
+
+    def window_order(self, epoch: int, index: int, rows: np.ndarray) -> np.ndarray:
+        """Positions within a window's examples (rows: their indices in the split), in training order."""
+        rng = np.random.default_rng([self.seed, 2, epoch, index])
+        if self.sampling == "balanced":
+            p = self.class_p[self.split.labels[rows]]
+            return rng.choice(len(rows), size=len(rows), replace=True, p=p / p.sum())
+        return rng.permutation(len(rows))
+
+    def position(self, step: int) -> dict:
+        """Where batch `step` starts: examples seen so far, epoch, offset in the epoch."""
+        seen = step * self.batch_size
+        return {"examples_seen": seen, "epoch": seen // self.split.n, "offset": seen % self.split.n}
+
+    # --- the stream -----------------------------------------------------------------------------------------
+
+    def _examples(self, start: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(images, labels) runs in stream order from stream position `start` on, one window at a time."""
+        epoch, offset = divmod(start, self.split.n)
+        while True:
+            for index, chunk_ids in enumerate(self.windows(epoch)):
+                rows = self.split.chunk_rows(chunk_ids)
+                if offset >= len(rows):  # a window before the resume point: skip without reading it
+                    offset -= len(rows)
+                    continue
+                order = self.window_order(epoch, index, rows)[offset:]
+                offset = 0
+                images = self.split.read_chunks(chunk_ids)
+                yield images[order], self.split.labels[rows[order]]
+            epoch += 1
+
+    def batches(self, step: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Batches `step`, `step + 1`, ... (images uint8 [B, H, W, C], labels int32 [B])."""
+        b = self.batch_size
+        images = np.empty((b, *self.split.shape), np.uint8)
+        labels = np.empty(b, np.int32)
+        filled = 0
+        for run_images, run_labels in self._examples(step * b):
+            at = 0
+            while at < len(run_labels):
+                take = min(b - filled, len(run_labels) - at)
+                images[filled : filled + take] = run_images[at : at + take]
+                labels[filled : filled + take] = run_labels[at : at + take]
+                filled += take
+                at += take
+                if filled == b:
+                    yield images.copy(), labels.copy()
+                    filled = 0
+
+
+def eval_batches(split: Split, batch_size: int, max_examples: int | None = None):
+    """The first `max_examples` (default all) of a split in store order, as fixed-size batches:
+    (images [B, ...] uint8, labels [B] int32, valid count); the last batch is padded with zeros."""
+    n = split.n if max_examples is None else min(split.n, max_examples)
+    images = np.zeros((batch_size, *split.shape), np.uint8)
+    labels = np.zeros(batch_size, np.int32)
+    filled = 0
+    for first in range(0, math.ceil(n / split.chunk), 4):
+        ids = list(range(first, min(first + 4, math.ceil(n / split.chunk))))
+        block = split.read_chunks(ids)
+        rows = split.chunk_rows(ids)
+        keep = rows < n
+        block, block_labels = block[keep], split.labels[rows[keep]]
+        at = 0
+        while at < len(block_labels):
+            take = min(batch_size - filled, len(block_labels) - at)
+            images[filled : filled + take] = block[at : at + take]
+            labels[filled : filled + take] = block_labels[at : at + take]
+            filled += take
+            at += take
+            if filled == batch_size:
+                yield images.copy(), labels.copy(), batch_size
+                filled = 0
+    if filled:
+        images[filled:] = 0
+        labels[filled:] = 0
+        yield images.copy(), labels.copy(), filled
+
+
+class Prefetcher:
+    """Runs an iterator in a background thread, `depth` items ahead; `close()` stops it."""
+
+    _END = object()
+
+    def __init__(self, iterator: Iterator, depth: int = 2):
+        self.queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(iterator,), daemon=True, name="batch-prefetch")
+        self.thread.start()
+
+    def _run(self, iterator: Iterator) -> None:
+        try:
+            for item in iterator:
+                while not self.stop.is_set():
+                    try:
+                        self.queue.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if self.stop.is_set():
+                    return
+        except BaseException as err:  # noqa: BLE001 (re-raised in the consumer)
+            self.error = err
+        self._put_end()
+
+    def _put_end(self) -> None:
+        while not self.stop.is_set():
+            try:
+                self.queue.put(self._END, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        item = self.queue.get()
+        if item is self._END:
+            if self.error is not None:
+                raise self.error
+            raise StopIteration
+        return item
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=10)

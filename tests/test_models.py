@@ -1,0 +1,74 @@
+"""Model registry: SmallCNN and InceptionV3 build fast, deterministically, and map uint8 pileups to [B, 3] logits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("flax")
+
+from flax import nnx
+
+from deepflows.errors import UserError
+from deepflows.nn.models import ARCHITECTURES, architecture_options, build_model
+
+TINY_INCEPTION = {"width_multiplier": 0.0625, "depth": [1, 1, 1]}
+
+
+def n_params(model) -> int:
+    import jax
+
+    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+
+
+def test_registry_and_options():
+    assert {"small_cnn", "inception_v3"} <= set(ARCHITECTURES)
+    assert set(architecture_options("inception_v3")) == {"width_multiplier", "depth", "dropout"}
+    assert set(architecture_options("small_cnn")) == {"widths", "dropout"}
+    with pytest.raises(UserError, match="unknown model architecture 'resnet'"):
+        build_model("resnet", {}, 7, 0)
+    with pytest.raises(UserError, match="model option 'width' is not an option of inception_v3"):
+        build_model("inception_v3", {"width": 2}, 7, 0)
+    with pytest.raises(UserError, match="depth must be three block counts"):
+        build_model("inception_v3", {"depth": [1, 1]}, 7, 0)
+    with pytest.raises(UserError, match="small_cnn options"):
+        build_model("small_cnn", {"widths": 12}, 7, 0)
+
+
+def test_initialisation_is_seeded():
+    import jax
+
+    a, b, c = (build_model("small_cnn", {"widths": [4, 8]}, 7, seed) for seed in (1, 1, 2))
+    leaves = lambda m: jax.tree.leaves(nnx.state(m, nnx.Any(nnx.Param, nnx.BatchStat)))
+    assert all(np.array_equal(x, y) for x, y in zip(leaves(a), leaves(b)))
+    assert not all(np.array_equal(x, y) for x, y in zip(leaves(a), leaves(c)))
+    kernel = np.asarray(a.head.kernel[...])  # lecun_normal: std 1/sqrt(fan_in), truncated at 2 std
+    assert kernel.shape == (8, 3) and np.abs(kernel).max() <= 2 / np.sqrt(8) * 1.14
+    assert np.array_equal(np.asarray(a.blocks[0].bn1.scale[...]), np.ones(4))
+
+
+def test_inception_full_size_matches_keras():
+    """DeepVariant's backbone is Keras's InceptionV3 (no top): 21,768,352 trainable parameters with 3 input
+    channels; 7 channels add 3*3*4*32 to the first conv and the 3-way head 2048*3+3."""
+    model = build_model("inception_v3", {}, 7, 0)
+    assert model.features == 2048
+    assert n_params(model) == 21_768_352 + 3 * 3 * 4 * 32 + 2048 * 3 + 3
+
+
+def test_inception_tiny_forward():
+    model = build_model("inception_v3", TINY_INCEPTION, 7, 0)
+    assert n_params(model) < 50_000
+    model.eval()
+    forward = nnx.jit(lambda m, x: m(x))
+    x = np.random.default_rng(0).integers(0, 256, (2, 100, 221, 7), dtype=np.uint8)
+    logits = forward(model, x)
+    assert logits.shape == (2, 3) and np.all(np.isfinite(logits))
+    # inputs smaller than the stem and reductions accept are padded up to 75 x 75
+    assert forward(model, x[:, :20, :30]).shape == (2, 3)
+
+
+def test_small_cnn_forward_any_shape():
+    model = build_model("small_cnn", {"widths": [4, 8]}, 7, 0)
+    model.eval()
+    for shape in ((3, 100, 221, 7), (1, 12, 20, 7)):
+        assert model(np.zeros(shape, np.uint8)).shape == (shape[0], 3)
