@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from deepflows.errors import UserError
+from deepflows.store.examples import TemporaryGroup
 
 SCHEMA = "deepflows.probs"
 SCHEMA_VERSION = 1
@@ -93,7 +94,7 @@ class _RowBuffer:
             self.filled = 0
 
 
-class ProbsWriter:
+class ProbsWriter(TemporaryGroup):
     """Writes a probs store of `n` rows under `<out>.tmp-<pid>`; `commit()` renames it into place.
 
     As a context manager, leaving the block by an exception removes the temporary group.
@@ -134,17 +135,6 @@ class ProbsWriter:
         self.group.attrs.update({**(extra_attrs or {}), "complete": True})
         self.tmp.rename(self.out)
         return self.n
-
-    def abort(self) -> None:
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is not None:
-            self.abort()
-        return False
 
 
 def check_output(out: str | Path) -> Path:

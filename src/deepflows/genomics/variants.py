@@ -93,14 +93,8 @@ class VcfReader:
         """Variants overlapping [start, end) on `contig` (0-based); the whole contig when no bounds."""
         if contig not in self._file.header.contigs:
             return
-        try:
-            records = self._file.fetch(contig, start, end)
-        except ValueError as err:
-            raise UserError(f"{self.path}: cannot fetch {contig}:{start}-{end}, is it indexed? ({err})") from err
-        for record in records:
-            variant = self._to_variant(record)
-            if variant is not None:
-                yield variant
+        for variant, _ in self._variants(contig, start, end):
+            yield variant
 
     def fetch_with_filters(
         self, contig: str, start: int | None = None, end: int | None = None
@@ -110,6 +104,9 @@ class VcfReader:
         `##contig` lines is looked up in its index instead of its header."""
         if self._file.header.contigs and contig not in self._file.header.contigs:
             return
+        yield from self._variants(contig, start, end)
+
+    def _variants(self, contig, start, end) -> Iterator[tuple[Variant, tuple[str, ...]]]:
         try:
             records = self._file.fetch(contig, start, end)
         except ValueError as err:

@@ -90,26 +90,12 @@ def store_fingerprint(path: str | Path) -> dict:
 def open_split(path: str | Path, split: str) -> Split:
     """A labelled split of a training store, checked; one clear line for anything wrong with it."""
     import dask.array as da
-    import zarr
 
-    from deepflows.store.shuffle import STORE_SCHEMA, STORE_SCHEMA_VERSION
+    from deepflows.store.shuffle import open_store_root
 
     path = Path(path)
-    if not path.exists():
-        raise UserError(f"{path}: training store not found")
-    try:
-        root = zarr.open_group(str(path), mode="r")
-    except Exception as err:  # noqa: BLE001 (zarr raises several types for a non-group)
-        raise UserError(f"{path}: not a Zarr group ({type(err).__name__})") from None
+    root = open_store_root(path)
     attrs = dict(root.attrs)
-    if attrs.get("schema") != STORE_SCHEMA:
-        hint = " (make one from example shards with deepflows shuffle-examples)" if attrs.get("schema") else ""
-        raise UserError(f"{path}: not a deepflows training store (schema {attrs.get('schema')!r}){hint}")
-    if attrs.get("schema_version") != STORE_SCHEMA_VERSION:
-        raise UserError(f"{path}: training store schema version {attrs.get('schema_version')}, "
-                        f"expected {STORE_SCHEMA_VERSION}")  # fmt: skip
-    if not attrs.get("complete"):
-        raise UserError(f"{path}: training store is incomplete (its writer did not finish)")
     if split not in root:
         raise UserError(f"{path}: no '{split}' split in the training store")
     group = root[split]

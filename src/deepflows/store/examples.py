@@ -26,7 +26,25 @@ INT_FIELDS = ("start", "end", "depth")
 META_CHUNK = 4096
 
 
-class ShardWriter:
+class TemporaryGroup:
+    """A Zarr group written at `self.tmp` and renamed into place by the subclass's commit(); leaving a
+    `with` block by an exception removes it, so a failed run never leaves a partial output."""
+
+    tmp: Path
+
+    def abort(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            self.abort()
+        return False
+
+
+class ShardWriter(TemporaryGroup):
     """Streams examples into `<out>.tmp-<pid>` and renames it to `<out>` on `commit()`.
 
     Used as a context manager: leaving the block by an exception removes the temporary group, so a
@@ -94,17 +112,6 @@ class ShardWriter:
         self.group.attrs.update({**(extra_attrs or {}), "n_examples": n, "complete": True})
         self.tmp.rename(self.out)
         return n
-
-    def abort(self) -> None:
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is not None:
-            self.abort()
-        return False
 
 
 def open_shard(path: str | Path):

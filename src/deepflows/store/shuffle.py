@@ -482,15 +482,10 @@ def _tree_bytes(path: Path) -> int:
 # ----------------------------------------------------------------------------- reading
 
 
-def open_training_store(path: str | Path, split: str = "train"):
-    """One split of a training store: (Dask array of inputs, metadata DataFrame, Dask array of labels)."""
-    import dask.array as da
-    import pandas as pd
+def open_store_root(path: Path):
+    """The root group of a complete training store of this schema; one clear line for anything else."""
     import zarr
 
-    path = Path(path)
-    if split not in SPLITS:
-        raise UserError(f"split '{split}': expected one of {', '.join(SPLITS)}")
     if not path.exists():
         raise UserError(f"{path}: training store not found")
     try:
@@ -499,12 +494,25 @@ def open_training_store(path: str | Path, split: str = "train"):
         raise UserError(f"{path}: not a Zarr group ({type(err).__name__})") from None
     attrs = dict(root.attrs)
     if attrs.get("schema") != STORE_SCHEMA:
-        raise UserError(f"{path}: not a deepflows training store (schema {attrs.get('schema')!r})")
+        hint = " (make one from example shards with deepflows shuffle-examples)" if attrs.get("schema") else ""
+        raise UserError(f"{path}: not a deepflows training store (schema {attrs.get('schema')!r}){hint}")
     if attrs.get("schema_version") != STORE_SCHEMA_VERSION:
         raise UserError(f"{path}: training store schema version {attrs.get('schema_version')}, "
                         f"expected {STORE_SCHEMA_VERSION}")  # fmt: skip
     if not attrs.get("complete"):
-        raise UserError(f"{path}: training store is incomplete")
+        raise UserError(f"{path}: training store is incomplete (its writer did not finish)")
+    return root
+
+
+def open_training_store(path: str | Path, split: str = "train"):
+    """One split of a training store: (Dask array of inputs, metadata DataFrame, Dask array of labels)."""
+    import dask.array as da
+    import pandas as pd
+
+    path = Path(path)
+    if split not in SPLITS:
+        raise UserError(f"split '{split}': expected one of {', '.join(SPLITS)}")
+    root = open_store_root(path)
     group = root[split]
     inputs = da.from_zarr(group["inputs"])
     meta = pd.DataFrame({k: group[k][:] for k in (*STRING_FIELDS, *INT_FIELDS)})
