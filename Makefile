@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 demo: $(STAMP)
 	$(BIN)/snakemake --cores 2
 	@$(BIN)/python -c "from deepflows.config import load_config; s = load_config('config/config.yaml')['sample']; \
-	print(f'Results: results/{s}/ (examples and manifest.json under results/{s}/examples/), logs: logs/{s}/')"
+	print(f'Results: results/{s}/ (calls/calls.vcf.gz, benchmark/summary.csv, examples/), logs: logs/{s}/')"
 
 # Real-data tests run when ../shared/data exists and skip with a message otherwise.
 test: $(STAMP)

@@ -1,4 +1,5 @@
-# deepflows: DeepVariant-style pipeline. Config: config/config.yaml (schema: workflow/schemas/).
+# deepflows: DeepVariant-style pipeline, reads to benchmarked calls.
+# Config: config/config.yaml (schema: workflow/schemas/).
 # Resources and executors: profiles/ (profiles/default is picked up automatically).
 
 from snakemake.utils import min_version
@@ -21,7 +22,4 @@ rule all:
 
 
 onsuccess:
-    if TRAINING["enabled"]:
-        print(f"deepflows: done. Training data for {SAMPLE!r}: {training_store_path()} (+ results/{SAMPLE}/eval/)")
-    else:
-        print(f"deepflows: done. Results for sample {SAMPLE!r} are in results/{SAMPLE}/; manifest: {manifest_path()}")
+    print(f"deepflows: done. {success_message()}")

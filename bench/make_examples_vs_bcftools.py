@@ -1,5 +1,8 @@
 #!/usr/bin/env python3
-"""make_examples beside `bcftools mpileup | bcftools call` on the same reads, one core each, same run.
+"""deepflows beside `bcftools mpileup | bcftools call` on the same reads, one core each, same run.
+
+Two deepflows rows: make_examples alone, and the whole BAM -> VCF (make-examples, call-variants with the
+shipped model or --model, postprocess), each against bcftools' BAM -> VCF.
 
 Cases:
   na12878   the whole real NA12878 BAM (chr20:9,999,912-10,099,996, ~52x, 2x101) from ../shared/data
@@ -10,7 +13,7 @@ Each command runs pinned to one CPU (taskset) with single-threaded numeric libra
 time and peak RSS come from wait4() on the whole process tree. Medians over --repeats runs are
 reported as Markdown and JSON, with the ratio deepflows/bcftools.
 
-    python bench/make_examples_vs_bcftools.py [--cases na12878,sim10mb] [--repeats 3]
+    python bench/make_examples_vs_bcftools.py [--cases na12878,sim10mb] [--repeats 3] [--model DIR]
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchlib import DATA, OUT, deepflows, measure
+from benchlib import DATA, OUT, ROOT, deepflows, measure
+
+SHIPPED_MODEL = ROOT / "resources" / "models" / "wgs-illumina"
 
 
 def cases() -> dict[str, dict]:
@@ -46,7 +51,7 @@ def cases() -> dict[str, dict]:
     }  # fmt: skip
 
 
-def run_case(name: str, case: dict, repeats: int) -> dict:
+def run_case(name: str, case: dict, repeats: int, model: Path) -> dict:
     if not case["reads"].exists():
         if "make" not in case:
             raise SystemExit(f"{case['reads']}: not found (needs ../shared/data)")
@@ -58,16 +63,22 @@ def run_case(name: str, case: dict, repeats: int) -> dict:
     examples = OUT / f"{name}.examples.zarr"
     ours = (f"rm -rf {examples} && {deepflows()} make-examples --reads {case['reads']} --ref {case['ref']} "
             f"--regions {region} --out {examples}")  # fmt: skip
+    probs, vcf = OUT / f"{name}.probs.zarr", OUT / f"{name}.deepflows.vcf.gz"
+    whole = (f"{ours} && {deepflows()} call-variants --examples {examples} --model {model} --out {probs} "
+             f"&& {deepflows()} postprocess --probs {probs} --ref {case['ref']} --out {vcf}")  # fmt: skip
     peer = (f"bcftools mpileup -f {case['ref']} -r {region} -a AD,DP {case['reads']} 2>/dev/null "
             f"| bcftools call -mv -Oz -o {OUT / (name + '.bcftools.vcf.gz')}")  # fmt: skip
-    runs = {"deepflows": [], "bcftools": []}
-    for _ in range(repeats):  # interleaved so machine noise hits both alike
+    runs = {"deepflows": [], "pipeline": [], "bcftools": []}
+    for _ in range(repeats):  # interleaved so machine noise hits all alike
         runs["deepflows"].append(measure(ours))
+        shutil.rmtree(probs, ignore_errors=True)
+        runs["pipeline"].append(measure(whole))
         runs["bcftools"].append(measure(peer))
     import zarr
 
     attrs = zarr.open_group(str(examples), mode="r").attrs
     shutil.rmtree(examples)
+    shutil.rmtree(probs)
     med = {tool: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for tool, rs in runs.items()}
     bp = end - start
     return {
@@ -85,6 +96,8 @@ def run_case(name: str, case: dict, repeats: int) -> dict:
         "bcftools_bp_per_s": bp / med["bcftools"]["wall_s"],
         "ratio_wall": med["deepflows"]["wall_s"] / med["bcftools"]["wall_s"],
         "ratio_cpu": med["deepflows"]["cpu_s"] / med["bcftools"]["cpu_s"],
+        "pipeline_ratio_wall": med["pipeline"]["wall_s"] / med["bcftools"]["wall_s"],
+        "pipeline_ratio_cpu": med["pipeline"]["cpu_s"] / med["bcftools"]["cpu_s"],
     }
 
 
@@ -94,10 +107,13 @@ def markdown(results: list[dict]) -> str:
         "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
-        d, b = r["median"]["deepflows"], r["median"]["bcftools"]
+        d, p, b = r["median"]["deepflows"], r["median"]["pipeline"], r["median"]["bcftools"]
         lines.append(f"| {r['case']} | {r['bp']:,} | deepflows make-examples | {d['wall_s']:.1f} | {d['cpu_s']:.1f} | "
                      f"{d['peak_rss_mb']:.0f} | {r['deepflows_bp_per_s']:,.0f} | {r['deepflows_candidates_per_s']:.0f} | "
                      f"{r['deepflows_examples_per_s']:.0f} | {r['ratio_wall']:.2f}x |")  # fmt: skip
+        lines.append(f"| {r['case']} | {r['bp']:,} | deepflows BAM -> VCF | {p['wall_s']:.1f} | {p['cpu_s']:.1f} | "
+                     f"{p['peak_rss_mb']:.0f} | {r['bp'] / p['wall_s']:,.0f} | | "
+                     f"{r['examples'] / p['wall_s']:.0f} | {r['pipeline_ratio_wall']:.2f}x |")  # fmt: skip
         lines.append(f"| {r['case']} | {r['bp']:,} | bcftools mpileup+call | {b['wall_s']:.1f} | {b['cpu_s']:.1f} | "
                      f"{b['peak_rss_mb']:.0f} | {r['bcftools_bp_per_s']:,.0f} | | | 1.00x |")  # fmt: skip
     return "\n".join(lines)
@@ -108,11 +124,12 @@ def main() -> None:
     parser.add_argument("--cases", default="na12878,sim10mb")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", default=str(OUT / "make_examples_vs_bcftools.json"))
+    parser.add_argument("--model", type=Path, default=SHIPPED_MODEL, help="deepflows model directory")
     args = parser.parse_args()
     if not DATA.is_dir():
         raise SystemExit(f"{DATA}: not found; this benchmark runs on the shared real data")
     table = cases()
-    results = [run_case(name, table[name], args.repeats) for name in args.cases.split(",")]
+    results = [run_case(name, table[name], args.repeats, args.model) for name in args.cases.split(",")]
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     print(markdown(results))

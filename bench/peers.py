@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Variant callers side by side: each calls the same reads, `deepflows benchmark` scores every VCF.
 
-Callers: bcftools (`mpileup -a AD,DP | call -mv`), freebayes, and, where it exists for the case,
-DeepVariant's own published output (scored only; it was not run here). Each caller runs pinned to one
+Callers: deepflows (make-examples -> call-variants -> postprocess with the shipped model, or --model),
+bcftools (`mpileup -a AD,DP | call -mv`), freebayes, and, where it exists for the case, DeepVariant's own
+published output (scored only; it was not run here). Each caller runs pinned to one
 CPU; wall and CPU seconds come from wait4(). One table, caller x SNP/INDEL x TP/FP/FN/precision/recall/F1,
 printed as Markdown and written as JSON.
 
@@ -12,7 +13,7 @@ Cases:
             `snakemake --configfile config/train-hg002-grch38.yaml --cores 2` (target training_data)
   sim-hard  the harder evaluation set (20x 2x100, doubled error rate), same target
 
-    python bench/peers.py [--cases na12878,sim-eval,sim-hard]
+    python bench/peers.py [--cases na12878,sim-eval,sim-hard] [--model DIR]
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pathlib import Path
 from benchlib import DATA, OUT, ROOT, deepflows, measure
 
 EVAL = ROOT / "results" / "hg002-grch38" / "eval"
+SHIPPED_MODEL = ROOT / "resources" / "models" / "wgs-illumina"
 
 
 def cases() -> dict[str, dict]:
@@ -65,13 +67,20 @@ def plain_reference(fasta: Path) -> Path:
     return plain
 
 
-def callers(case: dict, work: Path) -> dict[str, str]:
+def callers(case: dict, work: Path, model: Path) -> dict[str, str]:
     """Shell commands, one per caller, each writing `work/<caller>.vcf.gz`."""
     ref, reads = case["ref"], case["reads"]
     bcf_regions = ",".join(r.replace(",", "") for r in case["regions"])
     fb_regions = " ".join(f"--region {r.replace(',', '')}" for r in case["regions"])
     plain = plain_reference(ref)
+    df = deepflows()
     return {
+        "deepflows": f"{df} make-examples --reads {reads} --ref {ref} --regions {bcf_regions.replace(',', ' ')}"
+                     f" --sample sample --out {work}/examples.zarr 2> {work}/make_examples.log"
+                     f" && {df} call-variants --examples {work}/examples.zarr --model {model}"
+                     f" --out {work}/probs.zarr 2> {work}/call_variants.log"
+                     f" && {df} postprocess --probs {work}/probs.zarr --ref {ref} --out {work}/deepflows.vcf.gz"
+                     f" 2> {work}/postprocess.log",
         "bcftools": f"bcftools mpileup -f {ref} -r {bcf_regions} -a AD,DP {reads} 2>/dev/null"
                     f" | bcftools call -mv -Oz -o {work}/bcftools.vcf.gz",
         "freebayes": f"freebayes -f {plain} {fb_regions} {reads} | bgzip > {work}/freebayes.vcf.gz",
@@ -98,7 +107,7 @@ def score(case: dict, vcf: Path, out: Path) -> dict:
     return rows
 
 
-def run_case(name: str, case: dict) -> list[dict]:
+def run_case(name: str, case: dict, model: Path) -> list[dict]:
     for key in ("reads", "ref", "truth", "confident"):
         if not Path(case[key]).exists():
             raise SystemExit(f"[{name}] {case[key]}: not found" +
@@ -107,7 +116,7 @@ def run_case(name: str, case: dict) -> list[dict]:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     results = []
-    for caller, command in callers(case, work).items():
+    for caller, command in callers(case, work, model).items():
         timing = measure(command)
         results.append({"case": name, "caller": caller, **timing,
                         "scores": score(case, work / f"{caller}.vcf.gz", work / f"{caller}.benchmark")})  # fmt: skip
@@ -138,11 +147,12 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)  # fmt: skip
     parser.add_argument("--cases", default="na12878,sim-eval,sim-hard")
     parser.add_argument("--json", default=str(OUT / "peers.json"))
+    parser.add_argument("--model", type=Path, default=SHIPPED_MODEL, help="deepflows model directory")
     args = parser.parse_args()
     if not DATA.is_dir():
         raise SystemExit(f"{DATA}: not found; the peers table runs on the shared real data")
     table = cases()
-    results = [row for name in args.cases.split(",") for row in run_case(name, table[name])]
+    results = [row for name in args.cases.split(",") for row in run_case(name, table[name], args.model)]
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     print(markdown(results))

@@ -1,5 +1,6 @@
 # Config loading and validation, input functions and wildcard constraints shared by all rule files.
 
+import shlex
 import sys
 from pathlib import Path
 
@@ -22,6 +23,7 @@ SAMPLE = config["sample"]
 SIMULATED = config["reads"]["path"] is None
 MODE = "training" if config["make_examples"]["training"] else "calling"
 NSHARDS = config["make_examples"]["shards"]
+BENCHMARK = config["benchmark"]
 TRAINING = config["training_data"]  # rules/variants_train.smk
 EVAL_SETS = sorted(TRAINING["eval_sets"]) if TRAINING["eval_regions"] else []
 
@@ -40,14 +42,18 @@ def manifest_path(sample=SAMPLE, mode=MODE):
     return f"results/{sample}/examples/{mode}/manifest.json"
 
 
-def shard_paths(wildcards):
+def _shard_paths(sample, mode):
     return expand(
         "results/{sample}/examples/{mode}/examples-{shard:05d}-of-{nshards:05d}.zarr",
-        sample=wildcards.sample,
-        mode=wildcards.mode,
+        sample=sample,
+        mode=mode,
         shard=range(NSHARDS),
         nshards=NSHARDS,
     )
+
+
+def shard_paths(wildcards):
+    return _shard_paths(wildcards.sample, wildcards.mode)
 
 
 def _index_of(path):
@@ -117,6 +123,131 @@ def make_examples_region_args(wildcards, input):
     return ("--regions " + " ".join(regions)) if regions else ""
 
 
+# --- Calling: call_variants -> postprocess -> benchmark (rules/variants.smk) -----------------------------
+
+from deepflows.nn.model_dir import MODEL_JSON, WEIGHTS
+
+
+def calls_path(sample=SAMPLE):
+    return f"results/{sample}/calls/calls.vcf.gz"
+
+
+def benchmark_summary_path(sample=SAMPLE):
+    return f"results/{sample}/benchmark/summary.csv"
+
+
+def model_dir():
+    """`model` as given; a relative path missing from the working directory is looked up in the deepflows
+    checkout, where the shipped models live (resources/models/), so `-d DIR` runs find them too."""
+    path = Path(config["model"])
+    if not path.is_absolute() and not path.exists() and (Path(workflow.basedir) / path).exists():
+        return str(Path(workflow.basedir) / path)
+    return str(path)
+
+
+def model_inputs(wildcards):
+    """The model directory's files. Checked here (when a run needs calls) rather than at parse time, so
+    runs that never call variants do not need a model; one line instead of Snakemake's missing-input report."""
+    directory = model_dir()
+    for name in (MODEL_JSON, WEIGHTS):
+        if not Path(directory, name).is_file():
+            sys.exit(
+                f"error: model: {config['model']}: not a model directory (no {name}); set `model` to a directory"
+                " written by `deepflows train` (model.json + weights.msgpack)"
+            )
+    return {"model_json": str(Path(directory, MODEL_JSON)), "weights": str(Path(directory, WEIGHTS))}
+
+
+def calling_shard_paths(wildcards):
+    return _shard_paths(wildcards.sample, "calling")
+
+
+def calling_manifest_path(wildcards):
+    """Asked for only so that check_shards gates call_variants on a complete set of shards."""
+    return manifest_path(wildcards.sample, "calling")
+
+
+def model_path_arg(wildcards, input):
+    return str(Path(input.model_json).parent)
+
+
+def benchmark_truth(sample=SAMPLE):
+    """(truth VCF, confident BED) to benchmark the calls against, or None: the simulated truth for simulated
+    reads, else truth.vcf and truth.confident_bed when both are set."""
+    if SIMULATED:
+        prefix = f"results/{sample}/reads/simulated"
+        return f"{prefix}.truth.vcf.gz", f"{prefix}.confident.bed"
+    vcf, bed = config["truth"]["vcf"], config["truth"]["confident_bed"]
+    return (vcf, bed) if vcf and bed else None
+
+
+def benchmark_wanted():
+    return BENCHMARK["enabled"] and benchmark_truth() is not None
+
+
+def _strata():
+    """[(name, BED)] of benchmark.stratify, in name order."""
+    return sorted(BENCHMARK["stratify"].items())
+
+
+def benchmark_inputs(wildcards):
+    truth = benchmark_truth(wildcards.sample)
+    if truth is None:  # only when the benchmark is asked for by name: the default target skips it
+        sys.exit("error: truth.vcf, truth.confident_bed: both must be set to benchmark the calls of real reads")
+    vcf, bed = truth
+    calls = calls_path(wildcards.sample)
+    inputs = reference_inputs(wildcards) | {"truth": vcf, "truth_index": _index_of(vcf), "confident": bed}
+    inputs |= {"calls": calls, "calls_index": f"{calls}.tbi"}
+    inputs |= {f"stratify_{i}": path for i, (_, path) in enumerate(_strata())}
+    if config["make_examples"]["regions_bed"]:
+        inputs["regions_bed"] = config["make_examples"]["regions_bed"]
+    return inputs
+
+
+def benchmark_region_args(wildcards, input):
+    """Only the calling regions count: the calls cover no more than make_examples looked at."""
+    return make_examples_region_args(wildcards, input)
+
+
+def benchmark_stratify_args(wildcards, input):
+    strata = [shlex.quote(f"{name}={getattr(input, f'stratify_{i}')}") for i, (name, _) in enumerate(_strata())]
+    return ("--stratify " + " ".join(strata)) if strata else ""
+
+
+def calling_targets(sample=SAMPLE):
+    """The calls (and their benchmark, when there is a truth to compare with)."""
+    targets = [calls_path(sample), f"{calls_path(sample)}.tbi"]
+    if benchmark_wanted():
+        targets.append(benchmark_summary_path(sample))
+    return targets
+
+
+def _pass_f1(summary_json):
+    """'SNP 0.9876, INDEL 0.9123': the PASS F1 of the whole benchmark, or '' if unreadable."""
+    import json
+
+    try:
+        rows = json.loads(Path(summary_json).read_text())["summary"]
+        f1 = {r["Type"]: r["METRIC.F1_Score"] for r in rows if r["Filter"] == "PASS" and r.get("Subset", "*") == "*"}
+        return ", ".join(f"{t} {f1[t]:.4f}" if f1[t] is not None else f"{t} n/a" for t in ("SNP", "INDEL"))
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+
+
+def success_message():
+    """What `onsuccess` prints: where the results of the default target are."""
+    if TRAINING["enabled"]:
+        return f"Training data for {SAMPLE!r}: {training_store_path()} (+ results/{SAMPLE}/eval/)"
+    if MODE == "training" or not Path(calls_path()).exists():
+        return f"Results for sample {SAMPLE!r} are in results/{SAMPLE}/; manifest: {manifest_path()}"
+    message = f"Calls for sample {SAMPLE!r}: {calls_path()} (+ .tbi)"
+    summary = Path(benchmark_summary_path())
+    if summary.exists():
+        f1 = _pass_f1(summary.with_suffix(".json"))
+        message += f"; benchmark: {summary}" + (f" (PASS F1: {f1})" if f1 else "")
+    return message
+
+
 def label_args(wildcards, input):
     if wildcards.mode != "training":
         return ""
@@ -166,9 +297,12 @@ def training_data_targets(sample=SAMPLE):
 
 
 def default_targets():
-    """The inputs of the default target `all`: the training data when training_data.enabled, else the examples
-    manifest of the sample."""
-    return training_data_targets() if TRAINING["enabled"] else [manifest_path()]
+    """The inputs of the default target `all`: the training data when training_data.enabled; the labelled
+    examples' manifest when make_examples.training; else the sample's calls and, when there is a truth, their
+    benchmark."""
+    if TRAINING["enabled"]:
+        return training_data_targets()
+    return [manifest_path()] if MODE == "training" else calling_targets()
 
 
 def training_simulate_inputs(wildcards):
@@ -201,7 +335,9 @@ def train_chunk_seed(wildcards):
 
 
 def train_simulation_args(wildcards):
-    return _simulation_args(TRAINING["simulate"])
+    cycle = TRAINING["simulate_cycle"]
+    entry = cycle[int(wildcards.chunk) % len(cycle)] if cycle else {}
+    return _simulation_args(TRAINING["simulate"] | entry)
 
 
 def training_shards(wildcards):

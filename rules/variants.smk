@@ -1,5 +1,6 @@
-# DeepVariant-style preprocessing: reference -> reads -> make_examples (scattered) -> check_shards (gather).
-# Rules only wire files; every step is a `deepflows <stage>` call that also runs on its own.
+# DeepVariant-style calling: reference -> reads -> make_examples (scattered) -> check_shards (gather) ->
+# call_variants -> postprocess -> benchmark. Rules only wire files; every step is a `deepflows <stage>` call
+# that also runs on its own.
 
 
 rule make_reference:
@@ -88,3 +89,73 @@ rule check_shards:
         "../envs/genomics.yaml"
     shell:
         "deepflows check-shards --out {output:q} {input.shards:q} 2> {log:q}"
+
+
+# Inference: all calling shards of the sample through the model, in fixed-size batches. Runs on CPU anywhere;
+# profiles/slurm asks for a GPU for this rule (JAX uses it when its CUDA build is installed).
+rule call_variants:
+    input:
+        unpack(model_inputs),
+        shards=calling_shard_paths,
+        manifest=calling_manifest_path,
+    output:
+        # temp: only postprocess reads it, and it is remade from the shards and the model.
+        temp(directory("results/{sample}/calls/probs.zarr")),
+    params:
+        model=model_path_arg,
+        batch_size=config["call_variants"]["batch_size"],
+    log:
+        "logs/{sample}/call_variants.log",
+    benchmark:
+        "benchmarks/{sample}/call_variants.tsv"
+    conda:
+        "../envs/genomics.yaml"
+    shell:
+        "deepflows call-variants --examples {input.shards:q} --model {params.model:q} --out {output:q}"
+        " --batch-size {params.batch_size} 2> {log:q}"
+
+
+rule postprocess:
+    input:
+        unpack(reference_inputs),
+        probs="results/{sample}/calls/probs.zarr",
+    output:
+        vcf="results/{sample}/calls/calls.vcf.gz",
+        tbi="results/{sample}/calls/calls.vcf.gz.tbi",
+    log:
+        "logs/{sample}/postprocess.log",
+    benchmark:
+        "benchmarks/{sample}/postprocess.tsv"
+    conda:
+        "../envs/genomics.yaml"
+    shell:
+        "deepflows postprocess --probs {input.probs:q} --ref {input.ref:q} --out {output.vcf:q}"
+        " --sample {wildcards.sample} 2> {log:q}"
+
+
+# hap.py-style comparison with the truth (the simulated one for simulated reads), over the calling regions.
+rule benchmark:
+    input:
+        unpack(benchmark_inputs),
+    output:
+        summary=report(
+            "results/{sample}/benchmark/summary.csv",
+            caption="../workflow/report/benchmark.rst",
+            category="Variant calls",
+            subcategory="{sample}",
+        ),
+        json="results/{sample}/benchmark/summary.json",
+        errors="results/{sample}/benchmark/errors.tsv",
+    params:
+        out=lambda wildcards, output: Path(output.summary).parent,
+        regions=benchmark_region_args,
+        stratify=benchmark_stratify_args,
+    log:
+        "logs/{sample}/benchmark.log",
+    benchmark:
+        "benchmarks/{sample}/benchmark.tsv"
+    conda:
+        "../envs/genomics.yaml"
+    shell:
+        "deepflows benchmark --truth {input.truth:q} --confident {input.confident:q} --query {input.calls:q}"
+        " --ref {input.ref:q} {params.regions} {params.stratify} --out {params.out:q} 2> {log:q}"

@@ -24,7 +24,7 @@ def n_params(model) -> int:
 def test_registry_and_options():
     assert {"small_cnn", "inception_v3"} <= set(ARCHITECTURES)
     assert set(architecture_options("inception_v3")) == {"width_multiplier", "depth", "dropout"}
-    assert set(architecture_options("small_cnn")) == {"widths", "dropout"}
+    assert set(architecture_options("small_cnn")) == {"patch", "widths", "centre", "hidden", "dropout"}
     with pytest.raises(UserError, match="unknown model architecture 'resnet'"):
         build_model("resnet", {}, 7, 0)
     with pytest.raises(UserError, match="model option 'width' is not an option of inception_v3"):
@@ -38,13 +38,13 @@ def test_registry_and_options():
 def test_initialisation_is_seeded():
     import jax
 
-    a, b, c = (build_model("small_cnn", {"widths": [4, 8]}, 7, seed) for seed in (1, 1, 2))
+    a, b, c = (build_model("small_cnn", {"widths": [4, 8], "hidden": 8}, 7, seed) for seed in (1, 1, 2))
     leaves = lambda m: jax.tree.leaves(nnx.state(m, nnx.Any(nnx.Param, nnx.BatchStat)))
     assert all(np.array_equal(x, y) for x, y in zip(leaves(a), leaves(b)))
     assert not all(np.array_equal(x, y) for x, y in zip(leaves(a), leaves(c)))
     kernel = np.asarray(a.head.kernel[...])  # lecun_normal: std 1/sqrt(fan_in), truncated at 2 std
     assert kernel.shape == (8, 3) and np.abs(kernel).max() <= 2 / np.sqrt(8) * 1.14
-    assert np.array_equal(np.asarray(a.blocks[0].bn1.scale[...]), np.ones(4))
+    assert np.array_equal(np.asarray(a.stem_bn.scale[...]), np.ones(4))
 
 
 def test_inception_full_size_matches_keras():
@@ -68,7 +68,28 @@ def test_inception_tiny_forward():
 
 
 def test_small_cnn_forward_any_shape():
-    model = build_model("small_cnn", {"widths": [4, 8]}, 7, 0)
+    model = build_model("small_cnn", {"widths": [4, 8], "hidden": 8}, 7, 0)
     model.eval()
-    for shape in ((3, 100, 221, 7), (1, 12, 20, 7)):
+    for shape in ((3, 100, 221, 7), (1, 12, 20, 7), (2, 5, 3, 7)):
         assert model(np.zeros(shape, np.uint8)).shape == (shape[0], 3)
+
+
+def test_small_cnn_patch_stem_and_centre():
+    """The stem sees each 4 x 4 block as one vector (a strided 4 x 4 convolution), and the head sees the
+    columns around the candidate in order: moving evidence from the centre to the edge changes the output."""
+    from deepflows.nn.models import centre_columns, space_to_depth
+
+    x = np.arange(2 * 8 * 8 * 3, dtype=np.float32).reshape(2, 8, 8, 3)
+    blocks = np.asarray(space_to_depth(x, 4, 4))
+    assert blocks.shape == (2, 2, 2, 48)
+    assert np.array_equal(blocks[1, 1, 0].reshape(4, 4, 3), x[1, 4:8, 0:4])
+    assert np.asarray(space_to_depth(x[:, :7, :6], 4, 4)).shape == (2, 2, 2, 48)  # padded up
+    row = np.arange(10, dtype=np.float32).reshape(1, 10, 1)
+    assert np.asarray(centre_columns(row, 4)).ravel().tolist() == [3, 4, 5, 6]
+    assert np.asarray(centre_columns(row[:, :2], 4)).ravel().tolist() == [0, 0, 1, 0]
+    model = build_model("small_cnn", {"widths": [4, 8], "hidden": 8}, 7, 0)
+    model.eval()
+    centre, edge = np.zeros((2, 100, 221, 7), np.uint8), np.zeros((2, 100, 221, 7), np.uint8)
+    centre[:, :, 108:113] = 200
+    edge[:, :, 0:5] = 200
+    assert not np.allclose(model(centre), model(edge))

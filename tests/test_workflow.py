@@ -1,6 +1,7 @@
-"""The Snakemake workflow: dry run, lint, config errors, and a tiny end-to-end run.
+"""The Snakemake workflow: dry run, lint, config errors, and a tiny end-to-end run (reads to benchmarked calls).
 
 Every run uses a temporary working directory (`-s ROOT/Snakefile`, cwd=tmp), so the checkout stays clean.
+Runs that call variants get a tiny random model directory through `model:` (the shipped model may be absent).
 """
 
 from __future__ import annotations
@@ -40,15 +41,47 @@ def write_config(tmp_path: Path, data: dict) -> Path:
     return path
 
 
-def test_dry_run_default_config(tmp_path):
-    run = snakemake(tmp_path, "-n", "-p")
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    """A tiny, randomly initialised small_cnn for the examples' full pileup shape."""
+    from deepflows.genomics.pileup_image import CHANNELS
+    from deepflows.nn.model_dir import save_model
+    from deepflows.nn.models import build_model
+
+    options = {"widths": [4, 8], "hidden": 8, "centre": 4}
+    directory = tmp_path_factory.mktemp("model") / "tiny"
+    model = build_model("small_cnn", options, len(CHANNELS), 0)
+    save_model(directory, model, {"name": "tiny-random", "architecture": "small_cnn", "options": options,
+                                  "input_shape": [100, 221, len(CHANNELS)], "channels": list(CHANNELS)})  # fmt: skip
+    return directory
+
+
+def test_dry_run_default_config(tmp_path, model_dir):
+    run = snakemake(tmp_path, "-n", "-p", "--config", f"model={model_dir}")
     assert run.returncode == 0, run.stderr
     assert job_counts(run.stdout) == {
-        "make_reference": 1, "simulate": 1, "make_examples": 4, "check_shards": 1, "all": 1,
+        "make_reference": 1, "simulate": 1, "make_examples": 4, "check_shards": 1, "call_variants": 1,
+        "postprocess": 1, "benchmark": 1, "all": 1,
     }  # fmt: skip
     assert "results/demo/examples/calling/manifest.json" in run.stdout
     assert "--shard 3/4 --out results/demo/examples/calling/examples-00003-of-00004.zarr" in run.stdout
+    call = re.search(r"deepflows call-variants .*", run.stdout)[0]
+    assert call.count("examples/calling/examples-") == 4
+    assert f"--model {model_dir} --out results/demo/calls/probs.zarr --batch-size 512" in call
+    assert "--out results/demo/calls/calls.vcf.gz --sample demo" in run.stdout
+    bench = re.search(r"deepflows benchmark .*", run.stdout)[0]
+    truth = "results/demo/reads/simulated.truth.vcf.gz --confident results/demo/reads/simulated.confident.bed"
+    assert f"--truth {truth}" in bench
+    assert "--query results/demo/calls/calls.vcf.gz" in bench and "--out results/demo/benchmark " in bench
     assert not (tmp_path / "results").exists()
+
+
+def test_missing_model_fails_with_one_line(tmp_path):
+    run = snakemake(tmp_path, "-n", "--config", "model=no/such/model")
+    assert run.returncode != 0
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: model: no/such/model: not a model directory"), run.stderr
+    assert "Traceback" not in run.stderr and "MissingInputException" not in run.stderr
 
 
 def test_dry_run_follows_config(tmp_path):
@@ -61,19 +94,39 @@ def test_dry_run_follows_config(tmp_path):
         run.stdout
     )
     assert "results/s7/examples/training/examples-00006-of-00007.zarr" in run.stdout
+    # labelled examples are the end of the run: no calls, so no model needed
+    assert "call_variants" not in job_counts(run.stdout)
 
 
-def test_dry_run_real_reads_skip_simulation(tmp_path):
+REAL_READS = {"reference": {"fasta": "ref.fa"}, "reads": {"path": "r.bam"}, "make_examples": {"regions": ["c:1-100"]}}
+
+
+def test_dry_run_real_reads_skip_simulation(tmp_path, model_dir):
     for name in ("ref.fa", "ref.fa.fai", "r.bam", "r.bam.bai"):
         (tmp_path / name).touch()
-    cfg = write_config(
-        tmp_path,
-        {"reference": {"fasta": "ref.fa"}, "reads": {"path": "r.bam"}, "make_examples": {"regions": ["c:1-100"]}},
-    )
+    cfg = write_config(tmp_path, {**REAL_READS, "model": str(model_dir)})
     run = snakemake(tmp_path, "-n", "-p", configfile=cfg)
     assert run.returncode == 0, run.stderr
-    assert "simulate" not in job_counts(run.stdout) and "make_reference" not in job_counts(run.stdout)
+    counts = job_counts(run.stdout)
+    assert "simulate" not in counts and "make_reference" not in counts
     assert "--reads r.bam --ref ref.fa --regions c:1-100 --shard 0/4" in run.stdout
+    assert counts["postprocess"] == 1 and "benchmark" not in counts  # no truth configured: calls only
+
+
+def test_dry_run_benchmark_of_real_reads(tmp_path, model_dir):
+    for name in ("ref.fa", "ref.fa.fai", "r.bam", "r.bam.bai", "t.vcf.gz", "t.vcf.gz.tbi", "t.bed", "lc.bed"):
+        (tmp_path / name).touch()
+    truth = {"truth": {"vcf": "t.vcf.gz", "confident_bed": "t.bed"}, "model": str(model_dir)}
+    cfg = write_config(tmp_path, {**REAL_READS, **truth, "benchmark": {"stratify": {"lowcomplexity": "lc.bed"}}})
+    run = snakemake(tmp_path, "-n", "-p", configfile=cfg)
+    assert run.returncode == 0, run.stderr
+    bench = re.search(r"deepflows benchmark .*", run.stdout)[0]
+    assert "--truth t.vcf.gz --confident t.bed --query results/demo/calls/calls.vcf.gz --ref ref.fa" in bench
+    assert "--regions c:1-100 --stratify lowcomplexity=lc.bed --out results/demo/benchmark " in bench
+    cfg = write_config(tmp_path, {**REAL_READS, **truth, "benchmark": {"enabled": False}})
+    run = snakemake(tmp_path, "-n", configfile=cfg)
+    assert run.returncode == 0, run.stderr
+    assert "benchmark" not in job_counts(run.stdout) and job_counts(run.stdout)["postprocess"] == 1
 
 
 def test_lint_is_clean(tmp_path):
@@ -87,6 +140,7 @@ def test_lint_is_clean(tmp_path):
     [
         ({"make_examples": {"shards": "four"}}, "make_examples.shards: 'four' is not of type 'integer'"),
         ({"make_exampels": {"shards": 2}}, "make_exampels: unknown key (known keys here: "),
+        ({"benchmark": {"stratify": {"lc": "lc.txt"}}}, "benchmark.stratify.lc: 'lc.txt' must be a .bed or .bed.gz"),
     ],
 )
 def test_bad_config_fails_with_one_line(tmp_path, data, problem):
@@ -107,7 +161,7 @@ def test_profiles_name_existing_rules():
             assert not unknown, f"{profile}: {key} names unknown rules {unknown}"
 
 
-def test_tiny_end_to_end(tmp_path):
+def test_tiny_end_to_end(tmp_path, model_dir):
     cfg = write_config(
         tmp_path,
         {
@@ -115,9 +169,10 @@ def test_tiny_end_to_end(tmp_path):
             "reference": {"demo": {"length": 40_000}},
             "reads": {"simulate": {"depth": 10}},
             "make_examples": {"shards": 2},
+            "model": str(model_dir),
         },
     )
-    run = snakemake(tmp_path, "--cores", "2", configfile=cfg, timeout=110)
+    run = snakemake(tmp_path, "--cores", "2", configfile=cfg, timeout=150)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
     manifest = tmp_path / "results/tiny/examples/calling/manifest.json"
     assert isinstance(json.loads(manifest.read_text()), dict)
@@ -126,4 +181,25 @@ def test_tiny_end_to_end(tmp_path):
         assert (tmp_path / f"benchmarks/tiny/make_examples/calling/0000{i}-of-00002.tsv").is_file()
     assert (tmp_path / "results/tiny/reads/simulated.truth.vcf.gz").is_file()
     assert not (tmp_path / "results/tiny/reads/simulated.bam").exists()  # temp(): removed once used
-    assert "Results for sample 'tiny' are in results/tiny/" in run.stdout + run.stderr
+    assert not (tmp_path / "results/tiny/calls/probs.zarr").exists()  # temp(): removed once postprocessed
+
+    import pysam
+
+    vcf = tmp_path / "results/tiny/calls/calls.vcf.gz"
+    header = vcf.read_bytes()[:18]
+    assert header[:4] == b"\x1f\x8b\x08\x04" and header[12:14] == b"BC"  # BGZF, not plain gzip
+    assert (tmp_path / "results/tiny/calls/calls.vcf.gz.tbi").is_file()
+    with pysam.VariantFile(str(vcf)) as calls:
+        assert list(calls.header.samples) == ["tiny"]
+        assert sum(1 for _ in calls.fetch("demo")) > 0  # fetch needs the tabix index
+
+    summary = (tmp_path / "results/tiny/benchmark/summary.csv").read_text().splitlines()
+    assert summary[0].startswith("Type,Filter,TRUTH.TOTAL,TRUTH.TP,TRUTH.FN,QUERY.TOTAL,QUERY.FP")
+    assert {tuple(line.split(",")[:2]) for line in summary[1:]} >= {("SNP", "PASS"), ("INDEL", "PASS")}
+    for name in ("summary.json", "errors.tsv"):
+        assert (tmp_path / "results/tiny/benchmark" / name).is_file()
+    for stage in ("call_variants", "postprocess", "benchmark"):
+        assert (tmp_path / f"benchmarks/tiny/{stage}.tsv").is_file() and (tmp_path / f"logs/tiny/{stage}.log").is_file()
+    done = next(line for line in (run.stdout + run.stderr).splitlines() if line.startswith("deepflows: done."))
+    assert "Calls for sample 'tiny': results/tiny/calls/calls.vcf.gz" in done
+    assert re.search(r"benchmark: results/tiny/benchmark/summary.csv \(PASS F1: SNP \S+, INDEL \S+\)", done), done

@@ -2,7 +2,8 @@
 
 Each haplotype is the reference with that haplotype's alleles applied; fragments are drawn from it
 with normal insert sizes, and reads get a per-cycle quality profile, substitutions at the rate their
-qualities claim and rare 1-bp indel errors. Read names record where each fragment came from.
+qualities claim, rare 1-bp indel errors and the systematic artifacts of deepflows.genomics.sim_artifacts
+(error hotspots, homopolymer slippage). Read names record where each fragment came from.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from deepflows.genomics import sim_artifacts
 from deepflows.genomics.io import fetch_sequence
 from deepflows.genomics.regions import Interval
 from deepflows.genomics.variants import Variant
@@ -35,6 +37,8 @@ class ReadModel:
     insert_sd: float = 60.0
     error_rate_scale: float = 1.0
     indel_error_rate: float = 1e-4
+    hotspot_rate: float = 1.5e-3  # fraction of reference positions with a systematic error hotspot
+    homopolymer_slip_rate: float = 1e-3  # slip probability of a run of 5; grows with (length - 4)^2
 
     @property
     def max_proper_insert(self) -> int:
@@ -89,13 +93,19 @@ def simulate_reads(regions: list[Interval], per_region: list[list[Variant]], fas
     counts: Counter[str] = Counter()
     for r, (region, variants) in enumerate(zip(regions, per_region)):
         seq = fetch_sequence(fasta, region)
+        hotspots = sim_artifacts.draw_hotspots(seq, model.hotspot_rate, np.random.default_rng([seed, 2, r]))
         for hap in (0, 1):
             haplotype, origin = build_haplotype(seq, region, variants, hap)
+            slip = sim_artifacts.homopolymer_slip_rates(haplotype, model.homopolymer_slip_rate)
             rng = np.random.default_rng([seed, 1, r, hap])
             before = counts["pairs"]
-            for starts, ends, template1, template2 in _fragments(haplotype, model, rng, batch_size, counts):
-                seq1, qual1 = sequence_reads(template1, model, rng)
-                seq2, qual2 = sequence_reads(template2, model, rng)
+            for starts, ends, template1, template2, positions1, positions2, reverse1 in _fragments(
+                    haplotype, model, rng, batch_size, counts):  # fmt: skip
+                artifacts1, artifacts2 = (
+                    sim_artifacts.along_templates(hotspots, slip, positions, origin[positions] - region.start, reverse)
+                    for positions, reverse in ((positions1, reverse1), (positions2, ~reverse1)))  # fmt: skip
+                seq1, qual1 = sequence_reads(template1, model, rng, artifacts1)
+                seq2, qual2 = sequence_reads(template2, model, rng, artifacts2)
                 spans = zip(origin[starts].tolist(), (origin[ends - 1] + 1).tolist())
                 names = [read_name(region.contig, counts["pairs"] + i, hap, a, b) for i, (a, b) in enumerate(spans)]
                 counts["pairs"] += len(names)
@@ -106,8 +116,9 @@ def simulate_reads(regions: list[Interval], per_region: list[list[Variant]], fas
 
 
 def _fragments(haplotype: bytes, model: ReadModel, rng: np.random.Generator, batch_size: int,
-               counts: Counter) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
-    """Fragment [start, end) on the haplotype and the templates of read 1 and read 2 (ASCII, read direction)."""
+               counts: Counter) -> Iterator[tuple[np.ndarray, ...]]:
+    """Fragment [start, end) on the haplotype, the templates of read 1 and read 2 (ASCII, read direction),
+    the haplotype position of every template base, and whether read 1 is on the reverse strand."""
     length, read_length = len(haplotype), model.read_length
     if length < read_length:
         counts["too short"] += 1
@@ -123,14 +134,19 @@ def _fragments(haplotype: bytes, model: ReadModel, rng: np.random.Generator, bat
         inserts = np.clip(np.rint(rng.normal(model.insert_mean, model.insert_sd, n)), read_length, length)
         starts = rng.integers(0, length - inserts.astype(np.int64) + 1)
         ends = starts + inserts.astype(np.int64)
-        forward = bases[np.minimum(starts[:, None] + steps, length - 1)]
-        backward = _complement_codes(bases[np.maximum(ends[:, None] - 1 - steps, 0)])
+        forward_at = np.minimum(starts[:, None] + steps, length - 1)
+        backward_at = np.maximum(ends[:, None] - 1 - steps, 0)
+        forward, backward = bases[forward_at], _complement_codes(bases[backward_at])
         from_reverse_strand = (rng.random(n) < 0.5)[:, None]
         template1 = np.where(from_reverse_strand, backward, forward)
         template2 = np.where(from_reverse_strand, forward, backward)
+        positions1 = np.where(from_reverse_strand, backward_at, forward_at)
+        positions2 = np.where(from_reverse_strand, forward_at, backward_at)
         has_n = ((template1[:, :read_length] == ord("N")) | (template2[:, :read_length] == ord("N"))).any(axis=1)
         counts["with N"] += int(has_n.sum())
-        yield starts[~has_n], ends[~has_n], template1[~has_n], template2[~has_n]
+        keep = ~has_n
+        yield (starts[keep], ends[keep], template1[keep], template2[keep], positions1[keep], positions2[keep],
+               from_reverse_strand[keep])  # fmt: skip
 
 
 def _complement_codes(ascii_bases: np.ndarray) -> np.ndarray:
@@ -148,24 +164,43 @@ def quality_profile(n: int, read_length: int, rng: np.random.Generator) -> np.nd
     return np.clip(np.rint(q), 2, 41).astype(np.uint8)
 
 
-def sequence_reads(templates: np.ndarray, model: ReadModel, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Reads of `model.read_length` from templates (ASCII, read direction, a few bases longer):
-    rare 1-bp indel errors, then substitutions with the probability each base's quality claims."""
+def sequence_reads(templates: np.ndarray, model: ReadModel, rng: np.random.Generator,
+                   artifacts: sim_artifacts.TemplateArtifacts | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Reads of `model.read_length` from templates (ASCII, read direction, a few bases longer): hotspot
+    errors, then homopolymer slips and rare random 1-bp indel errors, then substitutions with the
+    probability each base's quality claims."""
     n, read_length = len(templates), model.read_length
+    scale = model.error_rate_scale
+    hot = np.zeros(templates.shape, bool)
+    slipped = np.zeros(n, bool)
+    if artifacts is not None:
+        hot = rng.random(templates.shape) < np.minimum(artifacts.error * scale, 0.75)
+        templates = np.where(hot, artifacts.base, templates)
+        slip = np.minimum(artifacts.slip[:, :read_length] * scale, sim_artifacts.SLIP_MAX)
+        slipped = rng.random(n) < slip.sum(axis=1)
     reads = templates[:, :read_length].copy()
-    indel_rate = min(model.indel_error_rate * model.error_rate_scale, 0.01)
+    for row in np.flatnonzero(slipped):  # one slip at a run, chosen by its rate: drop or repeat a base
+        at = int(rng.choice(read_length, p=slip[row] / slip[row].sum()))
+        reads[row] = _with_indel(templates[row], read_length, at, None if rng.random() < 0.5 else templates[row, at])
+    indel_rate = min(model.indel_error_rate * scale, 0.01)
     for row in np.flatnonzero(rng.binomial(read_length, indel_rate, n)):
-        reads[row] = _with_indel_error(templates[row], read_length, rng)
+        at = int(rng.integers(1, read_length - 1))
+        reads[row] = _with_indel(templates[row], read_length, at,
+                                 None if rng.random() < 0.5 else _BASE[rng.integers(0, 4)])  # fmt: skip
     quals = quality_profile(n, read_length, rng)
-    error = rng.random((n, read_length)) < np.minimum(10 ** (quals / -10.0) * model.error_rate_scale, 0.75)
+    error = rng.random((n, read_length)) < np.minimum(10 ** (quals / -10.0) * scale, 0.75)
     codes = _CODE[reads[error]]
     swapped = np.where(codes < 4, (codes + rng.integers(1, 4, len(codes))) % 4, 4)
     reads[error] = _BASE[swapped]
+    if artifacts is not None:
+        # hotspot bases read with lowered quality (one base off past an indel error in the same read: rare)
+        drop = np.where(hot, artifacts.quality_drop, 0)[:, :read_length]
+        quals = np.maximum(quals.astype(np.int16) - drop, 2).astype(np.uint8)
     return reads, quals
 
 
-def _with_indel_error(template: np.ndarray, read_length: int, rng: np.random.Generator) -> np.ndarray:
-    at = int(rng.integers(1, read_length - 1))
-    if rng.random() < 0.5:  # a skipped template base
+def _with_indel(template: np.ndarray, read_length: int, at: int, inserted) -> np.ndarray:
+    """The read with template base `at` skipped (inserted None) or with `inserted` put before it."""
+    if inserted is None:
         return np.concatenate([template[:at], template[at + 1:]])[:read_length]
-    return np.concatenate([template[:at], _BASE[rng.integers(0, 4, 1)], template[at:]])[:read_length]
+    return np.concatenate([template[:at], [inserted], template[at:]]).astype(np.uint8)[:read_length]

@@ -27,6 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--insert-sd", type=float, default=60.0, help="fragment length SD (default: %(default)s)")
     add("--error-rate-scale", type=float, default=1.0, metavar="X",
         help="multiply substitution and indel error rates (default: %(default)s)")
+    add("--hotspot-rate", type=float, default=1.5e-3, metavar="P",
+        help="fraction of positions with a recurring, often strand-specific substitution error (default: %(default)s)")
+    add("--homopolymer-slip-rate", type=float, default=1e-3, metavar="P",
+        help="per-read slip probability in a 5 bp homopolymer, growing with (length-4)^2 (default: %(default)s)")
     add("--seed", type=int, default=1, help="random seed (default: %(default)s)")
     add("--sample", default="simulated", help="sample name in the VCF and the BAM @RG (default: %(default)s)")
     add("--aligner", choices=("mappy", "bwa"), default="mappy",
@@ -49,7 +53,8 @@ def run(args: argparse.Namespace) -> None:
         truth=args.truth,
         spectrum=VariantSpectrum(rate=args.variant_rate),
         reads=ReadModel(depth=args.depth, read_length=args.read_length, insert_mean=args.insert_mean,
-                        insert_sd=args.insert_sd, error_rate_scale=args.error_rate_scale),
+                        insert_sd=args.insert_sd, error_rate_scale=args.error_rate_scale,
+                        hotspot_rate=args.hotspot_rate, homopolymer_slip_rate=args.homopolymer_slip_rate),
         seed=args.seed,
         sample=args.sample,
         aligner=args.aligner,
@@ -65,6 +70,9 @@ def _check(args: argparse.Namespace) -> None:
         (args.insert_mean < args.read_length, f"--insert-mean {args.insert_mean}: must be at least the read length"),
         (args.insert_sd < 0, f"--insert-sd {args.insert_sd}: must not be negative"),
         (args.error_rate_scale < 0, f"--error-rate-scale {args.error_rate_scale}: must not be negative"),
+        (not 0 <= args.hotspot_rate <= 0.05, f"--hotspot-rate {args.hotspot_rate}: must be 0-0.05"),
+        (not 0 <= args.homopolymer_slip_rate <= 0.05,
+         f"--homopolymer-slip-rate {args.homopolymer_slip_rate}: must be 0-0.05"),
         (not 0 <= args.variant_rate <= 0.05, f"--variant-rate {args.variant_rate}: must be 0-0.05"),
         (args.threads < 1, f"--threads {args.threads}: must be at least 1"),
         (not args.sample or any(c.isspace() for c in args.sample), f"--sample {args.sample!r}: no spaces allowed"),
