@@ -44,7 +44,7 @@ def test_initialisation_is_seeded():
     assert not all(np.array_equal(x, y) for x, y in zip(leaves(a), leaves(c)))
     kernel = np.asarray(a.head.kernel[...])  # lecun_normal: std 1/sqrt(fan_in), truncated at 2 std
     assert kernel.shape == (8, 3) and np.abs(kernel).max() <= 2 / np.sqrt(8) * 1.14
-    assert np.array_equal(np.asarray(a.stem_bn.scale[...]), np.ones(4))
+    assert np.array_equal(np.asarray(a.stem_norm.scale[...]), np.ones(4))
 
 
 def test_inception_full_size_matches_keras():
