@@ -19,7 +19,7 @@ def test_hotspots_rate_strands_and_bases():
     assert 0.3 < both.sum() / at.sum() < 0.5  # 40% on both strands, the rest on one
     bases = np.frombuffer(seq.encode(), np.uint8)
     assert np.all(spots.base[at] != bases[at]) and np.all(spots.base[~at] == bases[~at])
-    assert 0.1 < spots.forward[spots.forward > 0].mean() < 0.25
+    assert 0.07 < spots.forward[spots.forward > 0].mean() < 0.11  # Beta(3, 30): mean 0.09
     # GGC-like context: positions right after GG are enriched
     after_gg = np.zeros(len(bases), bool)
     after_gg[2:] = (bases[:-2] == ord("G")) & (bases[1:-1] == ord("G"))

@@ -37,7 +37,7 @@ class ReadModel:
     insert_sd: float = 60.0
     error_rate_scale: float = 1.0
     indel_error_rate: float = 1e-4
-    hotspot_rate: float = 1.5e-3  # fraction of reference positions with a systematic error hotspot
+    hotspot_rate: float = 3e-3  # fraction of reference positions with a systematic error hotspot
     homopolymer_slip_rate: float = 1e-3  # slip probability of a run of 5; grows with (length - 4)^2
 
     @property

@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--insert-sd", type=float, default=60.0, help="fragment length SD (default: %(default)s)")
     add("--error-rate-scale", type=float, default=1.0, metavar="X",
         help="multiply substitution and indel error rates (default: %(default)s)")
-    add("--hotspot-rate", type=float, default=1.5e-3, metavar="P",
+    add("--hotspot-rate", type=float, default=3e-3, metavar="P",
         help="fraction of positions with a recurring, often strand-specific substitution error (default: %(default)s)")
     add("--homopolymer-slip-rate", type=float, default=1e-3, metavar="P",
         help="per-read slip probability in a 5 bp homopolymer, growing with (length-4)^2 (default: %(default)s)")
