@@ -8,7 +8,7 @@ snakemake-executor-plugin-slurm-jobstep (0.6) drops every SLURM_* variable, SLUR
 inside the job, so srun reads the default path. A host that has an /etc/slurm/slurm.conf of its own is left alone
 (`unavailable_reason` says so). Every command runs under `timeout -k`, so nothing here can hang.
 
-    cluster = SlurmCluster.start()   # about 5 s; raises SlurmError with the daemons' log tails when it fails
+    cluster = SlurmCluster.start()   # a few seconds; raises SlurmError with the daemons' log tails when it fails
     ...                              # sbatch/squeue/snakemake --executor slurm with SLURM_CONF=cluster.conf
     cluster.stop()                   # cancels jobs, stops slurmd, slurmctld and munged, removes the directory
 
@@ -33,7 +33,10 @@ from pathlib import Path
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("sbatch", "squeue", "scontrol", "scancel", "sinfo", "srun")
 PARTITION = "deepflows"
-PYTHON_PACKAGES = {"snakemake_executor_plugin_slurm": "snakemake-executor-plugin-slurm", "dask_jobqueue": "dask-jobqueue"}
+PYTHON_PACKAGES = {
+    "snakemake_executor_plugin_slurm": "snakemake-executor-plugin-slurm",
+    "dask_jobqueue": "dask-jobqueue",
+}
 DEFAULT_CONF = Path("/etc/slurm/slurm.conf")  # Debian's build: where srun looks without SLURM_CONF
 ROOT_PREFIX = "deepflows-slurm-"
 INSTALL_HINT = "apt-get install slurmctld slurmd slurm-client munge; pip install -e '.[slurm]'"
@@ -47,7 +50,7 @@ def unavailable_reason() -> str | None:
     """Why a local Slurm cannot be started here (one line), or None when it can."""
     import importlib.util
 
-    missing = [name for name in (*DAEMONS, *CLIENTS, "runuser", "timeout") if shutil.which(name) is None]
+    missing = [name for name in (*DAEMONS, *CLIENTS, "munge", "runuser", "timeout") if which(name) is None]
     missing += [pkg for module, pkg in PYTHON_PACKAGES.items() if importlib.util.find_spec(module) is None]
     if missing:
         return f"a local Slurm needs {', '.join(missing)} ({INSTALL_HINT})"
@@ -74,10 +77,17 @@ def _default_conf_taken() -> str | None:
     return None
 
 
+def which(name: str) -> str | None:
+    """The program's path, looking in the sbin folders too (the daemons live there; a user's PATH may lack them)."""
+    return shutil.which(name, path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"]))
+
+
 def run(cmd: list[str], timeout: float = 30, check: bool = True, env: dict | None = None, **kwargs):
     """Run cmd under `timeout -k 5 <timeout>` and return the CompletedProcess (text, captured)."""
     bounded = ["timeout", "-k", "5", str(int(timeout)), *cmd]
-    result = subprocess.run(bounded, capture_output=True, text=True, env=env, timeout=timeout + 15, **kwargs)
+    result = subprocess.run(
+        bounded, check=False, capture_output=True, text=True, env=env, timeout=timeout + 15, **kwargs
+    )
     if check and result.returncode != 0:
         raise SlurmError(f"{' '.join(cmd)} exited {result.returncode}: {(result.stderr or result.stdout).strip()}")
     return result
@@ -121,7 +131,7 @@ class SlurmCluster:
 
     # -- start ---------------------------------------------------------------------------------------------
     @classmethod
-    def start(cls, timeout: float = 60) -> "SlurmCluster":
+    def start(cls, timeout: float = 60) -> SlurmCluster:
         reason = unavailable_reason()
         if reason:
             raise SlurmError(reason)
@@ -137,9 +147,9 @@ class SlurmCluster:
             cluster._link_default_conf()
             for sub in ("state", "spool"):
                 (root / sub).mkdir()
-            run(["slurmctld", "-c", "-i", "-f", str(cluster.conf)], env=cluster.env)
+            run([which("slurmctld"), "-c", "-i", "-f", str(cluster.conf)], env=cluster.env)
             cluster._wait(deadline, "slurmctld to answer `scontrol ping`", cluster._ctld_up)
-            run(["slurmd", "-f", str(cluster.conf)], env=cluster.env)
+            run([which("slurmd"), "-f", str(cluster.conf)], env=cluster.env)
             cluster._wait(deadline, f"node {cluster.node} to be idle", cluster._node_idle)
         except BaseException as error:
             logs = cluster.log_tails()
@@ -160,8 +170,8 @@ class SlurmCluster:
         for path in (munge_dir, key):
             os.chown(path, user.pw_uid, user.pw_gid)
         run(
-            ["runuser", "-u", "munge", "--", "munged", f"--socket={self.munge_socket}", f"--key-file={key}",
-             f"--pid-file={munge_dir / 'munged.pid'}", f"--log-file={munge_dir / 'munged.log'}",
+            [which("runuser"), "-u", "munge", "--", which("munged"), f"--socket={self.munge_socket}",
+             f"--key-file={key}", f"--pid-file={munge_dir / 'munged.pid'}", f"--log-file={munge_dir / 'munged.log'}",
              f"--seed-file={munge_dir / 'munged.seed'}"]
         )  # fmt: skip
         run(["munge", f"--socket={self.munge_socket}", "-n"])  # a credential comes back: munged is up

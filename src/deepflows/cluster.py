@@ -44,7 +44,7 @@ def slurm_client(
     (sbatch --cpus-per-task, --mem, --time); each job runs `processes` worker processes sharing them.
     host: the address the scheduler listens on, which the nodes must reach (None: dask's choice; "127.0.0.1" when
     scheduler and workers share one machine). job_extra_directives: more `#SBATCH` lines, e.g. ["--qos=short"].
-    log_directory: where the workers' Slurm logs go (None: no log files). python: the interpreter on the nodes
+    log_directory: where the workers' Slurm logs go (None: none are written). python: the interpreter on the nodes
     (default: this one, which needs a shared filesystem). wait_timeout: seconds to wait for all workers; on
     timeout the jobs are cancelled and TimeoutError is raised (e.g. a queue that is full or does not exist).
     `client.shutdown()` stops the scheduler and cancels the worker jobs.
@@ -62,10 +62,11 @@ def slurm_client(
         processes=processes,
         memory=memory,
         walltime=walltime,
-        job_extra_directives=list(job_extra_directives),
+        # without a log directory, sbatch would write slurm-<jobid>.out into the current directory
+        job_extra_directives=[*job_extra_directives, *([] if log_directory else ["--output=/dev/null"])],
         log_directory=log_directory,
         python=python or sys.executable,
-        scheduler_options={"dashboard_address": None, **({"host": host} if host else {})},
+        scheduler_options={"dashboard_address": ":0", **({"host": host} if host else {})},  # any free port
     )
     try:
         cluster.scale(jobs=workers)
