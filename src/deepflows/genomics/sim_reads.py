@@ -174,9 +174,11 @@ def sequence_reads(templates: np.ndarray, model: ReadModel, rng: np.random.Gener
     hot = np.zeros(templates.shape, bool)
     slipped = np.zeros(n, bool)
     if artifacts is not None:
-        hot = rng.random(templates.shape) < np.minimum(artifacts.error * scale, 0.75)
+        # Not scaled by error_rate_scale: systematic errors belong to the sequence and the chemistry, not
+        # to a noisier run; scaled, they turned into het-like negatives that taught a model to miss hets.
+        hot = rng.random(templates.shape) < artifacts.error
         templates = np.where(hot, artifacts.base, templates)
-        slip = np.minimum(artifacts.slip[:, :read_length] * scale, sim_artifacts.SLIP_MAX)
+        slip = artifacts.slip[:, :read_length]
         slipped = rng.random(n) < slip.sum(axis=1)
     reads = templates[:, :read_length].copy()
     for row in np.flatnonzero(slipped):  # one slip at a run, chosen by its rate: drop or repeat a base

@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--insert-mean", type=float, default=400.0, help="mean fragment length (default: %(default)s)")
     add("--insert-sd", type=float, default=60.0, help="fragment length SD (default: %(default)s)")
     add("--error-rate-scale", type=float, default=1.0, metavar="X",
-        help="multiply substitution and indel error rates (default: %(default)s)")
+        help="multiply the random substitution and indel error rates, not the systematic ones (default: %(default)s)")
     add("--hotspot-rate", type=float, default=3e-3, metavar="P",
         help="fraction of positions with a recurring, often strand-specific substitution error (default: %(default)s)")
     add("--homopolymer-slip-rate", type=float, default=1e-3, metavar="P",
