@@ -12,8 +12,9 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "genomics"
 OUT = ROOT / "bench" / "out"
 # Single-threaded numeric libraries, so "one core" means one core.
+ONE_CORE_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 ONE_THREAD = {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "BLOSC_NTHREADS": "1",
-              "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # fmt: skip
+              "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "XLA_FLAGS": ONE_CORE_XLA}  # fmt: skip
 
 
 def deepflows() -> str:
@@ -21,9 +22,10 @@ def deepflows() -> str:
     return str(exe) if exe.exists() else "deepflows"
 
 
-def measure(command: str, cpu: int = 0) -> dict:
-    """Run a shell command pinned to one CPU; wall seconds, CPU seconds and peak RSS of its process tree
-    (wait4 on the shell, which waits for every process of a pipeline)."""
+def measure(command: str, cpu: int | None = None) -> dict:
+    """Run a shell command pinned to one CPU (default: $BENCH_CPU, else 0); wall seconds, CPU seconds and
+    peak RSS of its process tree (wait4 on the shell, which waits for every process of a pipeline)."""
+    cpu = int(os.environ.get("BENCH_CPU", 0)) if cpu is None else cpu
     env = {**os.environ, **ONE_THREAD}
     start = time.perf_counter()
     proc = subprocess.Popen(["taskset", "-c", str(cpu), "bash", "-o", "pipefail", "-c", command], env=env,

@@ -7,8 +7,8 @@ Input (made once, cached under bench/out/call_variants_speed/): a 5 Mb synthetic
 calling examples (`deepflows make-examples`, ~5,000 examples). Weights do not change the arithmetic, so a
 random model times the same as a trained one.
 
-Each configuration runs `deepflows call-variants` pinned to CPU 0 (taskset) with XLA's CPU backend held
-to one thread (XLA_FLAGS) and single-threaded numeric libraries. Reported: examples/s over the inference
+Each configuration runs `deepflows call-variants` pinned to one CPU (taskset; $BENCH_CPU, default 0) with
+XLA's CPU backend held to one thread (XLA_FLAGS) and single-threaded numeric libraries. Reported: examples/s over the inference
 loop (reading, decoding, the model, writing; compilation included) as the stage logs it, and wall s,
 CPU s and peak RSS of the whole command (JAX start-up and model loading included).
 
@@ -19,16 +19,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 
-from benchlib import OUT, deepflows, measure
+from benchlib import ONE_CORE_XLA, OUT, deepflows, measure
 
 WORK = OUT / "call_variants_speed"
-ONE_CORE_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
 
 def prepare(length: int) -> tuple[Path, Path]:
@@ -65,7 +65,7 @@ def run_config(examples: Path, model: Path, batch: int, micro: int | None, repea
 
     out = WORK / "probs.zarr"
     extra = "" if micro is None else f" --micro-batch {micro}"
-    command = (f"rm -rf {out} && XLA_FLAGS='{ONE_CORE_XLA}' {deepflows()} call-variants --examples {examples} "
+    command = (f"rm -rf {out} && {deepflows()} call-variants --examples {examples} "
                f"--model {model} --out {out} --batch-size {batch}{extra}")  # fmt: skip
     runs = []
     for _ in range(repeats):
@@ -106,7 +106,7 @@ def main() -> None:
         results.append(run_config(examples, model, args.batch_size, micro, args.repeats))
         print(markdown(results[-1:]).splitlines()[-1], file=sys.stderr)
     report = {"model": "small_cnn (default options: config/model/small_cnn.yaml; random weights)", "cpu": _cpu_name(),
-              "pinning": f"taskset -c 0, XLA_FLAGS={ONE_CORE_XLA}", "results": results}  # fmt: skip
+              "pinning": f"taskset -c {os.environ.get('BENCH_CPU', 0)}, XLA_FLAGS={ONE_CORE_XLA}", "results": results}  # fmt: skip
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     print(markdown(results))
