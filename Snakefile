@@ -11,6 +11,7 @@ configfile: "config/config.yaml"
 
 
 include: "rules/common.smk"
+include: "rules/download.smk"
 include: "rules/variants.smk"
 include: "rules/variants_train.smk"
 

@@ -25,7 +25,7 @@ def deepflows() -> str:
 def measure(command: str, cpu: int | None = None) -> dict:
     """Run a shell command pinned to one CPU (default: $BENCH_CPU, else 0); wall seconds, CPU seconds and
     peak RSS of its process tree (wait4 on the shell, which waits for every process of a pipeline)."""
-    cpu = int(os.environ.get("BENCH_CPU", 0)) if cpu is None else cpu
+    cpu = int(os.environ.get("BENCH_CPU", "0")) if cpu is None else cpu
     env = {**os.environ, **ONE_THREAD}
     start = time.perf_counter()
     proc = subprocess.Popen(["taskset", "-c", str(cpu), "bash", "-o", "pipefail", "-c", command], env=env,
@@ -36,3 +36,25 @@ def measure(command: str, cpu: int | None = None) -> dict:
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"failed: {command}\n{stderr.decode()[-2000:]}")
     return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mb": usage.ru_maxrss / 1024}
+
+
+SIM10MB = OUT / "sim10mb"  # PREFIX.bam, .truth.vcf.gz, .confident.bed
+SIM10MB_REF = DATA / "grch38.chr20_and_21_10M.fa.gz"
+
+
+def sim10mb_command() -> list[str]:
+    """GRCh38 chr20:1-10,000,000 at 30x 2x150 with the HG002 truth, simulated once for the speed benches."""
+    return [deepflows(), "simulate", "--ref", str(SIM10MB_REF),
+            "--truth", str(DATA / "HG002_GRCh38_1_22_v4.2.1_benchmark.chr20.vcf.gz"),
+            "--region", "chr20:1-10,000,000", "--depth", "30", "--read-length", "150",
+            "--seed", "1", "--sample", "HG002-sim", "--threads", "2", "--out-prefix", str(SIM10MB)]  # fmt: skip
+
+
+def ensure_sim10mb() -> Path:
+    """The simulated 10 Mb BAM, made on first use (its simulation is not part of any measurement)."""
+    bam = Path(f"{SIM10MB}.bam")
+    if not bam.exists():
+        OUT.mkdir(parents=True, exist_ok=True)
+        print(f"simulating input once: {' '.join(sim10mb_command())}", file=sys.stderr)
+        subprocess.run(sim10mb_command(), check=True)
+    return bam

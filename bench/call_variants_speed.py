@@ -106,7 +106,7 @@ def main() -> None:
         results.append(run_config(examples, model, args.batch_size, micro, args.repeats))
         print(markdown(results[-1:]).splitlines()[-1], file=sys.stderr)
     report = {"model": "small_cnn (default options: config/model/small_cnn.yaml; random weights)", "cpu": _cpu_name(),
-              "pinning": f"taskset -c {os.environ.get('BENCH_CPU', 0)}, XLA_FLAGS={ONE_CORE_XLA}", "results": results}  # fmt: skip
+              "pinning": f"taskset -c {os.environ.get('BENCH_CPU', '0')}, XLA_FLAGS={ONE_CORE_XLA}", "results": results}  # fmt: skip
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     print(markdown(results))

@@ -22,42 +22,38 @@ import argparse
 import json
 import shutil
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 
-from benchlib import DATA, OUT, ROOT, deepflows, measure
+from benchlib import (
+    DATA,
+    OUT,
+    ROOT,
+    SIM10MB,
+    SIM10MB_REF,
+    deepflows,
+    ensure_sim10mb,
+    measure,
+)
 
 SHIPPED_MODEL = ROOT / "resources" / "models" / "wgs-illumina"
 
 
 def cases() -> dict[str, dict]:
-    sim = OUT / "sim10mb"
     return {
         "na12878": {
             "reads": DATA / "NA12878_S1.chr20.10_10p1mb.bam",
             "ref": DATA / "ucsc.hg19.chr20.unittest.fasta.gz",
             "region": ("chr20", 9_999_912, 10_099_996),
         },
-        "sim10mb": {
-            "reads": Path(f"{sim}.bam"),
-            "ref": DATA / "grch38.chr20_and_21_10M.fa.gz",
-            "region": ("chr20", 0, 10_000_000),
-            "make": [deepflows(), "simulate", "--ref", str(DATA / "grch38.chr20_and_21_10M.fa.gz"),
-                     "--truth", str(DATA / "HG002_GRCh38_1_22_v4.2.1_benchmark.chr20.vcf.gz"),
-                     "--region", "chr20:1-10,000,000", "--depth", "30", "--read-length", "150",
-                     "--seed", "1", "--sample", "HG002-sim", "--threads", "2", "--out-prefix", str(sim)],
-        },
-    }  # fmt: skip
+        "sim10mb": {"reads": Path(f"{SIM10MB}.bam"), "ref": SIM10MB_REF, "region": ("chr20", 0, 10_000_000)},
+    }
 
 
 def run_case(name: str, case: dict, repeats: int, model: Path) -> dict:
-    if not case["reads"].exists():
-        if "make" not in case:
-            raise SystemExit(f"{case['reads']}: not found (needs ../shared/data)")
-        OUT.mkdir(parents=True, exist_ok=True)
-        print(f"[{name}] simulating input once: {' '.join(case['make'])}", file=sys.stderr)
-        subprocess.run(case["make"], check=True)
+    if name == "sim10mb":
+        ensure_sim10mb()
+    elif not case["reads"].exists():
+        raise SystemExit(f"{case['reads']}: not found (needs ../shared/data)")
     contig, start, end = case["region"]
     region = f"{contig}:{start + 1}-{end}"
     examples = OUT / f"{name}.examples.zarr"

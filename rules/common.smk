@@ -369,3 +369,82 @@ def eval_shard_paths(wildcards):
         shard=range(n),
         nshards=n,
     )
+
+
+# --- Downloads into resources/cache/ (rules/download.smk) ---------------------------------------------------
+# download.files names what the download rule may fetch; the path keys of the config (reference.fasta,
+# reads.path, truth.*, ...) say what the run reads. A path key pointing at resources/cache/NAME makes
+# Snakemake fetch entry NAME (and the index entries beside it); a path key pointing elsewhere (a local copy)
+# leaves the entry unused.
+
+CACHE_DIR = "resources/cache"
+DOWNLOADS = config["download"]["files"]
+
+
+def download_name_pattern():
+    """Wildcard constraint of the download rule, exactly the configured cache names (nothing else is claimed)."""
+    import re
+
+    return "|".join(re.escape(name) for name in sorted(DOWNLOADS)) or "(?!)"
+
+
+def download_url(wildcards):
+    return DOWNLOADS[wildcards.cached]["url"]
+
+
+def download_checksum_args(wildcards):
+    """--sha256/--md5 of the entry; --allow-unverified only when download.allow_unverified is set (without a
+    checksum `deepflows download` then refuses the file with one line)."""
+    entry = DOWNLOADS[wildcards.cached]
+    args = [f"--{name} {entry[name]}" for name in ("sha256", "md5") if entry[name]]
+    if config["download"]["allow_unverified"]:
+        args.append("--allow-unverified")
+    return " ".join(args)
+
+
+def cached_inputs():
+    """{path under resources/cache/: config key} for every input of the run that lives in the cache, index
+    files beside them included (what the download rule will be asked for)."""
+    keys = {
+        "reference.fasta": config["reference"]["fasta"],
+        "reads.path": config["reads"]["path"],
+        "truth.vcf": config["truth"]["vcf"],
+        "truth.confident_bed": config["truth"]["confident_bed"],
+        "make_examples.regions_bed": config["make_examples"]["regions_bed"],
+    } | {f"benchmark.stratify.{name}": path for name, path in BENCHMARK["stratify"].items()}
+    found = {}
+    for key, path in keys.items():
+        if not path or not path.startswith(f"{CACHE_DIR}/"):
+            continue
+        indexed = key in ("reference.fasta", "reads.path", "truth.vcf")
+        for each in [path, *(_index_of(path) if indexed else [])]:
+            found[each.removeprefix(f"{CACHE_DIR}/")] = key
+    return found
+
+
+def _check_downloads():
+    """One line per problem before anything runs: a cache path the run reads that is neither there nor an
+    entry of download.files stops the run; a missing entry without a checksum gets a warning (the download rule
+    refuses it unless download.allow_unverified)."""
+    unverified = []
+    for name, key in cached_inputs().items():
+        if Path(CACHE_DIR, name).exists():
+            continue
+        if name not in DOWNLOADS:
+            sys.exit(
+                f"error: {key}: {CACHE_DIR}/{name} is not there and download.files has no entry {name!r} to fetch"
+                " it; add one, or point the key at a local copy"
+            )
+        entry = DOWNLOADS[name]
+        if not (entry["sha256"] or entry["md5"]):
+            unverified.append(name)
+    if unverified and not config["download"]["allow_unverified"]:
+        print(
+            f"deepflows: warning: download.files: {len(unverified)} file(s) without sha256 or md5"
+            f" ({', '.join(unverified[:3])}{', ...' if len(unverified) > 3 else ''}): the download rule refuses them;"
+            " fill in the checksums from the provider's checksum files, or set download.allow_unverified: true",
+            file=sys.stderr,
+        )
+
+
+_check_downloads()

@@ -23,10 +23,12 @@ STAGES: dict[str, tuple[str, str]] = {
     "check-shards": ("deepflows.store.check_shards", "verify that every shard of a sample is complete"),
     "shuffle-examples": ("deepflows.store.shuffle", "labelled shards -> one shuffled training store + tuning split"),
     "train": ("deepflows.nn.train", "train a pileup classifier on a training store"),
+    "download": ("deepflows.download", "fetch a file (http, https, file URL) and verify its checksum"),
     "validate-config": ("deepflows.config", "check a pipeline config file against its schema"),
     "call-variants": ("deepflows.genomics.call_variants", "example shards + model -> genotype probabilities (Zarr)"),
     "postprocess": ("deepflows.genomics.postprocess", "genotype probabilities -> bgzipped, indexed VCF"),
     "benchmark": ("deepflows.genomics.benchmark_cli", "compare a VCF with a truth set, hap.py style"),
+    "gq-calibration": ("deepflows.genomics.calibration", "GQ bins of a call set vs its observed genotype error rate"),
 }
 
 
