@@ -1,5 +1,7 @@
 # Config loading and validation, input functions and wildcard constraints shared by all rule files.
 
+import hashlib
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -18,6 +20,8 @@ except ConfigError as _err:
     sys.exit(f"error: {_err}")
 config.clear()
 config.update(_validated)
+# The resolved config (defaults filled in) as one hash, written into the VCF header (provenance).
+CONFIG_SHA256 = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
 
 SAMPLE = config["sample"]
 SIMULATED = config["reads"]["path"] is None
@@ -319,10 +323,14 @@ def training_variant_args(wildcards, input):
 
 
 def _simulation_args(settings):
+    # The artifact rates are passed only when set, so configs without them keep their exact commands.
+    artifacts = "".join(
+        f" --{key.replace('_', '-')} {settings[key]}" for key in ("hotspot_rate", "homopolymer_slip_rate") if key in settings
+    )
     return (
         f"--depth {settings['depth']} --read-length {settings['read_length']}"
         f" --error-rate-scale {settings['error_rate_scale']} --insert-mean {settings['insert_mean']}"
-        f" --insert-sd {settings['insert_sd']} --aligner {settings['aligner']}"
+        f" --insert-sd {settings['insert_sd']} --aligner {settings['aligner']}{artifacts}"
     )
 
 

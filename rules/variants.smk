@@ -122,6 +122,8 @@ rule postprocess:
     output:
         vcf="results/{sample}/calls/calls.vcf.gz",
         tbi="results/{sample}/calls/calls.vcf.gz.tbi",
+    params:
+        config_sha256=CONFIG_SHA256,
     log:
         "logs/{sample}/postprocess.log",
     benchmark:
@@ -130,7 +132,7 @@ rule postprocess:
         "../envs/genomics.yaml"
     shell:
         "deepflows postprocess --probs {input.probs:q} --ref {input.ref:q} --out {output.vcf:q}"
-        " --sample {wildcards.sample} 2> {log:q}"
+        " --sample {wildcards.sample} --provenance config_sha256={params.config_sha256} 2> {log:q}"
 
 
 # hap.py-style comparison with the truth (the simulated one for simulated reads), over the calling regions.

@@ -289,3 +289,13 @@ def test_bad_inputs_one_line_and_no_output(reference, tmp_path, capsys):
 
         zarr.open_group(str(good), mode="r+").attrs["complete"] = False
         open_probs(good)
+
+
+def test_provenance_pairs():
+    from deepflows.errors import UserError
+    from deepflows.genomics.postprocess import parse_provenance
+
+    assert parse_provenance(["config_sha256=ab12", "run=x=y"]) == {"deepflows_config_sha256": "ab12", "deepflows_run": "x=y"}
+    for bad in ("novalue", "bad key=1", "key="):
+        with pytest.raises(UserError, match="expected KEY=VALUE"):
+            parse_provenance([bad])

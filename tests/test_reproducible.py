@@ -15,7 +15,8 @@ from test_workflow import model_dir, snakemake, write_config  # noqa: F401 (mode
 
 pytestmark = pytest.mark.workflow
 
-COMMAND_KEYS = ("##deepflows_command=", "##deepflows_call_variants_command=")
+# How each run was made (commands, config): differs between the runs by design.
+COMMAND_KEYS = ("##deepflows_command=", "##deepflows_call_variants_command=", "##deepflows_config_sha256=")
 
 
 def tiny_run(tmp_path, model, shards: int):
@@ -54,6 +55,8 @@ def test_calls_do_not_depend_on_the_number_of_shards(runs):
     # what differs: the call_variants command names the shard files
     calls = {n: next(line for line in lines if line.startswith(COMMAND_KEYS[1])) for n, lines in ((1, one), (3, three))}
     assert "examples-00000-of-00001.zarr" in calls[1] and "examples-00002-of-00003.zarr" in calls[3]
+    configs = {n: next(line for line in lines if line.startswith(COMMAND_KEYS[2])) for n, lines in ((1, one), (3, three))}
+    assert configs[1] != configs[3] and len(configs[1].split("=", 1)[1]) == 64  # make_examples.shards differs
 
 
 def test_benchmark_does_not_depend_on_the_number_of_shards(runs):
@@ -66,6 +69,6 @@ def test_vcf_header_carries_provenance(runs):
     header = [line for line in vcf_lines(runs[1] / "calls/calls.vcf.gz") if line.startswith("##")]
     keys = {line[2:].split("=", 1)[0] for line in header}
     assert {"source", "deepflows_version", "deepflows_model", "deepflows_model_sha256", "deepflows_command",
-            "deepflows_call_variants_command", "reference"} <= keys  # fmt: skip
+            "deepflows_call_variants_command", "reference", "deepflows_config_sha256"} <= keys  # fmt: skip
     sha = next(line for line in header if line.startswith("##deepflows_model_sha256="))
     assert len(sha.split("=", 1)[1]) == 64

@@ -39,6 +39,7 @@ import argparse
 import itertools
 import logging
 import math
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -63,13 +64,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="variant calls with QUAL below this get FILTER LowQual (default 1)")  # fmt: skip
     p.add_argument("--multi-allelic-qual-filter", type=float, default=1.0,
                    help="at multi-allelic sites, drop alts whose own QUAL is below this (default 1)")  # fmt: skip
+    p.add_argument("--provenance", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help="extra header lines ##deepflows_KEY=VALUE, e.g. config_sha256=... from the workflow")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> None:
     summary = postprocess(args.probs, args.ref, args.out, sample=args.sample, qual_filter=args.qual_filter,
                           multi_allelic_qual_filter=args.multi_allelic_qual_filter,
-                          command=getattr(args, "command_line", "deepflows postprocess"))  # fmt: skip
+                          command=getattr(args, "command_line", "deepflows postprocess"),
+                          extra_provenance=parse_provenance(args.provenance))  # fmt: skip
     log.info("%s", summary)
+
+
+def parse_provenance(items: list[str]) -> dict[str, str]:
+    """KEY=VALUE pairs -> {deepflows_KEY: VALUE}; KEY is letters, digits and '_'."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z0-9_]+", key) or not value.strip():
+            raise UserError(f"--provenance {item!r}: expected KEY=VALUE (KEY: letters, digits, '_')")
+        out[f"deepflows_{key}"] = value
+    return out
 
 
 # ------------------------------------------------------------------------------------------- genotyping
@@ -191,7 +206,8 @@ def trim_suffix(ref: str, alts: list[str]) -> tuple[str, list[str]]:
 
 
 def postprocess(probs_path: str, ref_path: str, out: str, sample: str | None = None, qual_filter: float = 1.0,
-                multi_allelic_qual_filter: float = 1.0, command: str = "deepflows postprocess") -> dict:  # fmt: skip
+                multi_allelic_qual_filter: float = 1.0, command: str = "deepflows postprocess",
+                extra_provenance: dict[str, str] | None = None) -> dict:  # fmt: skip
     from deepflows import __version__
     from deepflows.genomics.call_variants import open_probs
     from deepflows.genomics.io import open_reference
@@ -242,6 +258,7 @@ def postprocess(probs_path: str, ref_path: str, out: str, sample: str | None = N
         "deepflows_call_variants_command": attrs.get("command", "unknown"),
         "deepflows_command": command,
         "reference": str(ref_path),
+        **(extra_provenance or {}),
     }
     header = header_lines(zip(reference.references, reference.lengths), sample, provenance)
     write_vcf_gz(out_path, header, (line for _, _, line in records))
