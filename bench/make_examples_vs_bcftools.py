@@ -60,14 +60,13 @@ def run_case(name: str, case: dict, repeats: int, model: Path) -> dict:
     ours = (f"rm -rf {examples} && {deepflows()} make-examples --reads {case['reads']} --ref {case['ref']} "
             f"--regions {region} --out {examples}")  # fmt: skip
     probs, vcf = OUT / f"{name}.probs.zarr", OUT / f"{name}.deepflows.vcf.gz"
-    whole = (f"{ours} && {deepflows()} call-variants --examples {examples} --model {model} --out {probs} "
+    whole = (f"rm -rf {probs} {vcf} {vcf}.tbi && {ours} && {deepflows()} call-variants --examples {examples} --model {model} --out {probs} "
              f"&& {deepflows()} postprocess --probs {probs} --ref {case['ref']} --out {vcf}")  # fmt: skip
     peer = (f"bcftools mpileup -f {case['ref']} -r {region} -a AD,DP {case['reads']} 2>/dev/null "
             f"| bcftools call -mv -Oz -o {OUT / (name + '.bcftools.vcf.gz')}")  # fmt: skip
     runs = {"deepflows": [], "pipeline": [], "bcftools": []}
     for _ in range(repeats):  # interleaved so machine noise hits all alike
         runs["deepflows"].append(measure(ours))
-        shutil.rmtree(probs, ignore_errors=True)
         runs["pipeline"].append(measure(whole))
         runs["bcftools"].append(measure(peer))
     import zarr

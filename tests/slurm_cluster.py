@@ -137,7 +137,7 @@ class SlurmCluster:
             raise SlurmError(reason)
         root = Path(tempfile.mkdtemp(prefix=ROOT_PREFIX, dir="/tmp"))
         root.chmod(0o755)  # munged (as the munge user) must reach its folder inside
-        cpus = len(os.sched_getaffinity(0))
+        cpus = os.cpu_count() or 1  # the hardware as slurmd sees it, not this process's (maybe pinned) affinity
         # below the machine's memory, so slurmd never finds less than configured; at least enough for 2 GB jobs
         cluster = cls(root, cpus=cpus, real_memory_mb=max(2048, int(memory_mb() * 0.9)))
         deadline = time.monotonic() + timeout

@@ -168,7 +168,9 @@ def test_named_run_never_simulates_training_reads_in_evaluation_regions(tmp_path
     run = snakemake(tmp_path, "-n", "-p", config=config)  # rule all: training_data.enabled is true
     assert run.returncode == 0, run.stderr
     counts = job_counts(run.stdout)
-    assert counts["train_simulate"] == counts["train_make_examples"] == 10 and counts["eval_simulate"] == 2
+    eval_sets = yaml.safe_load(text)["training_data"]["eval_sets"]  # standard, hard, clean
+    assert counts["train_simulate"] == counts["train_make_examples"] == 10
+    assert counts["eval_simulate"] == len(eval_sets) == 3
     evaluation = [Interval("chr20", 4_900_000, 5_200_000), Interval("chr20", 8_900_000, 9_200_000)]
     regions = simulated_regions(run.stdout)
     train = [_interval(r[0]) for p, r in regions.items() if "/train/" in p]
