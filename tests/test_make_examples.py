@@ -234,3 +234,13 @@ def test_gzip_reference_that_is_not_bgzipped_is_refused(sample, tmp_path, capsys
     out = tmp_path / "x.zarr"
     _fails(capsys, ["make-examples", "--reads", str(sample["bam"]), "--ref", str(fasta), "--out", str(out)],
            "bgzip", out)  # fmt: skip
+
+
+def test_regions_bed_may_be_gzipped(tmp_path):
+    from deepflows.genomics.regions import read_bed
+
+    plain, packed = tmp_path / "r.bed", tmp_path / "r.bed.gz"
+    plain.write_text("# header\nchr1\t10\t20\nchr1\t30\t45\n")
+    with gzip.open(packed, "wt") as handle:
+        handle.write(plain.read_text())
+    assert read_bed(packed) == read_bed(plain) and [iv.length for iv in read_bed(plain)] == [10, 15]
