@@ -16,9 +16,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-_CODE = np.full(256, 4, dtype=np.uint8)
-_CODE[np.frombuffer(b"ACGT", np.uint8)] = np.arange(4, dtype=np.uint8)
-_BASE = np.frombuffer(b"ACGTN", dtype=np.uint8)
+# ASCII base -> code 0-3 (ACGT) or 4 (anything else), and back; shared with sim_reads.
+CODE = np.full(256, 4, dtype=np.uint8)
+CODE[np.frombuffer(b"ACGT", np.uint8)] = np.arange(4, dtype=np.uint8)
+BASE = np.frombuffer(b"ACGTN", dtype=np.uint8)
+
+
+def complement(ascii_bases: np.ndarray) -> np.ndarray:
+    """Complement of ASCII bases (N and other letters become N)."""
+    return BASE[np.where(CODE[ascii_bases] < 4, 3 - CODE[ascii_bases], 4)]
 
 # Per-read error probability at a hotspot ~ Beta(3, 30): mean 0.09, above 0.2 at 3% of hotspots, above
 # 0.3 at 0.1% (sequence-specific Illumina errors are mostly under 10-20% of reads, Nakamura et al. 2011,
@@ -48,7 +54,7 @@ def draw_hotspots(seq: str, rate: float, rng: np.random.Generator) -> Hotspots:
     after_gg = np.zeros(n, bool)
     after_gg[2:] = (bases[:-2] == ord("G")) & (bases[1:-1] == ord("G"))
     weight = np.where(after_gg, GG_ENRICHMENT, 1.0)
-    at = (rng.random(n) < rate * weight / weight.mean()) & (_CODE[bases] < 4)
+    at = (rng.random(n) < rate * weight / weight.mean()) & (CODE[bases] < 4)
     k = int(at.sum())
     fraction = rng.beta(*HOTSPOT_BETA, k).astype(np.float32)
     strand = rng.choice(3, k, p=[0.4, 0.3, 0.3])  # both strands, forward only, reverse only
@@ -56,7 +62,7 @@ def draw_hotspots(seq: str, rate: float, rng: np.random.Generator) -> Hotspots:
     forward[at] = np.where(strand != 2, fraction, 0)
     reverse[at] = np.where(strand != 1, fraction, 0)
     base = bases.copy()
-    base[at] = _BASE[(_CODE[bases[at]] + rng.integers(1, 4, k)) % 4]
+    base[at] = BASE[(CODE[bases[at]] + rng.integers(1, 4, k)) % 4]
     quality_drop = np.zeros(n, np.uint8)
     quality_drop[at] = np.where(rng.random(k) < 0.5, rng.integers(5, 25, k), 0)
     return Hotspots(forward, reverse, base, quality_drop)
@@ -73,7 +79,7 @@ def homopolymer_slip_rates(haplotype: bytes, rate: float) -> np.ndarray:
     starts = np.concatenate([[0], change])
     ends = np.concatenate([change, [len(bases)]])
     length = ends - starts
-    long_runs = (length >= SLIP_MIN_RUN) & (_CODE[bases[starts]] < 4)
+    long_runs = (length >= SLIP_MIN_RUN) & (CODE[bases[starts]] < 4)
     out[ends[long_runs] - 1] = np.minimum(rate * (length[long_runs] - SLIP_MIN_RUN + 1) ** 2, SLIP_MAX)
     return out
 
@@ -95,7 +101,7 @@ def along_templates(hotspots: Hotspots, slip: np.ndarray, hap_positions: np.ndar
     base = hotspots.base[ref_offsets]
     return TemplateArtifacts(
         error=np.where(reverse, hotspots.reverse[ref_offsets], hotspots.forward[ref_offsets]),
-        base=np.where(reverse, _BASE[np.where(_CODE[base] < 4, 3 - _CODE[base], 4)], base),
+        base=np.where(reverse, complement(base), base),
         quality_drop=hotspots.quality_drop[ref_offsets],
         slip=slip[hap_positions],
     )

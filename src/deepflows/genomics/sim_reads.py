@@ -17,14 +17,11 @@ import numpy as np
 
 from deepflows.genomics import sim_artifacts
 from deepflows.genomics.io import fetch_sequence
+from deepflows.genomics.sim_artifacts import BASE, CODE, complement
 from deepflows.genomics.regions import Interval
 from deepflows.genomics.variants import Variant
 
 log = logging.getLogger(__name__)
-
-_CODE = np.full(256, 4, dtype=np.uint8)
-_CODE[np.frombuffer(b"ACGT", np.uint8)] = np.arange(4, dtype=np.uint8)
-_BASE = np.frombuffer(b"ACGTN", dtype=np.uint8)
 
 
 @dataclass(frozen=True)
@@ -136,7 +133,7 @@ def _fragments(haplotype: bytes, model: ReadModel, rng: np.random.Generator, bat
         ends = starts + inserts.astype(np.int64)
         forward_at = np.minimum(starts[:, None] + steps, length - 1)
         backward_at = np.maximum(ends[:, None] - 1 - steps, 0)
-        forward, backward = bases[forward_at], _complement_codes(bases[backward_at])
+        forward, backward = bases[forward_at], complement(bases[backward_at])
         from_reverse_strand = (rng.random(n) < 0.5)[:, None]
         template1 = np.where(from_reverse_strand, backward, forward)
         template2 = np.where(from_reverse_strand, forward, backward)
@@ -147,10 +144,6 @@ def _fragments(haplotype: bytes, model: ReadModel, rng: np.random.Generator, bat
         keep = ~has_n
         yield (starts[keep], ends[keep], template1[keep], template2[keep], positions1[keep], positions2[keep],
                from_reverse_strand[keep])  # fmt: skip
-
-
-def _complement_codes(ascii_bases: np.ndarray) -> np.ndarray:
-    return _BASE[np.where(_CODE[ascii_bases] < 4, 3 - _CODE[ascii_bases], 4)]
 
 
 def quality_profile(n: int, read_length: int, rng: np.random.Generator) -> np.ndarray:
@@ -188,12 +181,12 @@ def sequence_reads(templates: np.ndarray, model: ReadModel, rng: np.random.Gener
     for row in np.flatnonzero(rng.binomial(read_length, indel_rate, n)):
         at = int(rng.integers(1, read_length - 1))
         reads[row] = _with_indel(templates[row], read_length, at,
-                                 None if rng.random() < 0.5 else _BASE[rng.integers(0, 4)])  # fmt: skip
+                                 None if rng.random() < 0.5 else BASE[rng.integers(0, 4)])  # fmt: skip
     quals = quality_profile(n, read_length, rng)
     error = rng.random((n, read_length)) < np.minimum(10 ** (quals / -10.0) * scale, 0.75)
-    codes = _CODE[reads[error]]
+    codes = CODE[reads[error]]
     swapped = np.where(codes < 4, (codes + rng.integers(1, 4, len(codes))) % 4, 4)
-    reads[error] = _BASE[swapped]
+    reads[error] = BASE[swapped]
     if artifacts is not None:
         # hotspot bases read with lowered quality (one base off past an indel error in the same read: rare)
         drop = np.where(hot, artifacts.quality_drop, 0)[:, :read_length]
