@@ -222,7 +222,7 @@ def calling_targets(sample=SAMPLE):
     """The calls (and their benchmark, when there is a truth to compare with)."""
     targets = [calls_path(sample), f"{calls_path(sample)}.tbi"]
     if benchmark_wanted():
-        targets.append(benchmark_summary_path(sample))
+        targets += [benchmark_summary_path(sample), f"results/{sample}/benchmark/gq_calibration.png"]
     return targets
 
 

@@ -161,3 +161,24 @@ rule benchmark:
     shell:
         "deepflows benchmark --truth {input.truth:q} --confident {input.confident:q} --query {input.calls:q}"
         " --ref {input.ref:q} {params.regions} {params.stratify} --out {params.out:q} 2> {log:q}"
+
+
+# GQ against the observed genotype error rate: the calls in the truth's confident regions (RefCall included).
+rule gq_calibration:
+    input:
+        unpack(benchmark_inputs),
+    output:
+        table="results/{sample}/benchmark/gq_calibration.tsv",
+        plot=report(
+            "results/{sample}/benchmark/gq_calibration.png",
+            caption="../workflow/report/gq_calibration.rst",
+            category="Variant calls",
+            subcategory="{sample}",
+        ),
+    log:
+        "logs/{sample}/gq_calibration.log",
+    conda:
+        "../envs/genomics.yaml"
+    shell:
+        "deepflows gq-calibration --calls {input.calls:q} --truth {input.truth:q} --confident {input.confident:q}"
+        " --ref {input.ref:q} --out {output.table:q} --plot {output.plot:q} 2> {log:q}"

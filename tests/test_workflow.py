@@ -61,7 +61,7 @@ def test_dry_run_default_config(tmp_path, model_dir):
     assert run.returncode == 0, run.stderr
     assert job_counts(run.stdout) == {
         "make_reference": 1, "simulate": 1, "make_examples": 4, "check_shards": 1, "call_variants": 1,
-        "postprocess": 1, "benchmark": 1, "all": 1,
+        "postprocess": 1, "benchmark": 1, "gq_calibration": 1, "all": 1,
     }  # fmt: skip
     assert "results/demo/examples/calling/manifest.json" in run.stdout
     assert "--shard 3/4 --out results/demo/examples/calling/examples-00003-of-00004.zarr" in run.stdout
@@ -126,7 +126,8 @@ def test_dry_run_benchmark_of_real_reads(tmp_path, model_dir):
     cfg = write_config(tmp_path, {**REAL_READS, **truth, "benchmark": {"enabled": False}})
     run = snakemake(tmp_path, "-n", configfile=cfg)
     assert run.returncode == 0, run.stderr
-    assert "benchmark" not in job_counts(run.stdout) and job_counts(run.stdout)["postprocess"] == 1
+    counts = job_counts(run.stdout)
+    assert "benchmark" not in counts and "gq_calibration" not in counts and counts["postprocess"] == 1
 
 
 def test_lint_is_clean(tmp_path):
@@ -196,8 +197,10 @@ def test_tiny_end_to_end(tmp_path, model_dir):
     summary = (tmp_path / "results/tiny/benchmark/summary.csv").read_text().splitlines()
     assert summary[0].startswith("Type,Filter,TRUTH.TOTAL,TRUTH.TP,TRUTH.FN,QUERY.TOTAL,QUERY.FP")
     assert {tuple(line.split(",")[:2]) for line in summary[1:]} >= {("SNP", "PASS"), ("INDEL", "PASS")}
-    for name in ("summary.json", "errors.tsv"):
+    for name in ("summary.json", "errors.tsv", "gq_calibration.png"):
         assert (tmp_path / "results/tiny/benchmark" / name).is_file()
+    calibration = (tmp_path / "results/tiny/benchmark/gq_calibration.tsv").read_text().splitlines()
+    assert calibration[0].startswith("gq\tcalls\terrors") and len(calibration) > 1
     for stage in ("call_variants", "postprocess", "benchmark"):
         assert (tmp_path / f"benchmarks/tiny/{stage}.tsv").is_file() and (tmp_path / f"logs/tiny/{stage}.log").is_file()
     done = next(line for line in (run.stdout + run.stderr).splitlines() if line.startswith("deepflows: done."))
