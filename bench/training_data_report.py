@@ -19,36 +19,15 @@ approximate; wall time is exact.
 from __future__ import annotations
 
 import argparse
-import csv
 import gzip
 import json
 import sys
 from pathlib import Path
 
+from deepflows.run_times import read_benchmarks
+
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ("hom_ref", "het", "hom_alt")
-
-
-def read_benchmarks(paths: list[Path]) -> dict:
-    """Sum and max over the jobs of one stage."""
-    rows = []
-    for path in sorted(paths):
-        with open(path) as handle:
-            rows.extend(csv.DictReader(handle, delimiter="\t"))
-    if not rows:
-        return {"jobs": 0}
-
-    def values(key):
-        return [float(r[key]) for r in rows if r.get(key) not in (None, "", "NA", "-")]
-
-    wall, cpu, rss = values("s"), values("cpu_time"), values("max_rss")
-    return {
-        "jobs": len(rows),
-        "wall_s_sum": round(sum(wall), 1),
-        "wall_s_max": round(max(wall), 1),
-        "cpu_s_sum": round(sum(cpu), 1) if cpu else None,
-        "peak_rss_mb_max": round(max(rss), 1) if rss else None,
-    }
 
 
 def tree_bytes(path: Path) -> int:

@@ -223,7 +223,22 @@ def calling_targets(sample=SAMPLE):
     targets = [calls_path(sample), f"{calls_path(sample)}.tbi"]
     if benchmark_wanted():
         targets += [benchmark_summary_path(sample), f"results/{sample}/benchmark/gq_calibration.png"]
-    return targets
+    return targets + [f"results/{sample}/run_times.tsv"]
+
+
+def run_time_benchmarks(wildcards):
+    """The `benchmark:` files of the sample's calling jobs, keyed `{stage}_{i}` (stage = the rule)."""
+    sample = wildcards.sample
+    files = {"simulate_0": f"benchmarks/{sample}/simulate.tsv"} if SIMULATED else {}
+    for i in range(NSHARDS):
+        files[f"make_examples_{i}"] = f"benchmarks/{sample}/make_examples/calling/{i:05d}-of-{NSHARDS:05d}.tsv"
+    for stage in ("call_variants", "postprocess") + (("benchmark",) if benchmark_wanted() else ()):
+        files[f"{stage}_0"] = f"benchmarks/{sample}/{stage}.tsv"
+    return files
+
+
+def run_time_args(wildcards, input):
+    return " ".join(shlex.quote(f"{key.rsplit('_', 1)[0]}={path}") for key, path in input.items())
 
 
 def _pass_f1(summary_json):

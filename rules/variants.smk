@@ -182,3 +182,24 @@ rule gq_calibration:
     shell:
         "deepflows gq-calibration --calls {input.calls:q} --truth {input.truth:q} --confident {input.confident:q}"
         " --ref {input.ref:q} --out {output.table:q} --plot {output.plot:q} 2> {log:q}"
+
+
+# Run time and memory per stage of this sample's calling run, from the `benchmark:` files of its jobs.
+rule run_times:
+    input:
+        unpack(run_time_benchmarks),
+    output:
+        report(
+            "results/{sample}/run_times.tsv",
+            caption="../workflow/report/run_times.rst",
+            category="Run times",
+            subcategory="{sample}",
+        ),
+    params:
+        stages=run_time_args,
+    log:
+        "logs/{sample}/run_times.log",
+    conda:
+        "../envs/genomics.yaml"
+    shell:
+        "deepflows run-times --out {output:q} {params.stages} 2> {log:q}"

@@ -61,7 +61,7 @@ def test_dry_run_default_config(tmp_path, model_dir):
     assert run.returncode == 0, run.stderr
     assert job_counts(run.stdout) == {
         "make_reference": 1, "simulate": 1, "make_examples": 4, "check_shards": 1, "call_variants": 1,
-        "postprocess": 1, "benchmark": 1, "gq_calibration": 1, "all": 1,
+        "postprocess": 1, "benchmark": 1, "gq_calibration": 1, "run_times": 1, "all": 1,
     }  # fmt: skip
     assert "results/demo/examples/calling/manifest.json" in run.stdout
     assert "--shard 3/4 --out results/demo/examples/calling/examples-00003-of-00004.zarr" in run.stdout
@@ -203,6 +203,16 @@ def test_tiny_end_to_end(tmp_path, model_dir):
     assert calibration[0].startswith("gq\tcalls\terrors") and len(calibration) > 1
     for stage in ("call_variants", "postprocess", "benchmark"):
         assert (tmp_path / f"benchmarks/tiny/{stage}.tsv").is_file() and (tmp_path / f"logs/tiny/{stage}.log").is_file()
+    times = [line.split("\t") for line in (tmp_path / "results/tiny/run_times.tsv").read_text().splitlines()]
+    assert times[0][:3] == ["stage", "jobs", "wall_s_sum"]
+    assert [row[:2] for row in times[1:]] == [["simulate", "1"], ["make_examples", "2"], ["call_variants", "1"],
+                                              ["postprocess", "1"], ["benchmark", "1"]]  # fmt: skip
+    # The report (offline): the benchmark summary, the GQ calibration plot, the run times and the manifest.
+    report = snakemake(tmp_path, "--report", "report.html", configfile=cfg, timeout=120)
+    assert report.returncode == 0, report.stderr[-3000:]
+    html = (tmp_path / "report.html").read_text(errors="replace")
+    for name in ("summary.csv", "gq_calibration.png", "run_times.tsv", "manifest.json"):
+        assert name in html, name
     done = next(line for line in (run.stdout + run.stderr).splitlines() if line.startswith("deepflows: done."))
     assert "Calls for sample 'tiny': results/tiny/calls/calls.vcf.gz" in done
     assert re.search(r"benchmark: results/tiny/benchmark/summary.csv \(PASS F1: SNP \S+, INDEL \S+\)", done), done

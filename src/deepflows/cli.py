@@ -28,6 +28,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "call-variants": ("deepflows.genomics.call_variants", "example shards + model -> genotype probabilities (Zarr)"),
     "postprocess": ("deepflows.genomics.postprocess", "genotype probabilities -> bgzipped, indexed VCF"),
     "benchmark": ("deepflows.genomics.benchmark_cli", "compare a VCF with a truth set, hap.py style"),
+    "run-times": ("deepflows.run_times", "Snakemake benchmark files -> run time and memory per stage"),
     "gq-calibration": ("deepflows.genomics.calibration", "GQ bins of a call set vs its observed genotype error rate"),
 }
 

@@ -1,0 +1,61 @@
+"""`deepflows run-times`: Snakemake `benchmark:` files -> one table of run times and memory per stage.
+
+    deepflows run-times --out run_times.tsv make_examples=benchmarks/s/make_examples/a.tsv \\
+        make_examples=benchmarks/s/make_examples/b.tsv call_variants=benchmarks/s/call_variants.tsv ...
+
+Each STAGE=TSV names one job's benchmark file; a stage's jobs are summed (wall and CPU seconds) and their
+largest peak RSS kept. Stages keep the order they are first named in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+
+from deepflows.errors import UserError
+
+COLUMNS = ("stage", "jobs", "wall_s_sum", "wall_s_max", "cpu_s_sum", "peak_rss_mb_max")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("benchmarks", nargs="+", metavar="STAGE=TSV", help="a job's Snakemake benchmark file and its stage")
+    p.add_argument("--out", required=True, metavar="TSV", help="one row per stage")
+
+
+def run(args: argparse.Namespace) -> None:
+    stages: dict[str, list[Path]] = {}
+    for item in args.benchmarks:
+        stage, sep, path = item.partition("=")
+        if not sep or not stage or not Path(path).is_file():
+            raise UserError(f"{item}: expected STAGE=TSV with an existing benchmark file")
+        stages.setdefault(stage, []).append(Path(path))
+    rows = [{"stage": stage, **read_benchmarks(paths)} for stage, paths in stages.items()]
+    tmp = Path(f"{args.out}.tmp")
+    with open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, COLUMNS, delimiter="\t", extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows({k: ("" if r.get(k) is None else r.get(k)) for k in COLUMNS} for r in rows)
+    tmp.rename(args.out)
+
+
+def read_benchmarks(paths: list[Path]) -> dict:
+    """Sum and max over the jobs of one stage (Snakemake's columns `s`, `cpu_time`, `max_rss`)."""
+    rows = []
+    for path in sorted(paths):
+        with open(path) as handle:
+            rows.extend(csv.DictReader(handle, delimiter="\t"))
+    if not rows:
+        return {"jobs": 0}
+
+    def values(key):
+        return [float(r[key]) for r in rows if r.get(key) not in (None, "", "NA", "-")]
+
+    wall, cpu, rss = values("s"), values("cpu_time"), values("max_rss")
+    return {
+        "jobs": len(rows),
+        "wall_s_sum": round(sum(wall), 1),
+        "wall_s_max": round(max(wall), 1),
+        "cpu_s_sum": round(sum(cpu), 1) if cpu else None,
+        "peak_rss_mb_max": round(max(rss), 1) if rss else None,
+    }
