@@ -149,22 +149,9 @@ def check_output(out: str | Path) -> Path:
 def open_probs(path: str | Path):
     """Open a complete probs store read-only; one clear line for a missing, foreign, incomplete or
     malformed one (a missing array, arrays of different lengths)."""
-    import zarr
+    from deepflows.store.examples import open_complete_group
 
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"{path}: probs store not found")
-    try:
-        group = zarr.open_group(str(path), mode="r")
-    except Exception as err:  # noqa: BLE001 - zarr raises several types for a directory that is not a group
-        raise UserError(f"{path}: not a Zarr group ({type(err).__name__})") from None
-    attrs = dict(group.attrs)
-    if attrs.get("schema") != SCHEMA:
-        raise UserError(f"{path}: not a deepflows probs store (schema {attrs.get('schema')!r})")
-    if attrs.get("schema_version") != SCHEMA_VERSION:
-        raise UserError(f"{path}: probs schema version {attrs.get('schema_version')}, expected {SCHEMA_VERSION}")
-    if not attrs.get("complete"):
-        raise UserError(f"{path}: probs store is incomplete (its writer did not finish)")
+    group = open_complete_group(path, SCHEMA, SCHEMA_VERSION, "probs store")
     members = set(group.array_keys())
     missing = [k for k in ("probs", *META_FIELDS) if k not in members]
     if missing:

@@ -114,25 +114,35 @@ class ShardWriter(TemporaryGroup):
         return n
 
 
-def open_shard(path: str | Path):
-    """Open a complete shard read-only; refuses missing, foreign or incomplete groups with one line."""
+def open_complete_group(path: str | Path, schema: str, version: int, name: str, kind: str | None = None,
+                        hint: str = ""):  # fmt: skip
+    """Open a deepflows Zarr group read-only, refusing with one line a missing path, a non-group, another
+    schema or version, or a group whose writer did not finish (no `complete` attribute). `name` is what
+    the messages call it ("shard"), `kind` its schema's name ("examples shard"; default `name`); `hint` is
+    appended to the wrong-schema message when the group has another schema (not when it has none)."""
     import zarr
 
-    path = Path(path)
+    path, kind = Path(path), kind or name
     if not path.exists():
-        raise UserError(f"{path}: shard not found")
+        raise UserError(f"{path}: {name} not found")
     try:
         group = zarr.open_group(str(path), mode="r")
-    except Exception as err:  # zarr raises several types for a directory that is not a group
+    except Exception as err:  # noqa: BLE001 - zarr raises several types for a directory that is not a group
         raise UserError(f"{path}: not a Zarr group ({type(err).__name__})") from None
     attrs = dict(group.attrs)
-    if attrs.get("schema") != SCHEMA:
-        raise UserError(f"{path}: not a deepflows examples shard (schema {attrs.get('schema')!r})")
-    if attrs.get("schema_version") != SCHEMA_VERSION:
-        raise UserError(f"{path}: examples schema version {attrs.get('schema_version')}, expected {SCHEMA_VERSION}")
+    if attrs.get("schema") != schema:
+        found = attrs.get("schema")
+        raise UserError(f"{path}: not a deepflows {kind} (schema {found!r}){hint if found else ''}")
+    if attrs.get("schema_version") != version:
+        raise UserError(f"{path}: {kind} schema version {attrs.get('schema_version')}, expected {version}")
     if not attrs.get("complete"):
-        raise UserError(f"{path}: shard is incomplete (its writer did not finish)")
+        raise UserError(f"{path}: {name} is incomplete (its writer did not finish)")
     return group
+
+
+def open_shard(path: str | Path):
+    """Open a complete shard read-only; refuses missing, foreign or incomplete groups with one line."""
+    return open_complete_group(path, SCHEMA, SCHEMA_VERSION, "shard", "examples shard")
 
 
 def check_shard_set(paths: list[str | Path]) -> list[tuple[Path, object]]:

@@ -484,24 +484,10 @@ def _tree_bytes(path: Path) -> int:
 
 def open_store_root(path: Path):
     """The root group of a complete training store of this schema; one clear line for anything else."""
-    import zarr
+    from deepflows.store.examples import open_complete_group
 
-    if not path.exists():
-        raise UserError(f"{path}: training store not found")
-    try:
-        root = zarr.open_group(str(path), mode="r")
-    except Exception as err:  # noqa: BLE001 (zarr raises several types for a non-group)
-        raise UserError(f"{path}: not a Zarr group ({type(err).__name__})") from None
-    attrs = dict(root.attrs)
-    if attrs.get("schema") != STORE_SCHEMA:
-        hint = " (make one from example shards with deepflows shuffle-examples)" if attrs.get("schema") else ""
-        raise UserError(f"{path}: not a deepflows training store (schema {attrs.get('schema')!r}){hint}")
-    if attrs.get("schema_version") != STORE_SCHEMA_VERSION:
-        raise UserError(f"{path}: training store schema version {attrs.get('schema_version')}, "
-                        f"expected {STORE_SCHEMA_VERSION}")  # fmt: skip
-    if not attrs.get("complete"):
-        raise UserError(f"{path}: training store is incomplete (its writer did not finish)")
-    return root
+    return open_complete_group(path, STORE_SCHEMA, STORE_SCHEMA_VERSION, "training store",
+                               hint=" (make one from example shards with deepflows shuffle-examples)")
 
 
 def open_training_store(path: str | Path, split: str = "train"):
