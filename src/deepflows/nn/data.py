@@ -175,41 +175,38 @@ class BatchStream:
 
     def batches(self, step: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Batches `step`, `step + 1`, ... (images uint8 [B, H, W, C], labels int32 [B])."""
-        b = self.batch_size
-        images = np.empty((b, *self.split.shape), np.uint8)
-        labels = np.empty(b, np.int32)
-        filled = 0
-        for run_images, run_labels in self._examples(step * b):
-            at = 0
-            while at < len(run_labels):
-                take = min(b - filled, len(run_labels) - at)
-                images[filled : filled + take] = run_images[at : at + take]
-                labels[filled : filled + take] = run_labels[at : at + take]
-                filled += take
-                at += take
-                if filled == b:
-                    yield images.copy(), labels.copy()
-                    filled = 0
+        for images, labels, _ in rebatch(self._examples(step * self.batch_size), self.batch_size, self.split.shape):
+            yield images, labels  # the stream never ends, so every batch is full
 
 
 def eval_batches(split: Split, batch_size: int, max_examples: int | None = None):
     """The first `max_examples` (default all) of a split in store order, as fixed-size batches:
     (images [B, ...] uint8, labels [B] int32, valid count); the last batch is padded with zeros."""
     n = split.n if max_examples is None else min(split.n, max_examples)
-    images = np.zeros((batch_size, *split.shape), np.uint8)
+
+    def runs():
+        for first in range(0, math.ceil(n / split.chunk), 4):
+            ids = list(range(first, min(first + 4, math.ceil(n / split.chunk))))
+            block = split.read_chunks(ids)
+            rows = split.chunk_rows(ids)
+            keep = rows < n
+            yield block[keep], split.labels[rows[keep]]
+
+    yield from rebatch(runs(), batch_size, split.shape)
+
+
+def rebatch(runs: Iterator[tuple[np.ndarray, np.ndarray]], batch_size: int, shape: tuple):
+    """Runs of (images, labels) of any length -> (images [B, ...] uint8, labels [B] int32, valid count)
+    batches of exactly `batch_size`; a last partial batch, if the runs end, is padded with zeros."""
+    images = np.zeros((batch_size, *shape), np.uint8)
     labels = np.zeros(batch_size, np.int32)
     filled = 0
-    for first in range(0, math.ceil(n / split.chunk), 4):
-        ids = list(range(first, min(first + 4, math.ceil(n / split.chunk))))
-        block = split.read_chunks(ids)
-        rows = split.chunk_rows(ids)
-        keep = rows < n
-        block, block_labels = block[keep], split.labels[rows[keep]]
+    for run_images, run_labels in runs:
         at = 0
-        while at < len(block_labels):
-            take = min(batch_size - filled, len(block_labels) - at)
-            images[filled : filled + take] = block[at : at + take]
-            labels[filled : filled + take] = block_labels[at : at + take]
+        while at < len(run_labels):
+            take = min(batch_size - filled, len(run_labels) - at)
+            images[filled : filled + take] = run_images[at : at + take]
+            labels[filled : filled + take] = run_labels[at : at + take]
             filled += take
             at += take
             if filled == batch_size:
