@@ -14,6 +14,7 @@ import csv
 from pathlib import Path
 
 from deepflows.errors import UserError
+from deepflows.tables import write_tsv
 
 COLUMNS = ("stage", "jobs", "wall_s_sum", "wall_s_max", "cpu_s_sum", "peak_rss_mb_max")
 
@@ -31,12 +32,7 @@ def run(args: argparse.Namespace) -> None:
             raise UserError(f"{item}: expected STAGE=TSV with an existing benchmark file")
         stages.setdefault(stage, []).append(Path(path))
     rows = [{"stage": stage, **read_benchmarks(paths)} for stage, paths in stages.items()]
-    tmp = Path(f"{args.out}.tmp")
-    with open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, COLUMNS, delimiter="\t", extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows({k: ("" if r.get(k) is None else r.get(k)) for k in COLUMNS} for r in rows)
-    tmp.rename(args.out)
+    write_tsv(rows, COLUMNS, args.out)
 
 
 def read_benchmarks(paths: list[Path]) -> dict:

@@ -13,11 +13,11 @@ A calibrated GQ has observed error rates near 10^(-GQ/10).
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 from collections import Counter
 from pathlib import Path
 
+from deepflows import tables
 from deepflows.errors import UserError
 
 BINS = (0, 5, 10, 15, 20, 30, 40, 50, 60)
@@ -107,12 +107,7 @@ def calibration(calls_vcf: str, truth: str, confident_bed: str, ref: str) -> lis
 
 
 def write_tsv(rows: list[dict], out: str) -> None:
-    tmp = Path(f"{out}.tmp")
-    with open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, COLUMNS, delimiter="\t")
-        writer.writeheader()
-        writer.writerows({k: ("" if r[k] is None else r[k]) for k in COLUMNS} for r in rows)
-    tmp.rename(out)
+    tables.write_tsv(rows, COLUMNS, out)
 
 
 def markdown(rows: list[dict]) -> str:

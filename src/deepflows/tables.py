@@ -1,0 +1,17 @@
+"""Small result tables written as TSV under a temporary name and renamed, so a reader never sees half a table."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+
+def write_tsv(rows: Iterable[dict], columns: Sequence[str], out: str | Path) -> None:
+    """One line per row, `columns` in order (None as empty; other keys ignored)."""
+    tmp = Path(f"{out}.tmp")
+    with open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, columns, delimiter="\t", extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows({k: ("" if row.get(k) is None else row[k]) for k in columns} for row in rows)
+    tmp.rename(out)
