@@ -11,6 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "genomics"
 OUT = ROOT / "bench" / "out"
+SHIPPED_MODEL = ROOT / "resources" / "models" / "wgs-illumina"
 # Single-threaded numeric libraries, so "one core" means one core.
 ONE_CORE_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 ONE_THREAD = {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "BLOSC_NTHREADS": "1",
@@ -58,3 +59,16 @@ def ensure_sim10mb() -> Path:
         print(f"simulating input once: {' '.join(sim10mb_command())}", file=sys.stderr)
         subprocess.run(sim10mb_command(), check=True)
     return bam
+
+
+def call_and_postprocess(examples: list[Path], model: Path, probs: Path, ref: Path, vcf: Path,
+                         logs: Path | None = None) -> tuple[str, str]:  # fmt: skip
+    """The pipeline after make-examples: the call-variants and postprocess commands (stderr to
+    `logs/call_variants.log` and `logs/postprocess.log` when `logs` is given)."""
+
+    def log(stage: str) -> str:
+        return f" 2> {logs}/{stage}.log" if logs else ""
+
+    shards = " ".join(map(str, examples))
+    return (f"{deepflows()} call-variants --examples {shards} --model {model} --out {probs}{log('call_variants')}",
+            f"{deepflows()} postprocess --probs {probs} --ref {ref} --out {vcf}{log('postprocess')}")  # fmt: skip

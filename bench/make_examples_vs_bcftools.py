@@ -27,15 +27,14 @@ from pathlib import Path
 from benchlib import (
     DATA,
     OUT,
-    ROOT,
+    SHIPPED_MODEL,
     SIM10MB,
     SIM10MB_REF,
+    call_and_postprocess,
     deepflows,
     ensure_sim10mb,
     measure,
 )
-
-SHIPPED_MODEL = ROOT / "resources" / "models" / "wgs-illumina"
 
 
 def cases() -> dict[str, dict]:
@@ -60,8 +59,8 @@ def run_case(name: str, case: dict, repeats: int, model: Path) -> dict:
     ours = (f"rm -rf {examples} && {deepflows()} make-examples --reads {case['reads']} --ref {case['ref']} "
             f"--regions {region} --out {examples}")  # fmt: skip
     probs, vcf = OUT / f"{name}.probs.zarr", OUT / f"{name}.deepflows.vcf.gz"
-    whole = (f"rm -rf {probs} {vcf} {vcf}.tbi && {ours} && {deepflows()} call-variants --examples {examples} --model {model} --out {probs} "
-             f"&& {deepflows()} postprocess --probs {probs} --ref {case['ref']} --out {vcf}")  # fmt: skip
+    call, post = call_and_postprocess([examples], model, probs, case["ref"], vcf)
+    whole = f"rm -rf {probs} {vcf} {vcf}.tbi && {ours} && {call} && {post}"
     peer = (f"bcftools mpileup -f {case['ref']} -r {region} -a AD,DP {case['reads']} 2>/dev/null "
             f"| bcftools call -mv -Oz -o {OUT / (name + '.bcftools.vcf.gz')}")  # fmt: skip
     runs = {"deepflows": [], "pipeline": [], "bcftools": []}

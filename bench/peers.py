@@ -28,10 +28,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from benchlib import DATA, OUT, ROOT, deepflows, measure
+from benchlib import DATA, OUT, ROOT, SHIPPED_MODEL, call_and_postprocess, deepflows, measure
 
 EVAL = ROOT / "results" / "hg002-grch38" / "eval"
-SHIPPED_MODEL = ROOT / "resources" / "models" / "wgs-illumina"
 
 
 def cases() -> dict[str, dict]:
@@ -75,14 +74,11 @@ def callers(case: dict, work: Path, model: Path) -> dict[str, str]:
     bcf_regions = ",".join(r.replace(",", "") for r in case["regions"])
     fb_regions = " ".join(f"--region {r.replace(',', '')}" for r in case["regions"])
     plain = plain_reference(ref)
-    df = deepflows()
+    call, post = call_and_postprocess([work / "examples.zarr"], model, work / "probs.zarr", ref,
+                                      work / "deepflows.vcf.gz", logs=work)  # fmt: skip
     return {
-        "deepflows": f"{df} make-examples --reads {reads} --ref {ref} --regions {bcf_regions.replace(',', ' ')}"
-                     f" --sample sample --out {work}/examples.zarr 2> {work}/make_examples.log"
-                     f" && {df} call-variants --examples {work}/examples.zarr --model {model}"
-                     f" --out {work}/probs.zarr 2> {work}/call_variants.log"
-                     f" && {df} postprocess --probs {work}/probs.zarr --ref {ref} --out {work}/deepflows.vcf.gz"
-                     f" 2> {work}/postprocess.log",
+        "deepflows": f"{deepflows()} make-examples --reads {reads} --ref {ref} --regions {bcf_regions.replace(',', ' ')}"
+                     f" --sample sample --out {work}/examples.zarr 2> {work}/make_examples.log && {call} && {post}",
         "bcftools": f"bcftools mpileup -f {ref} -r {bcf_regions} -a AD,DP {reads} 2>/dev/null"
                     f" | bcftools call -mv -Oz -o {work}/bcftools.vcf.gz",
         "freebayes": f"freebayes -f {plain} {fb_regions} {reads} | bgzip > {work}/freebayes.vcf.gz",

@@ -24,9 +24,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from benchlib import OUT, ROOT, SIM10MB_REF, deepflows, ensure_sim10mb, measure
+from benchlib import OUT, SHIPPED_MODEL, SIM10MB_REF, call_and_postprocess, deepflows, ensure_sim10mb, measure
 
-SHIPPED_MODEL = ROOT / "resources" / "models" / "wgs-illumina"
 REGION = "chr20:1-10000000"
 BASES, GENOME = 10_000_000, 3_100_000_000
 DEEPVARIANT_WGS = {"make_examples": 47, "call_variants": 16, "postprocess": 7}  # minutes on 96 vCPUs
@@ -66,11 +65,9 @@ def run_shards(n: int, cpus: list[int], model: Path, bam: Path) -> dict:
             f" --sample HG002-sim --out {shard} 2> {shard}.log" for i, shard in enumerate(shards)]  # fmt: skip
     stages = {"make_examples": run_jobs(make, cpus)}
     examples = sum(zarr.open_group(str(s), mode="r").attrs["n_examples"] for s in shards)
-    stages["call_variants"] = run_jobs([f"{deepflows()} call-variants --examples {' '.join(map(str, shards))}"
-                                        f" --model {model} --out {work}/probs.zarr 2> {work}/call_variants.log"],
-                                       cpus[:1])  # fmt: skip
-    stages["postprocess"] = run_jobs([f"{deepflows()} postprocess --probs {work}/probs.zarr --ref {SIM10MB_REF}"
-                                      f" --out {work}/calls.vcf.gz 2> {work}/postprocess.log"], cpus[:1])  # fmt: skip
+    call, post = call_and_postprocess(shards, model, work / "probs.zarr", SIM10MB_REF, work / "calls.vcf.gz", logs=work)
+    stages["call_variants"] = run_jobs([call], cpus[:1])
+    stages["postprocess"] = run_jobs([post], cpus[:1])
     zarr_bytes = sum(directory_bytes(s) for s in shards)
     return {"shards": n, "cpus": len(cpus), "examples": examples, "zarr_bytes_per_example": zarr_bytes / examples,
             "stages": stages, "vcf_sha256": _sha256(work / "calls.vcf.gz", skip_header=True)}  # fmt: skip

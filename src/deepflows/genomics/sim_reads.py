@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ReadModel:
-    """Illumina-like pairs: depth over both haplotypes, normal insert sizes, error rates scaled together."""
+    """Illumina-like pairs: depth over both haplotypes, normal insert sizes, random error rates scaled together
+    (the systematic artifacts, hotspots and slippage, have their own rates and are not scaled)."""
 
     depth: float = 30.0
     read_length: int = 150
