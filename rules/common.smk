@@ -6,6 +6,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from snakemake import __version__ as SNAKEMAKE_VERSION
+
 from deepflows.config import ConfigError, validate_merged
 
 try:
@@ -223,7 +225,7 @@ def calling_targets(sample=SAMPLE):
     targets = [calls_path(sample), f"{calls_path(sample)}.tbi"]
     if benchmark_wanted():
         targets += [benchmark_summary_path(sample), f"results/{sample}/benchmark/gq_calibration.png"]
-    return targets + [f"results/{sample}/run_times.tsv"]
+    return targets + [f"results/{sample}/run_times.tsv", f"results/{sample}/provenance.tsv"]
 
 
 def run_time_benchmarks(wildcards):

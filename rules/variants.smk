@@ -203,3 +203,25 @@ rule run_times:
         "../envs/genomics.yaml"
     shell:
         "deepflows run-times --out {output:q} {params.stages} 2> {log:q}"
+
+
+# What made the calls (versions, model sha256, config sha256, commands), read back from the VCF header.
+rule provenance:
+    input:
+        calls=lambda wildcards: calls_path(wildcards.sample),
+    output:
+        report(
+            "results/{sample}/provenance.tsv",
+            caption="../workflow/report/provenance.rst",
+            category="Provenance",
+            subcategory="{sample}",
+        ),
+    params:
+        snakemake=SNAKEMAKE_VERSION,
+    log:
+        "logs/{sample}/provenance.log",
+    conda:
+        "../envs/genomics.yaml"
+    shell:
+        "deepflows provenance --vcf {input.calls:q} --out {output:q} --extra snakemake={params.snakemake}"
+        " 2> {log:q}"

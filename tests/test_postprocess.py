@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -130,6 +131,15 @@ def test_exact_records_and_header(reference, tmp_path):
     for line in ("##deepflows_model=tiny-model", f"##deepflows_model_sha256={SHA}", f"##deepflows_command={command}"):
         assert line in header
     assert any(h.startswith("##deepflows_version=") for h in header)
+    software = next(h for h in header if h.startswith("##deepflows_software="))
+    assert re.fullmatch(r"##deepflows_software=python=\S+( \w+=\S+)+", software) and " jax=" in software
+
+    # the provenance table shows the header's deepflows lines, in order, then --extra rows
+    table = tmp_path / "provenance.tsv"
+    assert main(["provenance", "--vcf", str(out), "--out", str(table), "--extra", "snakemake=9.0"]) == 0
+    rows = [line.split("\t", 1) for line in table.read_text().splitlines()]
+    expected = [h[2:].split("=", 1) for h in header if h.startswith(("##deepflows_", "##source=", "##reference="))]
+    assert rows == [["key", "value"], *expected, ["snakemake", "9.0"]]
     for key in ("FILTER=<ID=RefCall", "FILTER=<ID=LowQual", "FILTER=<ID=PASS", "INFO=<ID=END", "FORMAT=<ID=GT",
                 "FORMAT=<ID=GQ", "FORMAT=<ID=DP", "FORMAT=<ID=AD", "FORMAT=<ID=VAF", "FORMAT=<ID=PL"):  # fmt: skip
         assert any(h.startswith(f"##{key},") for h in header), key
@@ -299,3 +309,16 @@ def test_provenance_pairs():
     for bad in ("novalue", "bad key=1", "key="):
         with pytest.raises(UserError, match="expected KEY=VALUE"):
             parse_provenance([bad])
+
+
+def test_provenance_table_refuses_foreign_and_unreadable_vcfs(tmp_path, capsys):
+    foreign = tmp_path / "bcftools.vcf"
+    foreign.write_text("##fileformat=VCFv4.2\n##source=bcftools\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n")
+    truncated = tmp_path / "cut.vcf.gz"
+    truncated.write_bytes(gzip.compress(b"##fileformat=VCFv4.2\n##deepflows_version=0.1\n" * 50)[:40])
+    for vcf, expected in ((foreign, "no ##deepflows_ header lines"), (truncated, "cannot read the VCF header"),
+                          (tmp_path / "none.vcf.gz", "cannot read the VCF header")):  # fmt: skip
+        assert main(["provenance", "--vcf", str(vcf), "--out", str(tmp_path / "p.tsv")]) == 2
+        message = capsys.readouterr().err.strip().splitlines()[-1]
+        assert message.startswith(f"deepflows provenance: error: {vcf}: {expected}"), message
+        assert not list(tmp_path.glob("p.tsv*"))

@@ -17,6 +17,10 @@ def test_hotspots_rate_strands_and_bases():
     assert 300 < at.sum() < 500  # ~400 expected
     both = (spots.forward > 0) & (spots.reverse > 0)
     assert 0.3 < both.sum() / at.sum() < 0.5  # 40% on both strands, the rest on one
+    # every hotspot shows strand bias or lowered qualities; half the one-strand ones show both
+    assert np.all(spots.quality_drop[both] >= 5)
+    one = at & ~both
+    assert 0.4 < (spots.quality_drop[one] > 0).mean() < 0.6
     bases = np.frombuffer(seq.encode(), np.uint8)
     assert np.all(spots.base[at] != bases[at]) and np.all(spots.base[~at] == bases[~at])
     assert 0.07 < spots.forward[spots.forward > 0].mean() < 0.11  # Beta(3, 30): mean 0.09

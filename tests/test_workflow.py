@@ -207,11 +207,21 @@ def test_tiny_end_to_end(tmp_path, model_dir):
     assert times[0][:3] == ["stage", "jobs", "wall_s_sum"]
     assert [row[:2] for row in times[1:]] == [["simulate", "1"], ["make_examples", "2"], ["call_variants", "1"],
                                               ["postprocess", "1"], ["benchmark", "1"]]  # fmt: skip
-    # The report (offline): the benchmark summary, the GQ calibration plot, the run times and the manifest.
+    # Provenance: the VCF header's record of what made the calls, config hash included, as a report table.
+    provenance = dict(line.split("\t", 1) for line in (tmp_path / "results/tiny/provenance.tsv").read_text().splitlines())
+    assert provenance.pop("key") == "value"
+    with pysam.VariantFile(str(vcf)) as calls:
+        header = {r.key: r.value for r in calls.header.records if r.key.startswith("deepflows_")}
+    assert {k: provenance[k] for k in header} == header
+    assert re.fullmatch(r"[0-9a-f]{64}", provenance["deepflows_config_sha256"])
+    assert re.fullmatch(r"[0-9a-f]{64}", provenance["deepflows_model_sha256"])
+    assert "jax=" in provenance["deepflows_software"] and provenance["snakemake"]
+    # The report (offline): the benchmark summary, the GQ calibration plot, the run times, the provenance and
+    # the manifest.
     report = snakemake(tmp_path, "--report", "report.html", configfile=cfg, timeout=120)
     assert report.returncode == 0, report.stderr[-3000:]
     html = (tmp_path / "report.html").read_text(errors="replace")
-    for name in ("summary.csv", "gq_calibration.png", "run_times.tsv", "manifest.json"):
+    for name in ("summary.csv", "gq_calibration.png", "run_times.tsv", "provenance.tsv", "manifest.json"):
         assert name in html, name
     done = next(line for line in (run.stdout + run.stderr).splitlines() if line.startswith("deepflows: done."))
     assert "Calls for sample 'tiny': results/tiny/calls/calls.vcf.gz" in done

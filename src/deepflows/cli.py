@@ -30,6 +30,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "benchmark": ("deepflows.genomics.benchmark_cli", "compare a VCF with a truth set, hap.py style"),
     "run-times": ("deepflows.run_times", "Snakemake benchmark files -> run time and memory per stage"),
     "gq-calibration": ("deepflows.genomics.calibration", "GQ bins of a call set vs its observed genotype error rate"),
+    "provenance": ("deepflows.provenance", "a deepflows VCF's header provenance -> a table for the report"),
 }
 
 

@@ -212,6 +212,7 @@ def postprocess(probs_path: str, ref_path: str, out: str, sample: str | None = N
     from deepflows.genomics.call_variants import open_probs
     from deepflows.genomics.io import open_reference
     from deepflows.genomics.vcf_writer import check_output_path, header_lines, write_vcf_gz
+    from deepflows.provenance import software_versions
 
     started = time.perf_counter()
     out_path = check_output_path(out)
@@ -253,6 +254,7 @@ def postprocess(probs_path: str, ref_path: str, out: str, sample: str | None = N
     provenance = {
         "source": f"deepflows {__version__}",
         "deepflows_version": __version__,
+        "deepflows_software": software_versions(),
         "deepflows_model": model.get("name", "unknown"),
         "deepflows_model_sha256": model.get("sha256", "unknown"),
         "deepflows_call_variants_command": attrs.get("command", "unknown"),

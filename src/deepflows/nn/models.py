@@ -96,6 +96,7 @@ class _Lazy:
 ARCHITECTURES: dict[str, Callable[..., nnx.Module]] = {
     "small_cnn": SmallCNN,
     "inception_v3": _Lazy("deepflows.nn.inception", "InceptionV3"),  # DeepVariant's classifier
+    "focus_cnn": _Lazy("deepflows.imaging.focus_model", "FocusNet"),  # microscope focus quality (Yang 2018)
 }
 
 

@@ -1,0 +1,71 @@
+"""`deepflows provenance`: what made a call set, read back from its VCF header, as a table for the report.
+
+    deepflows provenance --vcf calls.vcf.gz --out provenance.tsv [--extra snakemake=9.1.0 ...]
+
+postprocess writes the provenance into the VCF header (`##source`, `##deepflows_*`, `##reference`): deepflows
+and library versions, the model's name and sha256, the config's sha256 (from the workflow), the commands. The
+VCF stays the single record; this table only shows it, so the report and the calls cannot disagree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import platform
+from importlib import metadata
+from pathlib import Path
+
+from deepflows.errors import UserError
+from deepflows.tables import write_tsv
+
+# The libraries whose versions can change a call: the featurizer's, the model's and the writer's.
+LIBRARIES = ("jax", "jaxlib", "flax", "numpy", "numba", "pysam", "zarr")
+HEADER_KEYS = ("source", "reference")  # besides every deepflows_* key
+COLUMNS = ("key", "value")
+
+
+def software_versions() -> str:
+    """'python=3.12.3 jax=0.7.0 ...': the interpreter and LIBRARIES, 'absent' for one not installed."""
+    versions = [f"python={platform.python_version()}"]
+    for name in LIBRARIES:
+        try:
+            versions.append(f"{name}={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            versions.append(f"{name}=absent")
+    return " ".join(versions)
+
+
+def read_vcf_provenance(path: str | Path) -> list[tuple[str, str]]:
+    """The provenance `##KEY=VALUE` lines of a bgzipped or plain VCF's header, in file order."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    rows = []
+    try:
+        with opener(path, "rt") as handle:
+            for line in handle:
+                if not line.startswith("##"):
+                    break
+                key, sep, value = line[2:].rstrip("\n").partition("=")
+                if sep and (key in HEADER_KEYS or key.startswith("deepflows_")):
+                    rows.append((key, value))
+    except (OSError, EOFError, UnicodeDecodeError) as err:
+        raise UserError(f"{path}: cannot read the VCF header ({err})") from err
+    if not any(key.startswith("deepflows_") for key, _ in rows):
+        raise UserError(f"{path}: no ##deepflows_ header lines: not a VCF written by deepflows postprocess")
+    return rows
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--vcf", required=True, help="a VCF written by deepflows postprocess")
+    p.add_argument("--out", required=True, metavar="TSV", help="key and value per line")
+    p.add_argument("--extra", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help="rows added after the header's, e.g. the workflow's snakemake version")  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> None:
+    rows = read_vcf_provenance(args.vcf)
+    for item in args.extra:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--extra {item!r}: expected KEY=VALUE")
+        rows.append((key, value))
+    write_tsv(({"key": k, "value": v} for k, v in rows), COLUMNS, args.out)
