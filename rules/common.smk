@@ -228,14 +228,26 @@ def calling_targets(sample=SAMPLE):
     return targets + [f"results/{sample}/run_times.tsv", f"results/{sample}/provenance.tsv"]
 
 
+# The `benchmark:` file of each calling rule; rule run_times reads them back.
+STAGE_BENCHMARKS = {
+    "simulate": "benchmarks/{sample}/simulate.tsv",
+    "make_examples": "benchmarks/{sample}/make_examples/{mode}/{shard}-of-{nshards}.tsv",
+    "call_variants": "benchmarks/{sample}/call_variants.tsv",
+    "postprocess": "benchmarks/{sample}/postprocess.tsv",
+    "benchmark": "benchmarks/{sample}/benchmark.tsv",
+}
+
+
 def run_time_benchmarks(wildcards):
     """The `benchmark:` files of the sample's calling jobs, keyed `{stage}_{i}` (stage = the rule)."""
     sample = wildcards.sample
-    files = {"simulate_0": f"benchmarks/{sample}/simulate.tsv"} if SIMULATED else {}
+    files = {"simulate_0": STAGE_BENCHMARKS["simulate"].format(sample=sample)} if SIMULATED else {}
     for i in range(NSHARDS):
-        files[f"make_examples_{i}"] = f"benchmarks/{sample}/make_examples/calling/{i:05d}-of-{NSHARDS:05d}.tsv"
+        files[f"make_examples_{i}"] = STAGE_BENCHMARKS["make_examples"].format(
+            sample=sample, mode="calling", shard=f"{i:05d}", nshards=f"{NSHARDS:05d}"
+        )
     for stage in ("call_variants", "postprocess") + (("benchmark",) if benchmark_wanted() else ()):
-        files[f"{stage}_0"] = f"benchmarks/{sample}/{stage}.tsv"
+        files[f"{stage}_0"] = STAGE_BENCHMARKS[stage].format(sample=sample)
     return files
 
 

@@ -40,7 +40,7 @@ rule simulate:
     log:
         "logs/{sample}/simulate.log",
     benchmark:
-        "benchmarks/{sample}/simulate.tsv"
+        STAGE_BENCHMARKS["simulate"]
     conda:
         "../envs/genomics.yaml"
     shell:
@@ -63,7 +63,7 @@ rule make_examples:
     log:
         "logs/{sample}/make_examples/{mode}/{shard}-of-{nshards}.log",
     benchmark:
-        "benchmarks/{sample}/make_examples/{mode}/{shard}-of-{nshards}.tsv"
+        STAGE_BENCHMARKS["make_examples"]
     conda:
         "../envs/genomics.yaml"
     shell:
@@ -107,7 +107,7 @@ rule call_variants:
     log:
         "logs/{sample}/call_variants.log",
     benchmark:
-        "benchmarks/{sample}/call_variants.tsv"
+        STAGE_BENCHMARKS["call_variants"]
     conda:
         "../envs/genomics.yaml"
     shell:
@@ -127,7 +127,7 @@ rule postprocess:
     log:
         "logs/{sample}/postprocess.log",
     benchmark:
-        "benchmarks/{sample}/postprocess.tsv"
+        STAGE_BENCHMARKS["postprocess"]
     conda:
         "../envs/genomics.yaml"
     shell:
@@ -155,7 +155,7 @@ rule benchmark:
     log:
         "logs/{sample}/benchmark.log",
     benchmark:
-        "benchmarks/{sample}/benchmark.tsv"
+        STAGE_BENCHMARKS["benchmark"]
     conda:
         "../envs/genomics.yaml"
     shell:
