@@ -3,6 +3,7 @@ incomplete shards, a model that does not fit), fixed-shape batches across shard 
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -121,6 +122,20 @@ def test_probabilities_align_with_examples(shards, model_dir, tmp_path):
     assert call(shards, model_dir, out2, "--batch-size", "16", "--micro-batch", "4") == 0
     assert np.allclose(zarr.open_group(str(out2), mode="r")["probs"][:], probs, atol=1e-5)
     assert zarr.open_group(str(out2), mode="r").attrs["stats"]["batch_size"] == 12
+
+    # a calibrated model's temperature divides the logits: softer probabilities, the same most likely class
+    calibrated = tmp_path / "calibrated"
+    shutil.copytree(model_dir, calibrated)
+    description = json.loads((calibrated / "model.json").read_text())
+    description["calibration"] = {"method": "temperature", "temperature": 2.0}
+    (calibrated / "model.json").write_text(json.dumps(description))
+    out3 = tmp_path / "calibrated.zarr"
+    assert call(shards, calibrated, out3) == 0
+    softened = zarr.open_group(str(out3), mode="r")
+    expected = np.asarray(__import__("jax").nn.softmax(model(IMAGES) / 2.0, axis=-1))
+    assert np.allclose(softened["probs"][:], expected, atol=1e-5)
+    assert np.array_equal(softened["probs"][:].argmax(1), probs.argmax(1))
+    assert softened.attrs["model"]["temperature"] == 2.0 and attrs["model"]["temperature"] == 1.0
 
 
 def test_missing_or_incomplete_shard_is_refused_before_any_work(shards, tmp_path, capsys):

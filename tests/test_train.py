@@ -124,6 +124,11 @@ def test_loss_decreases_and_model_exports(reference, store):
     logits = np.asarray(model(images))
     assert logits.shape == (len(labels), 3)
     assert np.mean(logits.argmax(1) == labels) == pytest.approx(meta["tune_metrics"]["accuracy"])
+    # Temperature scaling fitted on the same tune split: never a worse tune loss than the raw logits.
+    calibration = meta["calibration"]
+    assert calibration["fitted_on"] == "tune split" and calibration["examples"] == len(labels)
+    assert calibration["tune_loss"] == pytest.approx(meta["tune_metrics"]["loss"], abs=1e-5)
+    assert calibration["tune_loss_calibrated"] <= calibration["tune_loss"] and calibration["temperature"] > 0
 
 
 def test_resume_equals_uninterrupted(reference, store, tmp_path):

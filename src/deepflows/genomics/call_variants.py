@@ -173,6 +173,7 @@ def call_variants(examples: list[str], model_dir: str, out: str, batch_size: int
     """Run the model over every example of the shard set; returns a summary (examples/s among it).
     `micro_batch` None picks CPU_MICRO_BATCH on CPUs and the whole batch elsewhere."""
     from deepflows import __version__
+    from deepflows.nn.calibration import temperature_of
     from deepflows.nn.model_dir import check_compatible, load_model
     from deepflows.store.examples import check_shard_set
 
@@ -202,6 +203,7 @@ def call_variants(examples: list[str], model_dir: str, out: str, batch_size: int
             "sha256": meta["sha256"],
             "architecture": meta["architecture"],
             "path": str(model_dir),
+            "temperature": temperature_of(meta),
         },
         "examples": [{"path": str(path), "n_examples": c} for (path, _), c in zip(shards, counts)],
         "sources": {k: v for k, v in first.get("sources", {}).items() if k in ("reads", "reference")},
@@ -211,7 +213,7 @@ def call_variants(examples: list[str], model_dir: str, out: str, batch_size: int
     }
     log.info("%d examples in %d shard(s); model %s (%s); batch %d (micro-batch %s) on %s", n, len(shards),
              attrs["model"]["name"], meta["architecture"], batch, micro_batch or batch, device)  # fmt: skip
-    predict, state = make_predict(model, micro_batch)
+    predict, state = make_predict(model, micro_batch, temperature_of(meta))
     with ProbsWriter(out, n, attrs) as writer:
         for _, group in shards:
             _copy_meta(group, writer)
@@ -240,8 +242,9 @@ def call_variants(examples: list[str], model_dir: str, out: str, batch_size: int
     return {"out": str(out), **stats}
 
 
-def make_predict(model, micro_batch: int | None = None):
-    """(predict, state): `predict(state, x)` is a jitted pure function, uint8 [B, H, W, C] -> softmax [B, 3].
+def make_predict(model, micro_batch: int | None = None, temperature: float = 1.0):
+    """(predict, state): `predict(state, x)` is a jitted pure function, uint8 [B, H, W, C] -> softmax [B, 3]
+    of the logits divided by `temperature` (the model's calibration, deepflows.nn.calibration).
 
     With `micro_batch`, the batch runs as a loop (`lax.map`) over slices of that many examples inside the
     one compiled function: on CPUs the activations of a few examples stay in cache, which measured ~1.9x
@@ -255,7 +258,7 @@ def make_predict(model, micro_batch: int | None = None):
 
     def forward(state, x):
         logits = nnx.merge(graphdef, state)(x)
-        return jax.nn.softmax(logits.astype("float32"), axis=-1)
+        return jax.nn.softmax(logits.astype("float32") / temperature, axis=-1)
 
     @jax.jit
     def predict(state, x):

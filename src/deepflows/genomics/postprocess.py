@@ -257,6 +257,7 @@ def postprocess(probs_path: str, ref_path: str, out: str, sample: str | None = N
         "deepflows_software": software_versions(),
         "deepflows_model": model.get("name", "unknown"),
         "deepflows_model_sha256": model.get("sha256", "unknown"),
+        "deepflows_model_temperature": str(model.get("temperature", 1.0)),
         "deepflows_call_variants_command": attrs.get("command", "unknown"),
         "deepflows_command": command,
         "reference": str(ref_path),

@@ -332,36 +332,54 @@ def _transform(settings: str, steps: int):
     return schedule, make_optimizer(settings["optimizer"], schedule)
 
 
-def evaluate(model, split, batch_size: int, max_examples: int | None = None) -> dict:
-    """Loss (mean cross-entropy), accuracy, balanced accuracy, recall per class and confusion on a split."""
+def split_logits(model, split, batch_size: int, max_examples: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(logits [N, 3] float64, labels [N]) of the model in eval mode over a split."""
     from deepflows.nn.data import eval_batches
 
     _, predict_step = _steps()
     model.eval()
-    confusion = np.zeros((len(CLASS_NAMES), len(CLASS_NAMES)), np.int64)
-    loss_sum, n = 0.0, 0
+    logits, labels = [], []
     try:
-        for images, labels, valid in eval_batches(split, batch_size, max_examples):
-            logits = np.asarray(predict_step(model, images), np.float64)[:valid]
-            y = labels[:valid]
-            shifted = logits - logits.max(axis=1, keepdims=True)
-            log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-            loss_sum += float(-log_p[np.arange(valid), y].sum())
-            np.add.at(confusion, (y, logits.argmax(axis=1)), 1)
-            n += valid
+        for images, y, valid in eval_batches(split, batch_size, max_examples):
+            logits.append(np.asarray(predict_step(model, images), np.float64)[:valid])
+            labels.append(np.asarray(y[:valid]))
     finally:
         model.train()
+    if not logits:
+        return np.zeros((0, len(CLASS_NAMES))), np.zeros(0, np.int64)
+    return np.concatenate(logits), np.concatenate(labels)
+
+
+def evaluate(model, split, batch_size: int, max_examples: int | None = None) -> dict:
+    """Loss (mean cross-entropy), accuracy, balanced accuracy, recall per class and confusion on a split."""
+    from deepflows.nn.calibration import mean_nll
+
+    logits, labels = split_logits(model, split, batch_size, max_examples)
+    n = len(labels)
+    confusion = np.zeros((len(CLASS_NAMES), len(CLASS_NAMES)), np.int64)
+    np.add.at(confusion, (labels, logits.argmax(axis=1)), 1)
     totals = confusion.sum(axis=1)
     recall = {name: (float(confusion[i, i] / totals[i]) if totals[i] else None) for i, name in enumerate(CLASS_NAMES)}
     present = [r for r in recall.values() if r is not None]
     return {
         "examples": n,
-        "loss": loss_sum / max(n, 1),
+        "loss": mean_nll(logits, labels) if n else 0.0,
         "accuracy": float(np.trace(confusion) / max(n, 1)),
         "balanced_accuracy": float(np.mean(present)) if present else None,
         "recall": recall,
         "confusion": confusion.tolist(),
     }
+
+
+def calibrate(model, split, batch_size: int, max_examples: int | None = None) -> dict:
+    """Temperature scaling fitted on the tune split (deepflows.nn.calibration); GQ and QUAL use it."""
+    from deepflows.nn.calibration import fit_temperature, mean_nll
+
+    logits, labels = split_logits(model, split, batch_size, max_examples)
+    temperature = fit_temperature(logits, labels)
+    return {"method": "temperature", "temperature": round(temperature, 4), "fitted_on": "tune split",
+            "examples": len(labels), "tune_loss": round(mean_nll(logits, labels), 5),
+            "tune_loss_calibrated": round(mean_nll(logits, labels, temperature), 5)}  # fmt: skip
 
 
 def _better(metric: str, new: dict, best: dict | None) -> bool:
@@ -691,7 +709,8 @@ def _train(cfg, model, train_split, tune_split, store, workdir: Path, stop_at, c
             raise UserError(f"{workdir}: no best model to export (best/ is missing); remove the workdir and retrain")
         export, _ = load_model(best_dir)
         meta.update(best_step=best["step"], selected_by=f"tune {ev['select_by']}",
-                    tune_metrics={k: v for k, v in best.items() if k != "step"})  # fmt: skip
+                    tune_metrics={k: v for k, v in best.items() if k != "step"},
+                    calibration=calibrate(export, tune_split, eval_batch, ev["max_examples"]))  # fmt: skip
     else:
         export = model
         meta.update(best_step=total, selected_by="final step (no evaluation)", tune_metrics=None)
