@@ -312,7 +312,8 @@ if TRAINING["enabled"]:
 
 
 def training_chunks():
-    return [f"{i:05d}" for i in range(len(training_plan().chunks))]
+    """Chunk ids: every region of the plan `replicates` times (chunk j simulates region j mod regions)."""
+    return [f"{i:05d}" for i in range(len(training_plan().chunks) * TRAINING["replicates"])]
 
 
 def training_store_path(sample=SAMPLE):
@@ -364,7 +365,8 @@ def _simulation_args(settings):
 
 
 def train_chunk_region(wildcards):
-    return str(training_plan().chunks[int(wildcards.chunk)])
+    chunks = training_plan().chunks
+    return str(chunks[int(wildcards.chunk) % len(chunks)])
 
 
 def train_chunk_seed(wildcards):

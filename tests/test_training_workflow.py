@@ -137,6 +137,23 @@ def test_dry_run_schedules_chunks_and_eval_sets(tmp_path):
 
 
 @pytest.mark.workflow
+def test_replicates_simulate_every_region_again_with_new_seeds(tmp_path):
+    config = {**TINY, "training_data": {**TINY["training_data"], "replicates": 2,
+                                        "simulate_cycle": [{"depth": 10}, {"depth": 12}, {"depth": 14}]}}  # fmt: skip
+    run = snakemake(tmp_path, "-n", "-p", "training_data", config=config)
+    assert run.returncode == 0, run.stderr
+    assert job_counts(run.stdout)["train_simulate"] == 8
+    commands = {m[2]: m[1] for m in re.finditer(r"(deepflows simulate .*?--out-prefix (\S+))", run.stdout)}
+    for i in range(4):  # chunk 4 + i: region i again, seed 11 + 4 + i, the next cycle entry
+        first, again = commands[f"results/tt/train/chunks/0000{i}/reads"], commands[f"results/tt/train/chunks/0000{i + 4}/reads"]
+        region = re.search(r"--region (\S+)", first)[1]
+        assert re.search(r"--region (\S+)", again)[1] == region
+        assert f"--seed {11 + i} " in first and f"--seed {15 + i} " in again
+        assert f"--depth {10 + 2 * (i % 3)} " in first and f"--depth {10 + 2 * ((i + 4) % 3)} " in again
+    assert re.search(r"deepflows shuffle-examples .*", run.stdout)[0].count("/examples.zarr") == 8
+
+
+@pytest.mark.workflow
 def test_enabled_makes_training_data_the_default_target(tmp_path):
     run = snakemake(tmp_path, "-n", config={**TINY, "training_data": {**TINY["training_data"], "enabled": True}})
     assert run.returncode == 0, run.stderr
