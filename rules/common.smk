@@ -320,6 +320,11 @@ def training_store_path(sample=SAMPLE):
     return f"results/{sample}/train/train.zarr"
 
 
+def trained_model_path(sample=SAMPLE):
+    """Where rule train_model exports the model; its workdir (checkpoints, metrics) is the parent."""
+    return f"results/{sample}/train/run/model"
+
+
 def training_data_targets(sample=SAMPLE):
     """Everything target `training_data` builds: the shuffled store, and per evaluation set its kept BAM and
     truth plus the manifest of its calling examples."""

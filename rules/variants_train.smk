@@ -5,12 +5,18 @@
 # chunks are shuffled into one Zarr store with a tuning split held back by region (train_shuffle).
 # Evaluation: each set of training_data.eval_sets simulates the evaluation regions with its own settings
 # (eval_simulate, BAM kept) and gets calling examples (eval_make_examples scatter, eval_check_shards gather).
+# Model: train_model trains on the store (target `trained_model`; GPU and time from profiles/).
 # Rules only wire files; the chunk layout comes from deepflows.genomics.training_plan (rules/common.smk).
 
 
 rule training_data:
     input:
         training_data_targets(),
+
+
+rule trained_model:
+    input:
+        trained_model_path(),
 
 
 rule train_simulate:
@@ -160,3 +166,23 @@ rule eval_check_shards:
         "../envs/genomics.yaml"
     shell:
         "deepflows check-shards --out {output:q} {input.shards:q} 2> {log:q}"
+
+
+# The workdir keeps Orbax checkpoints, so a killed or preempted job resumes where it stopped when rerun.
+rule train_model:
+    input:
+        store="results/{sample}/train/train.zarr",
+        config=config["train"]["config"],
+    output:
+        protected(directory(trained_model_path("{sample}"))),
+    params:
+        workdir=lambda wildcards, output: Path(output[0]).parent,
+    log:
+        "logs/{sample}/train/train_model.log",
+    benchmark:
+        "benchmarks/{sample}/train/train_model.tsv"
+    conda:
+        "../envs/genomics.yaml"
+    shell:
+        "deepflows train --examples {input.store:q} --config {input.config:q} --workdir {params.workdir:q}"
+        " 2> {log:q}"

@@ -246,3 +246,23 @@ def test_tiny_training_data_end_to_end(tmp_path):
     assert set(data["evaluation"]) == {"standard", "hard"}
     assert data["evaluation"]["hard"]["stages"]["make_examples"]["jobs"] == 2
     assert "| train |" in report.stdout and "| eval `hard` | simulate |" in report.stdout
+
+    # target trained_model: deepflows train on that store, exported (protected) beside its checkpoints
+    model_config = tmp_path / "tiny_cnn.yaml"
+    model_config.write_text(yaml.safe_dump({
+        "model": {"architecture": "small_cnn", "options": {"widths": [4, 8], "centre": 4, "hidden": 8}},
+        "training": {"batch_size": 16, "steps": 6, "checkpoint_every": 3, "log_every": 3},
+        "evaluation": {"every": 3},
+    }))  # fmt: skip
+    config = {**TINY, "train": {"config": str(model_config)}}
+    run = snakemake(tmp_path, "--cores", "1", "trained_model", config=config, timeout=300)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
+    from deepflows.nn.model_dir import load_model
+
+    workdir = tmp_path / "results/tt/train/run"
+    _, meta = load_model(workdir / "model")
+    assert meta["steps"] == 6 and meta["training_data"]["train_classes"] == summary["splits"]["train"]["classes"]
+    assert meta["calibration"]["examples"] == len(tune_meta)
+    assert (workdir / "metrics.jsonl").is_file() and list((workdir / "checkpoints").iterdir())
+    assert (workdir / "model" / "weights.msgpack").stat().st_mode & 0o222 == 0  # protected(): read-only
+    assert (tmp_path / "benchmarks/tt/train/train_model.tsv").is_file()
