@@ -17,7 +17,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[genomics,test]'
+	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[genomics,imaging,test]'
 	touch $@
 
 demo: $(STAMP)
@@ -33,7 +33,8 @@ lint: $(STAMP)
 	$(BIN)/snakemake --lint
 
 # In this order: gq_calibration reads the calls peers writes; benchlib is the scripts' shared library.
-BENCH := make_examples_vs_bcftools call_variants_speed train_speed peers gq_calibration scaling training_data_report
+BENCH := make_examples_vs_bcftools call_variants_speed train_speed peers gq_calibration scaling training_data_report \
+         focus_mosaic
 
 bench: $(STAMP)
 	@set -e; for name in $(BENCH); do echo "== bench/$$name.py"; $(BIN)/python bench/$$name.py; done

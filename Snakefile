@@ -14,6 +14,7 @@ include: "rules/common.smk"
 include: "rules/download.smk"
 include: "rules/variants.smk"
 include: "rules/variants_train.smk"
+include: "rules/imaging.smk"
 
 
 rule all:

@@ -61,7 +61,7 @@ def test_dry_run_default_config(tmp_path, model_dir):
     assert run.returncode == 0, run.stderr
     assert job_counts(run.stdout) == {
         "make_reference": 1, "simulate": 1, "make_examples": 4, "check_shards": 1, "call_variants": 1,
-        "postprocess": 1, "benchmark": 1, "gq_calibration": 1, "run_times": 1, "all": 1,
+        "postprocess": 1, "benchmark": 1, "gq_calibration": 1, "run_times": 1, "provenance": 1, "all": 1,
     }  # fmt: skip
     assert "results/demo/examples/calling/manifest.json" in run.stdout
     assert "--shard 3/4 --out results/demo/examples/calling/examples-00003-of-00004.zarr" in run.stdout

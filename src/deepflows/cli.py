@@ -30,6 +30,10 @@ STAGES: dict[str, tuple[str, str]] = {
     "benchmark": ("deepflows.genomics.benchmark_cli", "compare a VCF with a truth set, hap.py style"),
     "run-times": ("deepflows.run_times", "Snakemake benchmark files -> run time and memory per stage"),
     "gq-calibration": ("deepflows.genomics.calibration", "GQ bins of a call set vs its observed genotype error rate"),
+    "ingest-image": ("deepflows.imaging.io", "a PNG or TIFF (channels, z-stacks) -> an OME-Zarr multiscale image"),
+    "focus-train": ("deepflows.imaging.focus_train", "train the focus-quality model on synthetically defocused fields"),
+    "focus": ("deepflows.imaging.focus", "rate focus quality per patch and per image; CSVs and montages"),
+    "focus-eval": ("deepflows.imaging.focus_eval", "focus model vs a classical baseline on held-out fields"),
     "provenance": ("deepflows.provenance", "a deepflows VCF's header provenance -> a table for the report"),
 }
 

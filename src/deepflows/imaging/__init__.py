@@ -1,0 +1,1 @@
+"""Microscopy: OME-Zarr I/O, tiled inference with Dask, synthetic defocus and focus-quality scoring."""

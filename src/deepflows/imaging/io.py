@@ -1,0 +1,209 @@
+"""Microscopy images in and out: PNG/TIFF files, and OME-Zarr (NGFF) multiscale images read as Dask arrays.
+
+Written images follow NGFF 0.5 (Zarr v3; the metadata under the group attribute `ome`): one `multiscales`
+entry with axes named and typed in NGFF order (t, c, z, y, x; those the image has), a scale transform per
+level (each level halves y and x), and `omero` channel labels. NGFF 0.4 groups (Zarr v2, `multiscales` at
+the top of the attributes) are read as well. A group is written under a temporary name and renamed when
+complete, so a reader never sees half an image.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from deepflows.errors import UserError
+
+NGFF_VERSION = "0.5"
+AXIS_ORDER = "tczyx"
+AXIS_TYPES = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
+
+
+def read_image(path: str | Path) -> tuple[np.ndarray, str]:
+    """(pixels, axes) of a PNG or TIFF, axes in NGFF order (e.g. "yx", "cyx", "zyx", "czyx").
+
+    8- and 16-bit (and float) pixels are kept as stored. PNG colour channels become `c`. For TIFF the axes
+    come from the file's own description (tifffile's series axes: Z, C, T, S for samples; Q, I for an
+    unnamed stack, read as z). Unreadable or truncated files, and images with too few or too many
+    dimensions, raise UserError naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: image not found")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".tif", ".tiff"):
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                series = tif.series[0]
+                pixels, axes = series.asarray(), series.axes.upper()
+            axes = axes.translate(str.maketrans("SQIP", "CZZZ"))
+        elif suffix == ".png":
+            from PIL import Image
+
+            with Image.open(path) as im:
+                im.load()
+                pixels = np.asarray(im)
+            axes = "YX" if pixels.ndim == 2 else "YXC"
+        else:
+            raise UserError(f"{path}: not a PNG or TIFF image (suffix {suffix or 'none'})")
+    except UserError:
+        raise
+    except Exception as err:  # noqa: BLE001 - PIL and tifffile raise many types for truncated or corrupt files
+        raise UserError(f"{path}: unreadable or truncated image ({type(err).__name__}: {err})") from None
+    axes = axes.lower()
+    if len(set(axes)) != len(axes) or not set(axes) <= set(AXIS_ORDER):
+        raise UserError(f"{path}: unsupported image axes '{axes}' (expected some of t, c, z, y, x)")
+    order = sorted(range(len(axes)), key=lambda i: AXIS_ORDER.index(axes[i]))
+    pixels, axes = np.transpose(pixels, order), "".join(axes[i] for i in order)
+    if not axes.endswith("yx") or pixels.ndim < 2:
+        raise UserError(f"{path}: an image needs y and x axes; this one has {pixels.ndim} ({axes})")
+    if pixels.dtype == bool or pixels.dtype.kind not in "uif":
+        raise UserError(f"{path}: unsupported pixel type {pixels.dtype}")
+    return pixels, axes
+
+
+def _multiscales(axes: str, levels: int, scale: dict[str, float], translation: dict[str, float], name: str) -> dict:
+    datasets = []
+    for level in range(levels):
+        factors = [scale.get(a, 1.0) * (2**level if a in "yx" else 1) for a in axes]
+        transforms = [{"type": "scale", "scale": factors}]
+        if translation:
+            transforms.append({"type": "translation", "translation": [translation.get(a, 0.0) for a in axes]})
+        datasets.append({"path": str(level), "coordinateTransformations": transforms})
+    return {
+        "name": name,
+        "axes": [{"name": a, "type": AXIS_TYPES[a], **({"unit": "micrometer"} if a in "zyx" else {})} for a in axes],
+        "datasets": datasets,
+    }
+
+
+class OmeZarrWriter:
+    """Writes a Dask or NumPy image as an NGFF 0.5 multiscale group at `<out>.tmp-<pid>`, renamed to `<out>`
+    by `write()` once every level is complete; an exception on the way removes the temporary group."""
+
+    def __init__(self, out: str | Path, axes: str, chunks: int = 1024, levels: int = 1,
+                 scale: dict[str, float] | None = None, translation: dict[str, float] | None = None,
+                 channel_names: list[str] | None = None, attrs: dict | None = None):  # fmt: skip
+        self.out, self.axes, self.chunks, self.levels = Path(out), axes, int(chunks), int(levels)
+        self.scale, self.translation = scale or {}, translation or {}
+        self.channel_names, self.attrs = channel_names, attrs or {}
+        if self.out.exists():
+            raise UserError(f"{self.out}: already exists; remove it or choose another output")
+        self.tmp = self.out.with_name(f"{self.out.name}.tmp-{os.getpid()}")
+
+    def write(self, image, compute_kwargs: dict | None = None) -> Path:
+        import dask.array as da
+        import zarr
+
+        image = image if isinstance(image, da.Array) else da.from_array(image)
+        if image.ndim != len(self.axes):
+            raise ValueError(f"image has {image.ndim} dimensions but axes are '{self.axes}'")
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        try:
+            group = zarr.open_group(str(self.tmp), mode="w", zarr_format=3)
+            chunks = tuple(self.chunks if a in "yx" else 1 for a in self.axes)
+            level_image = image
+            for level in range(self.levels):
+                if level:
+                    # 2x2 mean over y and x; integer images stay integer (rounded).
+                    factors = {i: (2 if a in "yx" else 1) for i, a in enumerate(self.axes)}
+                    trimmed = level_image[tuple(slice(0, s - s % factors[i]) for i, s in enumerate(level_image.shape))]
+                    mean = da.coarsen(np.mean, trimmed.astype(np.float32), factors)
+                    level_image = (
+                        mean.round().astype(image.dtype) if image.dtype.kind in "ui" else mean.astype(image.dtype)
+                    )
+                level_chunks = tuple(min(c, s) for c, s in zip(chunks, level_image.shape))
+                level_image = level_image.rechunk(level_chunks)
+                array = group.create_array(str(level), shape=level_image.shape, chunks=level_chunks,
+                                           dtype=level_image.dtype, dimension_names=list(self.axes),
+                                           compressors=zarr.codecs.BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle"))  # fmt: skip
+                da.store(level_image, array, lock=False, **(compute_kwargs or {}))
+                level_image = da.from_zarr(array)
+            ome = {
+                "version": NGFF_VERSION,
+                "multiscales": [_multiscales(self.axes, self.levels, self.scale, self.translation, self.out.name)],
+            }
+            if "c" in self.axes:
+                n = image.shape[self.axes.index("c")]
+                names = self.channel_names or [f"channel {i}" for i in range(n)]
+                ome["omero"] = {"channels": [{"label": str(name)} for name in names]}
+            group.attrs.update({"ome": ome, "deepflows": self.attrs})
+            self.tmp.rename(self.out)
+        except BaseException:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            raise
+        return self.out
+
+
+def open_ome_zarr(path: str | Path) -> tuple[list, str, dict]:
+    """(levels as Dask arrays, full resolution first; axes, e.g. "cyx"; the multiscales entry) of an OME-Zarr
+    image, NGFF 0.4 or 0.5."""
+    import dask.array as da
+    import zarr
+
+    path = Path(path)
+    try:
+        group = zarr.open_group(str(path), mode="r")
+    except Exception as err:  # noqa: BLE001 - zarr raises several types for a missing or foreign directory
+        raise UserError(f"{path}: not a Zarr group ({type(err).__name__}: {err})") from None
+    attrs = dict(group.attrs)
+    meta = attrs.get("ome", attrs)  # 0.5 nests the metadata under "ome"; 0.4 keeps it at the top
+    if not meta.get("multiscales"):
+        raise UserError(f"{path}: not an OME-Zarr image (no multiscales metadata)")
+    multiscales = meta["multiscales"][0]
+    try:
+        axes = "".join(a["name"] if isinstance(a, dict) else a for a in multiscales["axes"])
+        levels = [da.from_zarr(group[d["path"]]) for d in multiscales["datasets"]]
+    except (KeyError, TypeError) as err:
+        raise UserError(f"{path}: malformed multiscales metadata ({err})") from None
+    if any(level.ndim != len(axes) for level in levels):
+        raise UserError(f"{path}: arrays do not have the {len(axes)} dimensions its axes '{axes}' name")
+    return levels, axes, multiscales
+
+
+def ingest(source: str | Path, out: str | Path, chunks: int = 1024, levels: int = 3, scale: dict | None = None) -> Path:
+    """One PNG or TIFF -> an OME-Zarr multiscale group (pyramid of `levels`, y and x halved each time)."""
+    import hashlib
+
+    pixels, axes = read_image(source)
+    levels = max(1, min(levels, int(np.log2(max(1, min(pixels.shape[-2:])))) + 1))
+    digest = hashlib.sha256(Path(source).read_bytes()).hexdigest()
+    attrs = {"source": {"path": str(source), "sha256": digest}, "dtype": str(pixels.dtype)}
+    return OmeZarrWriter(out, axes, chunks=chunks, levels=levels, scale=scale, attrs=attrs).write(pixels)
+
+
+def image_sources(specs: list[str]) -> dict[str, str]:
+    """Image name (file name without its suffixes) -> path, for files and globs; a glob that matches nothing
+    is kept as a path, so that the step reading it reports it missing."""
+    import glob
+
+    sources: dict[str, str] = {}
+    for spec in specs:
+        for path in sorted(glob.glob(spec)) or [spec]:
+            name = re.sub(r"(\.ome)?\.(zarr|png|tiff?)$", "", Path(path).name, flags=re.IGNORECASE)
+            if sources.get(name, path) != path:
+                raise UserError(f"two images are named {name!r} ({sources[name]}, {path})")
+            sources[name] = path
+    return sources
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--image", required=True, help="PNG or TIFF (8- or 16-bit; channels and z-stacks kept)")
+    p.add_argument("--out", required=True, help="OME-Zarr group to write (e.g. results/x.ome.zarr)")
+    p.add_argument("--chunks", type=int, default=1024, help="chunk edge in y and x (default 1024)")
+    p.add_argument("--levels", type=int, default=3, help="multiscale levels, each halving y and x (default 3)")
+    p.add_argument("--pixel-size", type=float, default=1.0, help="y and x pixel size in micrometres")
+
+
+def run(args) -> None:
+    if args.chunks < 1 or args.levels < 1:
+        raise UserError("--chunks and --levels must be at least 1")
+    ingest(args.image, args.out, chunks=args.chunks, levels=args.levels,
+           scale={"y": args.pixel_size, "x": args.pixel_size})  # fmt: skip

@@ -1,0 +1,147 @@
+"""Focus quality: synthetic defocus, certainty and aggregation, the sharpness baseline, training, and the
+shipped model (blank patches uncertain; real-data accuracy on fields it never saw)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("scipy")
+pytest.importorskip("flax")
+
+from deepflows.cli import main
+from deepflows.imaging.defocus import LEVELS, RADIUS_PER_LEVEL, airy_psf, blur, poisson_noise
+from deepflows.imaging.focus_data import DefocusSet, content_mask, synthetic_field
+from deepflows.imaging.focus_eval import SharpnessBaseline, evaluate
+from deepflows.imaging.focus_model import PATCH, Scorer, aggregate, certainty
+from deepflows.imaging.focus_train import level_metrics
+
+SHIPPED = "resources/models/focus-quality"
+
+
+def test_airy_psf_shape():
+    assert airy_psf(0).shape == (1, 1)
+    psf = airy_psf(4.0)
+    c = psf.shape[0] // 2
+    assert psf.sum() == pytest.approx(1.0, abs=1e-5) and np.allclose(psf, psf.T) and np.allclose(psf, psf[::-1])
+    assert psf[c, c] == psf.max()
+    # The first dark ring lies at the radius: far dimmer there than half-way in, brighter again beyond it.
+    assert psf[c, c + 4] < 0.02 * psf[c, c] and psf[c, c + 4] < psf[c, c + 2] and psf[c, c + 4] < psf[c, c + 5]
+    assert airy_psf(RADIUS_PER_LEVEL * 10).shape[0] > airy_psf(RADIUS_PER_LEVEL).shape[0]
+
+
+def test_defocus_keeps_flux_and_loses_detail():
+    field = synthetic_field((200, 220), seed=1).astype(np.float32)
+    stds = []
+    for level in range(LEVELS):
+        blurred = blur(field, level)
+        assert blurred.shape == field.shape
+        assert blurred.mean() == pytest.approx(field.mean(), rel=0.01)
+        stds.append(blurred.std())
+    assert np.all(np.diff(stds) < 0) and np.array_equal(blur(field, 0), field)
+    noisy = poisson_noise(np.full((300, 300), 100.0, np.float32), np.random.default_rng(0), gain=1.0)
+    assert noisy.mean() == pytest.approx(100, rel=0.01) and noisy.var() == pytest.approx(100, rel=0.05)
+    assert poisson_noise(np.full((300, 300), 100.0), np.random.default_rng(0), gain=4.0).var() == pytest.approx(
+        25, rel=0.05
+    )
+
+
+def test_certainty_and_aggregate():
+    onehot, flat = np.eye(LEVELS)[3], np.full(LEVELS, 1 / LEVELS)
+    assert certainty(onehot) == pytest.approx(1.0) and certainty(flat) == pytest.approx(0.0, abs=1e-6)
+    rating = aggregate(np.stack([onehot, flat, flat]))
+    assert rating["level"] == 3 and rating["certainty"] == pytest.approx(1.0)  # flat patches weigh nothing
+    assert aggregate(np.stack([flat, flat])) is None  # nothing to rate: "no content"
+    assert level_metrics(np.array([0, 1, 3]), np.array([0, 2, 2])) == pytest.approx(
+        {"n": 3, "exact": 1 / 3, "within_one": 1.0, "spearman": 0.866}, abs=1e-3)  # fmt: skip
+
+
+def test_training_patches_and_grid():
+    fields = [synthetic_field((2 * PATCH + 8, 3 * PATCH + 40), seed=s).astype(np.float32) for s in (2, 3)]
+    data = DefocusSet(fields, val_columns=PATCH + 10)
+    x, y = data.sample(np.random.default_rng(0), 16)
+    x2, y2 = data.sample(np.random.default_rng(0), 16)
+    assert x.shape == (16, PATCH, PATCH) and np.array_equal(x, x2) and np.array_equal(y, y2)  # seeded
+    gx, gy, gfield, gcontent = data.grid(seed=1, columns="val")
+    assert gx.shape == (2 * 2 * LEVELS, PATCH, PATCH) and sorted(set(gy)) == list(range(LEVELS))
+    assert set(gfield) == {0, 1} and gcontent.dtype == bool
+    blank = np.full((PATCH, PATCH), 120.0, np.float32)
+    assert not content_mask(np.block([[blank, blank], [blank, blank + 1000 * (np.arange(PATCH) % 2)]])).ravel()[0]
+
+
+def test_sharpness_baseline_orders_levels():
+    fields = [synthetic_field((4 * PATCH, 4 * PATCH), seed=s, density=1e-3).astype(np.float32) for s in (4, 5, 6)]
+    train = DefocusSet(fields[:2]).grid(seed=0)
+    test = DefocusSet(fields[2:]).grid(seed=1)
+    baseline = SharpnessBaseline().fit(train[0][train[3]], train[1][train[3]])
+    result = evaluate(baseline.probs(test[0]), *test[1:])
+    assert result["patch"]["spearman"] > 0.8 and result["image"]["n"] == LEVELS
+    assert len(result["per_level"]) == LEVELS
+
+
+def test_focus_train_writes_a_loadable_model(tmp_path):
+    from PIL import Image
+
+    from deepflows.nn.model_dir import load_model
+
+    for s in (7, 8):
+        Image.fromarray(synthetic_field((PATCH + 10, 2 * PATCH + 20), seed=s)).save(tmp_path / f"f{s}.png")
+    out = tmp_path / "model"
+    assert main(["focus-train", "--images", str(tmp_path / "f*.png"), "--out", str(out), "--workdir", str(tmp_path / "w"),
+                 "--steps", "2", "--batch-size", "4", "--eval-every", "1", "--val-columns", str(PATCH),
+                "--model-options", '{"widths": [4, 8], "hidden": 16}']) == 0  # fmt: skip
+    model, meta = load_model(out)
+    assert meta["architecture"] == "focus_cnn" and meta["input_shape"] == [PATCH, PATCH, 1] and meta["steps"] == 2
+    assert meta["options"] == {"widths": [4, 8], "hidden": 16} and model.dense.out_features == 16
+    assert len(meta["training_data"]) == 2 and meta["selected"]["step"] in (1, 2)
+    rows = [json.loads(line) for line in (tmp_path / "w" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2] and all(np.isfinite(r["val_loss"]) for r in rows)
+    assert Scorer(model)(np.zeros((1, PATCH, PATCH), np.float32)).shape == (1, LEVELS)
+
+
+@pytest.fixture(scope="module")
+def shipped(repo_root):
+    from deepflows.nn.model_dir import load_model
+
+    model, meta = load_model(repo_root / SHIPPED)
+    return Scorer(model), meta
+
+
+def test_shipped_model_is_uncertain_on_blank_patches(shipped):
+    """Background crops (flat, with camera-like noise at several brightnesses) get low certainty; the same
+    crops with nuclei in them get high certainty."""
+    scorer, _ = shipped
+    rng = np.random.default_rng(0)
+    blank = np.stack([poisson_noise(np.full((PATCH, PATCH), bg, np.float32), rng) for bg in (20, 120, 500, 3000)])
+    nuclei = np.stack([synthetic_field((PATCH, PATCH), seed=s, density=2e-3) for s in range(4)]).astype(np.float32)
+    assert certainty(scorer(blank)).max() < 0.3
+    assert certainty(scorer(nuclei)).mean() > certainty(scorer(blank)).mean() + 0.2
+
+
+@pytest.mark.realdata
+def test_shipped_model_on_held_out_bbbc006_fields(shipped, shared_data):
+    """Fields a07-a09 were never trained on: every level, rated as whole images and per patch, against the
+    sharpness baseline fitted on the training fields a01-a06; and the real background patches of those
+    fields are less certain than the patches with nuclei."""
+    from deepflows.imaging.focus_data import load_field
+
+    scorer, meta = shipped
+    folder = shared_data / "imaging" / "focus_quality"
+    test = sorted(folder.glob("BBBC006_z_aligned__a0[7-9]__s1__w1_10.png"))
+    train = sorted(folder.glob("BBBC006_z_aligned__a0[1-6]__s1__w1_10.png"))
+    assert len(test) == 3 and len(train) == 6
+    assert not {p.name for p in test} & {d["path"].rsplit("/", 1)[-1] for d in meta["training_data"]}
+    x, y, field, content = DefocusSet([load_field(p) for p in test]).grid(seed=11)
+    probs = scorer(x)
+    model = evaluate(probs, y, field, content)
+    tx, ty, _, tcontent = DefocusSet([load_field(p) for p in train]).grid(seed=12)
+    baseline = SharpnessBaseline().fit(tx[tcontent], ty[tcontent])
+    classical = evaluate(baseline.probs(x), y, field, content, oracle_content=True)
+    assert model["image"]["within_one"] >= 0.95 and model["image"]["spearman"] >= 0.95
+    assert model["patch"]["within_one"] >= 0.9 and model["patch"]["spearman"] >= 0.95
+    for scope in ("patch", "image"):
+        assert model[scope]["exact"] > classical[scope]["exact"]
+    cert = certainty(probs)
+    assert cert[~content].mean() < cert[content].mean() - 0.2

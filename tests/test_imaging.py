@@ -1,0 +1,233 @@
+"""Imaging foundation: PNG/TIFF reading, OME-Zarr writing and reading, Dask-tiled scoring, `deepflows focus`."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("tifffile")
+pytest.importorskip("flax")
+
+import tifffile
+from PIL import Image
+
+from deepflows.cli import main
+from deepflows.errors import UserError
+from deepflows.imaging.focus_data import synthetic_field
+from deepflows.imaging.focus_model import PATCH, Scorer, certainty, to_patches
+from deepflows.imaging.io import OmeZarrWriter, ingest, open_ome_zarr, read_image
+from deepflows.imaging.tiles import score_plane
+
+# A deliberately small focus_cnn, so that the CLI tests do not wait for the full-size model.
+TINY = {"widths": [4, 8], "hidden": 16, "dropout": 0.0}
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    from deepflows.nn.model_dir import save_model
+    from deepflows.nn.models import build_model
+
+    directory = tmp_path_factory.mktemp("model")
+    model = build_model("focus_cnn", TINY, channels=1, seed=3)
+    save_model(directory, model, {"architecture": "focus_cnn", "options": TINY, "input_shape": [PATCH, PATCH, 1],
+                                  "channels": ["intensity"]})  # fmt: skip
+    return directory
+
+
+@pytest.fixture(scope="module")
+def tiny_scorer(tiny_model_dir):
+    from deepflows.nn.model_dir import load_model
+
+    return Scorer(load_model(tiny_model_dir)[0], batch_size=16)
+
+
+def test_png_and_tiff_axes_and_bit_depths(tmp_path):
+    field = synthetic_field((90, 120), seed=1)
+    Image.fromarray(field).save(tmp_path / "a16.png")
+    Image.fromarray((field // 16).astype(np.uint8)).save(tmp_path / "a8.png")
+    Image.fromarray(np.stack([field // 16] * 3, axis=-1).astype(np.uint8)).save(tmp_path / "rgb.png")
+    tifffile.imwrite(tmp_path / "z.tif", np.stack([field, field // 2]), metadata={"axes": "ZYX"})
+    tifffile.imwrite(tmp_path / "c.tif", np.stack([field] * 2), metadata={"axes": "CYX"})
+    tifffile.imwrite(tmp_path / "plain.tif", field)
+
+    pixels, axes = read_image(tmp_path / "a16.png")
+    assert (axes, pixels.dtype) == ("yx", np.uint16) and np.array_equal(pixels, field)
+    pixels, axes = read_image(tmp_path / "a8.png")
+    assert (axes, pixels.dtype, pixels.shape) == ("yx", np.uint8, (90, 120))
+    assert read_image(tmp_path / "rgb.png")[0].shape == (3, 90, 120) and read_image(tmp_path / "rgb.png")[1] == "cyx"
+    pixels, axes = read_image(tmp_path / "z.tif")
+    assert axes == "zyx" and np.array_equal(pixels[1], field // 2)
+    assert read_image(tmp_path / "c.tif")[1] == "cyx"
+    assert read_image(tmp_path / "plain.tif")[1] == "yx"
+
+
+@pytest.mark.parametrize("case", ["truncated", "not_image", "one_d", "suffix", "missing"])
+def test_bad_images_get_one_line(tmp_path, case):
+    path = tmp_path / "bad.png"
+    if case == "truncated":
+        Image.fromarray(synthetic_field((90, 120), seed=2)).save(path)
+        path.write_bytes(path.read_bytes()[:200])
+    elif case == "not_image":
+        path.write_text("hello")
+    elif case == "one_d":
+        path = tmp_path / "bad.tif"
+        tifffile.imwrite(path, np.arange(50, dtype=np.uint16))
+    elif case == "suffix":
+        path = tmp_path / "bad.jpg"
+        path.write_bytes(b"x")
+    with pytest.raises(UserError) as err:
+        read_image(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_ingest_writes_ngff_multiscales_in_chunks(tmp_path):
+    stack = np.stack([synthetic_field((300, 200), seed=s) for s in (3, 4)])
+    tifffile.imwrite(tmp_path / "z.tif", stack, metadata={"axes": "ZYX"})
+    out = ingest(tmp_path / "z.tif", tmp_path / "z.ome.zarr", chunks=128, levels=3, scale={"y": 0.5, "x": 0.5})
+    meta = json.loads((out / "zarr.json").read_text())["attributes"]["ome"]
+    assert meta["version"] == "0.5"
+    ms = meta["multiscales"][0]
+    assert [a["name"] for a in ms["axes"]] == ["z", "y", "x"]
+    assert [a["type"] for a in ms["axes"]] == ["space"] * 3
+    assert [d["coordinateTransformations"][0]["scale"] for d in ms["datasets"]] == [[1, 0.5, 0.5], [1, 1, 1], [1, 2, 2]]
+    levels, axes, _ = open_ome_zarr(out)
+    assert axes == "zyx" and [lv.shape for lv in levels] == [(2, 300, 200), (2, 150, 100), (2, 75, 50)]
+    assert levels[0].dtype == np.uint16 and np.array_equal(levels[0].compute(), stack)
+    assert len(list((out / "0" / "c").rglob("*"))) > 4  # several chunks on disk
+    assert not list(tmp_path.glob("*.tmp-*"))
+    with pytest.raises(UserError, match="already exists"):
+        ingest(tmp_path / "z.tif", out)
+
+
+def test_reads_ngff_04(tmp_path):
+    import zarr
+
+    group = zarr.open_group(str(tmp_path / "v04.zarr"), mode="w", zarr_format=2)
+    group.create_array("0", data=np.arange(2 * 90 * 100, dtype=np.uint8).reshape(2, 90, 100), chunks=(1, 50, 50))
+    group.attrs["multiscales"] = [{"version": "0.4", "axes": [{"name": "c", "type": "channel"}, {"name": "y"}, {"name": "x"}],
+                                   "datasets": [{"path": "0"}]}]  # fmt: skip
+    levels, axes, _ = open_ome_zarr(tmp_path / "v04.zarr")
+    assert axes == "cyx" and levels[0].shape == (2, 90, 100)
+    group.attrs["multiscales"] = []
+    with pytest.raises(UserError, match="not an OME-Zarr image"):
+        open_ome_zarr(tmp_path / "v04.zarr")
+
+
+def test_failed_write_leaves_nothing(tmp_path):
+    import dask.array as da
+
+    def boom(block):
+        raise RuntimeError("disk full")
+
+    image = da.zeros((200, 200), chunks=100, dtype=np.uint8).map_blocks(boom, dtype=np.uint8)
+    with pytest.raises(RuntimeError):
+        OmeZarrWriter(tmp_path / "x.ome.zarr", "yx", chunks=100).write(image)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_tiled_scoring_matches_whole_plane(tiny_scorer):
+    import dask.array as da
+
+    plane = synthetic_field((5 * PATCH + 20, 3 * PATCH + 7), seed=5).astype(np.float32)
+    plane[:PATCH, :PATCH] = 7  # a constant patch: no content
+    tiled = score_plane(da.from_array(plane, chunks=100), tiny_scorer, block=2)
+    assert tiled.numblocks[:2] == (3, 2)  # several blocks, unaligned input chunks
+    probs = tiled.compute()
+    direct = tiny_scorer(to_patches(plane).reshape(-1, PATCH, PATCH)).reshape(5, 3, -1)
+    assert probs.shape == (5, 3, 11)
+    np.testing.assert_allclose(probs.reshape(-1, 11)[1:], direct.reshape(-1, 11)[1:], atol=1e-5)
+    assert certainty(probs[0, 0]) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_focus_cli_images_and_bad_inputs(tiny_model_dir, tmp_path, capsys):
+    images = tmp_path / "images"
+    images.mkdir()
+    field = synthetic_field((2 * PATCH + 10, 3 * PATCH), seed=6)
+    Image.fromarray(field).save(images / "sixteen.png")
+    Image.fromarray((field // 8).clip(0, 255).astype(np.uint8)).save(images / "eight.png")
+    Image.fromarray(np.zeros((PATCH, 2 * PATCH), np.uint8)).save(images / "black.png")
+    tifffile.imwrite(images / "stack.tif", np.stack([field, field]), metadata={"axes": "ZYX"})
+    out = tmp_path / "focus"
+    assert (
+        main(["focus", "--images", str(images), "--model", str(tiny_model_dir), "--out", str(out), "--threads", "1"])
+        == 0
+    )
+    per_image = pd.read_csv(out / "images.csv")
+    assert len(per_image) == 5  # black, eight, sixteen, and the two planes of the stack
+    black = per_image[per_image.image.str.endswith("black.png")].iloc[0]
+    assert black.status == "no_content" and pd.isna(black.level)
+    ok = per_image[per_image.status == "ok"]
+    assert len(ok) == 4 and ok.level.between(0, 10).all() and ok.certainty.between(0, 1).all()
+    assert set(per_image.plane.dropna()) == {"z=0", "z=1"}
+    patches = pd.read_csv(out / "patches.csv")
+    assert len(patches) == 2 + 4 * 6 and np.allclose(patches[[f"p{k}" for k in range(11)]].sum(axis=1), 1, atol=1e-3)
+    montages = sorted(p.name for p in (out / "montages").iterdir())
+    assert montages == ["black.png", "eight.png", "sixteen.png", "stack_z_0.png", "stack_z_1.png"]
+    montage = np.asarray(Image.open(out / "montages" / "sixteen.png"))
+    assert montage.shape == (*field.shape, 3) and (montage[0, 0] != montage[0, 0, 0]).any()  # a coloured border
+
+    # Existing output, a truncated image, too small, wrong dimensions: one line each, nothing written.
+    capsys.readouterr()
+    assert (
+        main(["focus", "--images", str(images / "eight.png"), "--model", str(tiny_model_dir), "--out", str(out)]) == 2
+    )
+    assert "already exists" in capsys.readouterr().err
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    Image.fromarray(field).save(bad / "cut.png")
+    (bad / "cut.png").write_bytes((bad / "cut.png").read_bytes()[:300])
+    Image.fromarray(field[:50]).save(tmp_path / "small.png")
+    tifffile.imwrite(tmp_path / "flat.tif", np.arange(200, dtype=np.uint16))
+    for image, message in ((bad / "cut.png", "unreadable or truncated"), (tmp_path / "small.png", "smaller than one"),
+                           (tmp_path / "flat.tif", "needs y and x")):  # fmt: skip
+        target = tmp_path / f"out-{image.stem}"
+        assert main(["focus", "--images", str(image), "--model", str(tiny_model_dir), "--out", str(target)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0] and str(image) in err[0]
+        assert not target.exists() and not list(tmp_path.glob("out-*.tmp-*"))
+
+
+def test_focus_cli_ome_zarr_writes_predictions(tiny_model_dir, tmp_path):
+    field = synthetic_field((3 * PATCH, 4 * PATCH + 30), seed=8)
+    tifffile.imwrite(tmp_path / "two.tif", np.stack([field, field // 2]), metadata={"axes": "CYX"})
+    ingest(tmp_path / "two.tif", tmp_path / "two.ome.zarr", chunks=100, levels=2, scale={"y": 0.65, "x": 0.65})
+    out = tmp_path / "focus"
+    assert main(["focus", "--images", str(tmp_path / "two.ome.zarr"), "--model", str(tiny_model_dir), "--out", str(out),
+                 "--channel", "1"]) == 0  # fmt: skip
+    levels, axes, ms = open_ome_zarr(out / "predictions" / "two.ome.zarr")
+    assert axes == "cyx" and levels[0].shape == (13, 3, 4)
+    transforms = ms["datasets"][0]["coordinateTransformations"]
+    assert transforms[0]["scale"] == pytest.approx([1, 0.65 * PATCH, 0.65 * PATCH])
+    patches = pd.read_csv(out / "patches.csv")
+    stored = levels[0].compute()
+    np.testing.assert_allclose(stored[1].ravel(), patches.certainty, atol=1e-4)
+    assert np.array_equal(stored[0].ravel(), patches.level)
+
+
+@pytest.mark.workflow
+def test_imaging_focus_target(tiny_model_dir, tmp_path, repo_root):
+    """The Snakemake target on two tiny images: ingest each into OME-Zarr, then rate them."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    for seed in (1, 2):
+        Image.fromarray(synthetic_field((2 * PATCH, 2 * PATCH), seed=seed)).save(tmp_path / f"f{seed}.png")
+    config = tmp_path / "imaging.yaml"
+    config.write_text(yaml.safe_dump({"imaging": {"batch": "tiny", "images": [str(tmp_path / "f*.png")],
+                                                  "model": str(tiny_model_dir), "chunks": 100, "levels": 2}}))  # fmt: skip
+    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ.get('PATH', '')}"}
+    run = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(repo_root / "Snakefile"), "--configfile",
+                          str(config), "--cores", "1", "imaging_focus"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = tmp_path / "results" / "imaging" / "tiny"
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["f1.ome.zarr", "f2.ome.zarr"]
+    images = pd.read_csv(out / "focus" / "images.csv")
+    assert list(images.status) == ["ok", "ok"] and len(list((out / "focus" / "predictions").iterdir())) == 2
+    assert (tmp_path / "logs" / "imaging" / "tiny" / "focus.log").exists()
