@@ -263,7 +263,7 @@ def test_giab_dry_run_plans_download_to_benchmark(tmp_path, model_dir, config): 
     shards = data["make_examples"]["shards"]
     assert counts == {"download": len(data["download"]["files"]), "make_examples": shards, "check_shards": 1,
                       "call_variants": 1, "postprocess": 1, "benchmark": 1, "gq_calibration": 1,
-                      "run_times": 1, "all": 1}  # fmt: skip
+                      "run_times": 1, "provenance": 1, "all": 1}  # fmt: skip
     assert "simulate" not in counts and "make_reference" not in counts
     sample, reads, ref = data["sample"], data["reads"]["path"], data["reference"]["fasta"]
     assert f"--reads {reads} --ref {ref}" in run.stdout  # make_examples reads the cached (downloaded) files

@@ -114,7 +114,7 @@ def test_variant_workflow_through_slurm_equals_local(tmp_path, model_dir, slurm_
     # completed, each with its Slurm log (kept by --slurm-keep-successful-logs).
     jobs = {job["id"]: job for job in slurm_cluster.jobs() if job["comment"].startswith("rule_")}
     rules = ["make_reference", "simulate", "make_examples", "make_examples", "check_shards", "call_variants",
-             "postprocess", "benchmark", "gq_calibration", "run_times"]  # fmt: skip
+             "postprocess", "benchmark", "gq_calibration", "run_times", "provenance"]  # fmt: skip
     assert sorted(job["comment"].split("_wildcards")[0] for job in jobs.values()) == sorted(f"rule_{r}" for r in rules)
     assert {job["state"] for job in jobs.values()} == {"COMPLETED"}, jobs
     slurm_logs = remote / ".snakemake" / "slurm_logs"

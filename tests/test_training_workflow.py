@@ -186,11 +186,12 @@ def test_named_run_never_simulates_training_reads_in_evaluation_regions(tmp_path
     assert run.returncode == 0, run.stderr
     counts = job_counts(run.stdout)
     eval_sets = yaml.safe_load(text)["training_data"]["eval_sets"]  # standard, hard, clean
-    assert counts["train_simulate"] == counts["train_make_examples"] == 10
+    replicates = yaml.safe_load(text)["training_data"]["replicates"]  # each region simulated that many times
+    assert counts["train_simulate"] == counts["train_make_examples"] == 10 * replicates
     assert counts["eval_simulate"] == len(eval_sets) == 3
     evaluation = [Interval("chr20", 4_900_000, 5_200_000), Interval("chr20", 8_900_000, 9_200_000)]
     regions = simulated_regions(run.stdout)
-    train = [_interval(r[0]) for p, r in regions.items() if "/train/" in p]
+    train = sorted({_interval(r[0]) for p, r in regions.items() if "/train/" in p})
     assert len(train) == 10 and sum(iv.length for iv in train) == 10_000_000 - 2 * 302_000
     for iv in train:
         for ev in evaluation:
