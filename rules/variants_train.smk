@@ -75,7 +75,7 @@ rule train_shuffle:
     input:
         shards=training_shards,
     output:
-        store=directory("results/{sample}/train/train.zarr"),
+        store=directory(training_store_path("{sample}")),
         summary=report(
             "results/{sample}/train/train.json",
             caption="../workflow/report/training_store.rst",
@@ -171,7 +171,7 @@ rule eval_check_shards:
 # The workdir keeps Orbax checkpoints, so a killed or preempted job resumes where it stopped when rerun.
 rule train_model:
     input:
-        store="results/{sample}/train/train.zarr",
+        store=training_store_path("{sample}"),
         config=config["train"]["config"],
     output:
         protected(directory(trained_model_path("{sample}"))),

@@ -10,13 +10,12 @@ VCF stays the single record; this table only shows it, so the report and the cal
 from __future__ import annotations
 
 import argparse
-import gzip
 import platform
 from importlib import metadata
 from pathlib import Path
 
 from deepflows.errors import UserError
-from deepflows.tables import write_tsv
+from deepflows.tables import open_text, write_tsv
 
 # The libraries whose versions can change a call: the featurizer's, the model's and the writer's.
 LIBRARIES = ("jax", "jaxlib", "flax", "numpy", "numba", "pysam", "zarr")
@@ -37,10 +36,9 @@ def software_versions() -> str:
 
 def read_vcf_provenance(path: str | Path) -> list[tuple[str, str]]:
     """The provenance `##KEY=VALUE` lines of a bgzipped or plain VCF's header, in file order."""
-    opener = gzip.open if str(path).endswith(".gz") else open
     rows = []
     try:
-        with opener(path, "rt") as handle:
+        with open_text(path) as handle:
             for line in handle:
                 if not line.startswith("##"):
                     break

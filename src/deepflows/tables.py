@@ -1,8 +1,10 @@
-"""Small result tables written as TSV under a temporary name and renamed, so a reader never sees half a table."""
+"""Small text tables: read plain or gzipped, written as TSV under a temporary name and renamed, so a reader
+never sees half a table."""
 
 from __future__ import annotations
 
 import csv
+import gzip
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -15,3 +17,8 @@ def write_tsv(rows: Iterable[dict], columns: Sequence[str], out: str | Path) -> 
         writer.writeheader()
         writer.writerows({k: ("" if row.get(k) is None else row[k]) for k in columns} for row in rows)
     tmp.rename(out)
+
+
+def open_text(path: str | Path):
+    """A text file for reading, gunzipped on the fly when its name ends in .gz (BED, VCF headers)."""
+    return gzip.open(path, "rt") if str(path).endswith(".gz") else open(path)

@@ -52,13 +52,13 @@ def parse_region(text: str, contig_lengths: dict[str, int]) -> Interval:
 
 def read_bed(path: str | Path, contig_lengths: dict[str, int] | None = None) -> list[Interval]:
     """BED intervals (first three columns; plain or gzipped); contigs are checked when lengths are given."""
-    import gzip
+    from deepflows.tables import open_text
 
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: BED file not found")
     intervals = []
-    with (gzip.open(path, "rt") if path.suffix == ".gz" else open(path)) as handle:
+    with open_text(path) as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip() or line.startswith(("#", "track", "browser")):
                 continue

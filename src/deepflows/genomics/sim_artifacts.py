@@ -5,7 +5,8 @@ reads simulated with them alone give a caller almost no negatives to learn from,
 has many (about 40% of candidates in the NA12878 window are not variants). Two well-known causes:
 
 - Error hotspots: sequence-context-specific substitutions (Illumina's GGC motif and the like) that recur in
-  a fraction of the reads at one reference position, on one strand only or with lowered base qualities. Drawn per reference position, so both haplotypes and every read share them.
+  a fraction of the reads at one reference position, on one strand only or with lowered base qualities.
+  Drawn per reference position, so both haplotypes and every read share them.
 - Homopolymer slippage: polymerase stutter adds or drops one base of a run, more often the longer the run.
 """
 

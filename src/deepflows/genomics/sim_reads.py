@@ -17,8 +17,8 @@ import numpy as np
 
 from deepflows.genomics import sim_artifacts
 from deepflows.genomics.io import fetch_sequence
-from deepflows.genomics.sim_artifacts import BASE, CODE, complement
 from deepflows.genomics.regions import Interval
+from deepflows.genomics.sim_artifacts import BASE, CODE, complement
 from deepflows.genomics.variants import Variant
 
 log = logging.getLogger(__name__)

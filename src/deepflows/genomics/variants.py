@@ -6,7 +6,6 @@ canonical form, because the same haplotype can be written in many ways (shifted 
 
 from __future__ import annotations
 
-import gzip
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -16,6 +15,7 @@ from typing import Protocol
 import numpy as np
 
 from deepflows.errors import UserError
+from deepflows.tables import open_text
 
 log = logging.getLogger(__name__)
 
@@ -274,9 +274,8 @@ class Regions:
         """Load a BED (plain or gzipped); header, track and browser lines are ignored."""
         path = Path(path)
         intervals: dict[str, list[tuple[int, int]]] = {}
-        opener = gzip.open if path.suffix == ".gz" else open
         try:
-            with opener(path, "rt") as handle:
+            with open_text(path) as handle:
                 for number, line in enumerate(handle, start=1):
                     if not line.strip() or line.startswith(("#", "track", "browser")):
                         continue

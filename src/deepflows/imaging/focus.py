@@ -41,7 +41,7 @@ def is_ome_zarr(path: Path) -> bool:
 
 def find_inputs(specs: list[str]) -> list[Path]:
     """OME-Zarr groups and image files named by directories, globs or paths."""
-    from deepflows.imaging.focus_train import expand_images
+    from deepflows.imaging.io import expand_images
 
     found: list[Path] = []
     for spec in specs:

@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> None:
 
     from deepflows.imaging.focus_data import DefocusSet, load_field
     from deepflows.imaging.focus_model import Scorer, certainty
-    from deepflows.imaging.focus_train import expand_images
+    from deepflows.imaging.io import expand_images
     from deepflows.nn.model_dir import load_model
     from deepflows.tables import write_tsv
 

@@ -16,7 +16,6 @@ a model this command wrote (a fresh warmup and cosine schedule over --steps; rec
 from __future__ import annotations
 
 import argparse
-import glob
 import hashlib
 import json
 import logging
@@ -27,27 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from deepflows.errors import UserError
+from deepflows.imaging.io import expand_images
 
 log = logging.getLogger("deepflows.focus_train")
-
-
-def expand_images(spec: str | list[str]) -> list[Path]:
-    """Image files named by a directory, a glob or a list of paths (sorted; none found is an error)."""
-    specs = [spec] if isinstance(spec, str) else list(spec)
-    found: list[Path] = []
-    for s in specs:
-        p = Path(s)
-        if p.is_dir():
-            from deepflows.imaging.io import IMAGE_SUFFIXES
-
-            found += sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
-        elif p.exists():
-            found.append(p)
-        else:
-            found += sorted(Path(f) for f in glob.glob(s))
-    if not found:
-        raise UserError(f"{' '.join(specs)}: no images found")
-    return found
 
 
 def level_metrics(predicted: np.ndarray, true: np.ndarray) -> dict:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from glob import glob
 from pathlib import Path
 
 import numpy as np
@@ -179,14 +180,29 @@ def ingest(source: str | Path, out: str | Path, chunks: int = 1024, levels: int 
     return OmeZarrWriter(out, axes, chunks=chunks, levels=levels, scale=scale, attrs=attrs).write(pixels)
 
 
+def expand_images(spec: str | list[str]) -> list[Path]:
+    """Image files named by a directory, a glob or a list of paths (sorted; none found is an error)."""
+    specs = [spec] if isinstance(spec, str) else list(spec)
+    found: list[Path] = []
+    for s in specs:
+        p = Path(s)
+        if p.is_dir():
+            found += sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        elif p.exists():
+            found.append(p)
+        else:
+            found += sorted(Path(f) for f in glob(s))
+    if not found:
+        raise UserError(f"{' '.join(specs)}: no images found")
+    return found
+
+
 def image_sources(specs: list[str]) -> dict[str, str]:
     """Image name (file name without its suffixes) -> path, for files and globs; a glob that matches nothing
     is kept as a path, so that the step reading it reports it missing."""
-    import glob
-
     sources: dict[str, str] = {}
     for spec in specs:
-        for path in sorted(glob.glob(spec)) or [spec]:
+        for path in sorted(glob(spec)) or [spec]:
             name = re.sub(r"(\.ome)?\.(zarr|png|tiff?)$", "", Path(path).name, flags=re.IGNORECASE)
             if sources.get(name, path) != path:
                 raise UserError(f"two images are named {name!r} ({sources[name]}, {path})")
