@@ -99,6 +99,15 @@ def test_focus_train_writes_a_loadable_model(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "w" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2] and all(np.isfinite(r["val_loss"]) for r in rows)
     assert Scorer(model)(np.zeros((1, PATCH, PATCH), np.float32)).shape == (1, LEVELS)
+    # Continuing from the float16 weights it wrote, with the other loss and selection options.
+    again = tmp_path / "again"
+    assert main(["focus-train", "--images", str(tmp_path / "f*.png"), "--out", str(again), "--workdir", str(tmp_path / "w2"),
+                 "--steps", "2", "--batch-size", "4", "--eval-every", "1", "--val-columns", str(PATCH), "--init", str(out),
+                 "--rps-weight", "5", "--select", "within_one", "--model-options", '{"widths": [4, 8], "hidden": 16}']) == 0  # fmt: skip
+    _, meta = load_model(again)
+    assert meta["initialised_from"]["sha256"] == load_model(out)[1]["sha256"] and meta["select"] == "within_one"
+    rows = [json.loads(line) for line in (tmp_path / "w2" / "metrics.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(r["train_loss"]) and np.isfinite(r["val_loss"]) for r in rows)
 
 
 @pytest.fixture(scope="module")
