@@ -61,6 +61,14 @@ def ensure_sim10mb() -> Path:
     return bam
 
 
+def featurizer_flags(model: Path) -> str:
+    """make-examples flags that featurize as `model`'s training examples were (call-variants checks it; models
+    from before realignment existed do not say, and were trained without it)."""
+    import json
+
+    return " --realign" if json.loads((Path(model) / "model.json").read_text()).get("realign") else " --no-realign"
+
+
 def call_and_postprocess(examples: list[Path], model: Path, probs: Path, ref: Path, vcf: Path,
                          logs: Path | None = None) -> tuple[str, str]:  # fmt: skip
     """The pipeline after make-examples: the call-variants and postprocess commands (stderr to

@@ -1,18 +1,17 @@
 #!/usr/bin/env python3
-"""call_variants throughput on one CPU core: small_cnn (default widths, randomly initialised) over real
-pileup examples of a simulated sample.
+"""call_variants throughput on one CPU core: the shipped model (or --model) over real pileup examples of a
+simulated sample.
 
 Input (made once, cached under bench/out/call_variants_speed/): a 5 Mb synthetic reference
 (`deepflows make-reference`), 30x simulated reads with random variants (`deepflows simulate`) and their
-calling examples (`deepflows make-examples`, ~5,000 examples). Weights do not change the arithmetic, so a
-random model times the same as a trained one.
+calling examples (`deepflows make-examples`, ~5,000 examples).
 
 Each configuration runs `deepflows call-variants` pinned to one CPU (taskset; $BENCH_CPU, default 0) with
 XLA's CPU backend held to one thread (XLA_FLAGS) and single-threaded numeric libraries. Reported: examples/s over the inference
 loop (reading, decoding, the model, writing; compilation included) as the stage logs it, and wall s,
 CPU s and peak RSS of the whole command (JAX start-up and model loading included).
 
-    python bench/call_variants_speed.py [--batch-size 256] [--length 5000000] [--repeats 1]
+    python bench/call_variants_speed.py [--model DIR] [--batch-size 256] [--length 5000000] [--repeats 1]
 """
 
 from __future__ import annotations
@@ -26,38 +25,35 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchlib import ONE_CORE_XLA, OUT, deepflows, measure
+from benchlib import (
+    ONE_CORE_XLA,
+    OUT,
+    SHIPPED_MODEL,
+    deepflows,
+    featurizer_flags,
+    measure,
+)
 
 WORK = OUT / "call_variants_speed"
 
 
-def prepare(length: int) -> tuple[Path, Path]:
-    """(examples shard, model dir), made once."""
+def prepare(length: int, model: Path) -> Path:
+    """The examples shard, featurized as `model` expects, made once."""
     WORK.mkdir(parents=True, exist_ok=True)
-    ref, prefix, examples, model = WORK / "ref.fa", WORK / "sim", WORK / "examples.zarr", WORK / "model"
+    flags = featurizer_flags(model).split()
+    ref, prefix, examples = WORK / "ref.fa", WORK / "sim", WORK / f"examples{'-realigned' * ('--realign' in flags)}.zarr"
     steps = [
         (ref, [deepflows(), "make-reference", "--out", str(ref), "--length", str(length), "--seed", "1"]),
         (Path(f"{prefix}.bam"), [deepflows(), "simulate", "--ref", str(ref), "--random-variants", "--depth", "30",
                                  "--seed", "1", "--out-prefix", str(prefix)]),
         (examples, [deepflows(), "make-examples", "--reads", f"{prefix}.bam", "--ref", str(ref),
-                    "--out", str(examples)]),
+                    "--out", str(examples), *flags]),
     ]  # fmt: skip
     for output, command in steps:
         if not output.exists():
             print(f"making input once: {' '.join(command)}", file=sys.stderr)
             subprocess.run(command, check=True)
-    if not (model / "model.json").exists():
-        import zarr
-
-        from deepflows.genomics.pileup_image import CHANNELS
-        from deepflows.nn.model_dir import save_model
-        from deepflows.nn.models import build_model
-
-        shape = list(zarr.open_group(str(examples), mode="r").attrs["shape"])
-        save_model(model, build_model("small_cnn", {}, len(CHANNELS), 0),
-                   {"name": "small_cnn-random", "architecture": "small_cnn", "options": {},
-                    "input_shape": shape, "channels": list(CHANNELS)})  # fmt: skip
-    return examples, model
+    return examples
 
 
 def run_config(examples: Path, model: Path, batch: int, micro: int | None, repeats: int) -> dict:
@@ -92,6 +88,7 @@ def markdown(results: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=SHIPPED_MODEL, help="model directory (default: shipped)")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--length", type=int, default=5_000_000, help="reference length (examples scale with it)")
     parser.add_argument("--micro-batches", default="default,0",
@@ -99,13 +96,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--json", default=str(OUT / "call_variants_speed.json"))
     args = parser.parse_args()
-    examples, model = prepare(args.length)
+    examples = prepare(args.length, args.model)
+    meta = json.loads((args.model / "model.json").read_text())
     results = []
     for value in args.micro_batches.split(","):
         micro = None if value == "default" else int(value)
-        results.append(run_config(examples, model, args.batch_size, micro, args.repeats))
+        results.append(run_config(examples, args.model, args.batch_size, micro, args.repeats))
         print(markdown(results[-1:]).splitlines()[-1], file=sys.stderr)
-    report = {"model": "small_cnn (default options: config/model/small_cnn.yaml; random weights)", "cpu": _cpu_name(),
+    report = {"model": f"{args.model} ({meta['architecture']} {meta.get('options', {})})", "cpu": _cpu_name(),
               "pinning": f"taskset -c {os.environ.get('BENCH_CPU', '0')}, XLA_FLAGS={ONE_CORE_XLA}", "results": results}  # fmt: skip
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=2) + "\n")

@@ -33,6 +33,7 @@ from benchlib import (
     call_and_postprocess,
     deepflows,
     ensure_sim10mb,
+    featurizer_flags,
     measure,
 )
 
@@ -57,7 +58,7 @@ def run_case(name: str, case: dict, repeats: int, model: Path) -> dict:
     region = f"{contig}:{start + 1}-{end}"
     examples = OUT / f"{name}.examples.zarr"
     ours = (f"rm -rf {examples} && {deepflows()} make-examples --reads {case['reads']} --ref {case['ref']} "
-            f"--regions {region} --out {examples}")  # fmt: skip
+            f"--regions {region} --out {examples}{featurizer_flags(model)}")  # fmt: skip
     probs, vcf = OUT / f"{name}.probs.zarr", OUT / f"{name}.deepflows.vcf.gz"
     call, post = call_and_postprocess([examples], model, probs, case["ref"], vcf)
     whole = f"rm -rf {probs} {vcf} {vcf}.tbi && {ours} && {call} && {post}"

@@ -28,7 +28,16 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from benchlib import DATA, OUT, ROOT, SHIPPED_MODEL, call_and_postprocess, deepflows, measure
+from benchlib import (
+    DATA,
+    OUT,
+    ROOT,
+    SHIPPED_MODEL,
+    call_and_postprocess,
+    deepflows,
+    featurizer_flags,
+    measure,
+)
 
 EVAL = ROOT / "results" / "hg002-grch38" / "eval"
 
@@ -78,7 +87,8 @@ def callers(case: dict, work: Path, model: Path) -> dict[str, str]:
                                       work / "deepflows.vcf.gz", logs=work)  # fmt: skip
     return {
         "deepflows": f"{deepflows()} make-examples --reads {reads} --ref {ref} --regions {bcf_regions.replace(',', ' ')}"
-                     f" --sample sample --out {work}/examples.zarr 2> {work}/make_examples.log && {call} && {post}",
+                     f" --sample sample --out {work}/examples.zarr{featurizer_flags(model)} 2> {work}/make_examples.log"
+                     f" && {call} && {post}",
         "bcftools": f"bcftools mpileup -f {ref} -r {bcf_regions} -a AD,DP {reads} 2>/dev/null"
                     f" | bcftools call -mv -Oz -o {work}/bcftools.vcf.gz",
         "freebayes": f"freebayes -f {plain} {fb_regions} {reads} | bgzip > {work}/freebayes.vcf.gz",

@@ -24,7 +24,16 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from benchlib import OUT, SHIPPED_MODEL, SIM10MB_REF, call_and_postprocess, deepflows, ensure_sim10mb, measure
+from benchlib import (
+    OUT,
+    SHIPPED_MODEL,
+    SIM10MB_REF,
+    call_and_postprocess,
+    deepflows,
+    ensure_sim10mb,
+    featurizer_flags,
+    measure,
+)
 
 REGION = "chr20:1-10000000"
 BASES, GENOME = 10_000_000, 3_100_000_000
@@ -62,7 +71,8 @@ def run_shards(n: int, cpus: list[int], model: Path, bam: Path) -> dict:
     work.mkdir(parents=True)
     shards = [work / f"examples-{i:05d}-of-{n:05d}.zarr" for i in range(n)]
     make = [f"{deepflows()} make-examples --reads {bam} --ref {SIM10MB_REF} --regions {REGION} --shard {i}/{n}"
-            f" --sample HG002-sim --out {shard} 2> {shard}.log" for i, shard in enumerate(shards)]  # fmt: skip
+            f" --sample HG002-sim --out {shard}{featurizer_flags(model)} 2> {shard}.log"
+            for i, shard in enumerate(shards)]  # fmt: skip
     stages = {"make_examples": run_jobs(make, cpus)}
     examples = sum(zarr.open_group(str(s), mode="r").attrs["n_examples"] for s in shards)
     call, post = call_and_postprocess(shards, model, work / "probs.zarr", SIM10MB_REF, work / "calls.vcf.gz", logs=work)

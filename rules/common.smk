@@ -28,6 +28,7 @@ CONFIG_SHA256 = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexd
 SAMPLE = config["sample"]
 SIMULATED = config["reads"]["path"] is None
 MODE = "training" if config["make_examples"]["training"] else "calling"
+REALIGN_ARG = "--realign" if config["make_examples"]["realign"] else "--no-realign"  # training and calling alike
 NSHARDS = config["make_examples"]["shards"]
 BENCHMARK = config["benchmark"]
 TRAINING = config["training_data"]  # rules/variants_train.smk

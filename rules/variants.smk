@@ -60,6 +60,7 @@ rule make_examples:
         regions=make_examples_region_args,
         labels=label_args,
         seed=config["make_examples"]["seed"],
+        realign=REALIGN_ARG,
     log:
         "logs/{sample}/make_examples/{mode}/{shard}-of-{nshards}.log",
     benchmark:
@@ -68,7 +69,7 @@ rule make_examples:
         "../envs/genomics.yaml"
     shell:
         "deepflows make-examples --reads {input.reads:q} --ref {input.ref:q} {params.regions}"
-        " --shard {params.shard} --out {output:q} {params.labels} --seed {params.seed}"
+        " --shard {params.shard} --out {output:q} {params.labels} --seed {params.seed} {params.realign}"
         " --sample {wildcards.sample} 2> {log:q}"
 
 

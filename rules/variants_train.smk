@@ -59,6 +59,7 @@ rule train_make_examples:
         directory("results/{sample}/train/chunks/{chunk}/examples.zarr"),
     params:
         seed=config["make_examples"]["seed"],
+        realign=REALIGN_ARG,
     log:
         "logs/{sample}/train/make_examples/{chunk}.log",
     benchmark:
@@ -67,7 +68,7 @@ rule train_make_examples:
         "../envs/genomics.yaml"
     shell:
         "deepflows make-examples --reads {input.reads:q} --ref {input.ref:q} --regions {input.confident:q}"
-        " --truth {input.truth:q} --confident {input.confident:q} --seed {params.seed}"
+        " --truth {input.truth:q} --confident {input.confident:q} --seed {params.seed} {params.realign}"
         " --sample {wildcards.sample} --out {output:q} 2> {log:q}"
 
 
@@ -138,6 +139,7 @@ rule eval_make_examples:
         shard=lambda wildcards: f"{int(wildcards.shard)}/{int(wildcards.nshards)}",
         regions=eval_regions,
         seed=config["make_examples"]["seed"],
+        realign=REALIGN_ARG,
     log:
         "logs/{sample}/eval/{evalset}/make_examples/{shard}-of-{nshards}.log",
     benchmark:
@@ -146,7 +148,8 @@ rule eval_make_examples:
         "../envs/genomics.yaml"
     shell:
         "deepflows make-examples --reads {input.reads:q} --ref {input.ref:q} --regions {params.regions}"
-        " --shard {params.shard} --out {output:q} --seed {params.seed} --sample {wildcards.sample} 2> {log:q}"
+        " --shard {params.shard} --out {output:q} --seed {params.seed} {params.realign} --sample {wildcards.sample}"
+        " 2> {log:q}"
 
 
 # Gather: fails unless every shard of the set is present and complete.

@@ -67,10 +67,10 @@ def shards(tmp_path_factory) -> list[Path]:
             make_shard(d / "examples-1-of-2.zarr", 1, 2, range(SPLIT, len(EXAMPLES)))]  # fmt: skip
 
 
-def tiny_model(directory: Path, channels=tuple(CHANNELS), shape=SHAPE, name="tiny") -> Path:
+def tiny_model(directory: Path, channels=tuple(CHANNELS), shape=SHAPE, name="tiny", **meta) -> Path:
     model = build_model("small_cnn", {"widths": [4]}, shape[-1], 0)
     save_model(directory, model, {"name": name, "architecture": "small_cnn", "options": {"widths": [4]},
-                                  "input_shape": list(shape), "channels": list(channels)})  # fmt: skip
+                                  "input_shape": list(shape), "channels": list(channels), **meta})  # fmt: skip
     return directory
 
 
@@ -160,7 +160,9 @@ def test_model_that_does_not_fit_gets_one_line(shards, tmp_path, capsys):
     swapped[0], swapped[1] = swapped[1], swapped[0]
     reordered = tiny_model(tmp_path / "reordered", channels=swapped)
     taller = tiny_model(tmp_path / "taller", shape=(100, 221, 7))
+    realigned = tiny_model(tmp_path / "realigned", realign=True)  # the shards were made without --realign
     cases = {
+        realigned: "examples were made without --realign but the model was trained on examples made with it",
         wrong_channels: "examples are [10, 21, 7] but the model expects [10, 21, 6]",
         reordered: "example channels ['read_base', 'base_quality'",
         taller: "examples are [10, 21, 7] but the model expects [100, 221, 7]",

@@ -93,3 +93,37 @@ def test_small_cnn_patch_stem_and_centre():
     centre[:, :, 108:113] = 200
     edge[:, :, 0:5] = 200
     assert not np.allclose(model(centre), model(edge))
+
+
+def test_read_set_reads_are_a_set():
+    """ReadSetNet pools reads as a set: the order of the read rows (and where the empty rows sit) does not
+    change the logits, while changing what one read shows at the candidate does; it takes any shape."""
+    from deepflows.nn.read_set import shifted_stack, window_columns
+
+    x = np.arange(2 * 3 * 4 * 2, dtype=np.float32).reshape(2, 3, 4, 2)
+    stacked = np.asarray(shifted_stack(x, 3))
+    assert stacked.shape == (2, 3, 4, 6)
+    assert np.array_equal(stacked[1, 2, 1], np.concatenate([x[1, 2, 0], x[1, 2, 1], x[1, 2, 2]]))
+    assert np.array_equal(stacked[0, 0, 0, :2], [0, 0])  # zeros past the edge
+    assert np.array_equal(np.asarray(window_columns(x, 2)), x[:, :, 1:3])
+
+    assert set(architecture_options("read_set")) == {"reference_rows", "window", "kernel", "widths", "read_features",
+                                                     "centre", "context", "context_pool", "hidden", "dropout"}  # fmt: skip
+    with pytest.raises(UserError, match="must fit in the window"):
+        build_model("read_set", {"window": 3, "centre": 5}, 7, 0)
+    model = build_model("read_set", {"widths": [4, 8], "read_features": 8, "hidden": 8}, 7, 0)
+    model.eval()
+    rng = np.random.default_rng(0)
+    pileup = np.zeros((2, 100, 221, 7), np.uint8)
+    pileup[:, :5, 90:130] = rng.integers(1, 255, (2, 5, 40, 7))  # reference rows
+    pileup[:, 5:35, 90:130] = rng.integers(1, 255, (2, 30, 40, 7))  # 30 reads, 65 empty rows
+    logits = np.asarray(model(pileup))
+    assert logits.shape == (2, 3) and np.all(np.isfinite(logits))
+    shuffled = pileup.copy()
+    shuffled[:, 5:] = pileup[:, 5:][:, rng.permutation(95)]
+    np.testing.assert_allclose(model(shuffled), logits, rtol=1e-5, atol=1e-5)
+    changed = pileup.copy()
+    changed[:, 7, 110] = 255 - changed[:, 7, 110]
+    assert not np.allclose(model(changed), logits)
+    for shape in ((1, 12, 20, 7), (2, 6, 3, 7)):
+        assert model(np.zeros(shape, np.uint8)).shape == (shape[0], 3)

@@ -25,10 +25,11 @@ TUNE = ["c1:1001-2000"]
 MARGIN = 50
 
 
-def make_shard(path: Path, ids: range, contig: str = "c1", labelled: bool = True, complete: bool = True) -> Path:
+def make_shard(path: Path, ids: range, contig: str = "c1", labelled: bool = True, complete: bool = True,
+               realign: bool = False) -> Path:  # fmt: skip
     """A shard whose example `i` has depth = i, start = 10 * i, label = i % 3 and an image encoding i."""
     attrs = {"sample": "s", "channels": ["a", "b", "c"], "shape": list(SHAPE), "shard_index": 0, "shard_count": 1,
-             "regions": [f"{contig}:{10 * ids.start + 1}-{10 * ids.stop}"],
+             "regions": [f"{contig}:{10 * ids.start + 1}-{10 * ids.stop}"], "parameters": {"realign": realign},
              "sources": {"reads": {"path": f"{path}.bam", "size": 1, "sha256": f"sha-{path.name}"}}}  # fmt: skip
     with ShardWriter(path, SHAPE, attrs, labelled=labelled, chunk_size=8) as writer:
         for i in ids:
@@ -77,7 +78,7 @@ def test_every_example_once_and_splits_by_region(shards, tmp_path):
     assert sorted(tune) == list(range(100, 200))
     left_out = set(range(95, 100)) | set(range(200, 205))
     assert sorted(train) == sorted(set(range(390)) - set(range(100, 200)) - left_out)
-    assert summary["left_out_near_tune"] == len(left_out)
+    assert summary["left_out_near_tune"] == len(left_out) and summary["realign"] is False
     for split, ids in (("train", train), ("tune", tune)):
         classes = dict(zip(("hom_ref", "het", "hom_alt"), np.bincount(ids % 3, minlength=3).tolist()))
         assert summary["splits"][split]["classes"] == classes
@@ -135,6 +136,7 @@ def test_no_tune_regions_gives_an_empty_tune_split(shards, tmp_path):
         ("twice", "a.zarr: shard given twice"),
         ("corrupt", "b.zarr: cannot read examples"),
         ("tune-elsewhere", "--tune-regions chrX:1-100: no example starts inside them"),
+        ("realigned", "bad.zarr: made with --realign, unlike the shards before it"),
     ],
 )
 def test_bad_input_is_refused_with_one_line_and_leaves_nothing(shards, tmp_path, capsys, damage, message):
@@ -155,6 +157,8 @@ def test_bad_input_is_refused_with_one_line_and_leaves_nothing(shards, tmp_path,
         chunk.write_bytes(b"not blosc")
     elif damage == "tune-elsewhere":
         tune = ["chrX:1-100"]
+    elif damage == "realigned":  # the shards before it were made without --realign
+        args.append(str(make_shard(tmp_path / "bad.zarr", range(500, 510), realign=True)))
     before = sorted(p.name for p in tmp_path.iterdir())
     out = tmp_path / "store.zarr"
     code = main(["shuffle-examples", *args, "--out", str(out), "--seed", "1", "--tune-regions", *tune,

@@ -114,7 +114,7 @@ def test_loss_decreases_and_model_exports(reference, store):
 
     model, meta = load_model(workdir / "model")
     assert meta["architecture"] == "small_cnn" and meta["input_shape"] == list(SHAPE) and meta["channels"] == CHANNELS
-    assert meta["steps"] == STEPS and meta["best_step"] == summary["best_step"]
+    assert meta["steps"] == STEPS and meta["best_step"] == summary["best_step"] and meta["realign"] is False
     assert meta["training_data"]["sha256"] == hashlib.sha256((store / "zarr.json").read_bytes()).hexdigest()
     assert meta["tune_metrics"]["loss"] == min(r["loss"] for r in tune)
     assert meta["hardware"] and meta["wall_seconds"] > 0 and meta["command"]

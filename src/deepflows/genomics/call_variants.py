@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from deepflows.errors import UserError
-from deepflows.store.examples import TemporaryGroup
+from deepflows.store.examples import TemporaryGroup, realigned
 
 SCHEMA = "deepflows.probs"
 SCHEMA_VERSION = 1
@@ -184,7 +184,7 @@ def call_variants(examples: list[str], model_dir: str, out: str, batch_size: int
     first = shards[0][1].attrs
     shape, channels = list(first["shape"]), list(first["channels"])
     model, meta = load_model(model_dir)
-    check_compatible(meta, shape, channels, f"{shards[0][0]} vs model {model_dir}")
+    check_compatible(meta, shape, channels, realigned(first), f"{shards[0][0]} vs model {model_dir}")
 
     import jax
 

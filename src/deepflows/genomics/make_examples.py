@@ -34,6 +34,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=2018, help="seed for read downsampling (default 2018)")
     p.add_argument("--sample", help="sample name recorded in the shard (default: the reads' SM tag)")
     p.add_argument("--chunk-size", type=int, default=64, help="examples per Zarr chunk (default 64)")
+    p.add_argument("--realign", action=argparse.BooleanOptionalAction, default=True,
+                   help="realign reads to haplotypes assembled in active windows before finding candidates, as "
+                        "the shipped model's training examples were (default: on; a model only calls examples "
+                        "made as its own training examples were)")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> None:
@@ -83,7 +87,8 @@ def make_examples(args) -> dict:
             **({"truth": file_fingerprint(args.truth), "confident": file_fingerprint(args.confident)}
                if args.truth else {}),  # fmt: skip
         },
-        "parameters": {"seed": args.seed, **thresholds.__dict__, "read_overlap_buffer": 5},
+        "parameters": {"seed": args.seed, **thresholds.__dict__, "read_overlap_buffer": 5,
+                       "realign": bool(args.realign)},
         "deepflows_version": __version__,
         "command": args.command_line,
     }
@@ -92,7 +97,8 @@ def make_examples(args) -> dict:
     with ShardWriter(args.out, tuple(attrs["shape"]), attrs, labelled=labeler is not None,
                      chunk_size=args.chunk_size) as writer:  # fmt: skip
         for region in owned:
-            scanned = _scan(reads, args.reads, reference, region, contig_lengths[region.contig], thresholds)
+            scanned = _scan(reads, args.reads, reference, region, contig_lengths[region.contig], thresholds,
+                            args.realign)  # fmt: skip
             for previous, current, following in _with_neighbours(scanned):
                 n_candidates += len(current.candidates)
                 genotypes = _genotypes(labeler, previous, current, following)
@@ -142,10 +148,11 @@ class ScannedWindow:
     candidates: list
 
 
-def _scan(reads, reads_path, reference, region, contig_length, thresholds) -> Iterator[ScannedWindow]:
+def _scan(reads, reads_path, reference, region, contig_length, thresholds, realign) -> Iterator[ScannedWindow]:
     """Candidates window by window along one region, with the reads and reference they came from."""
     from deepflows.genomics.candidates import find_candidates
     from deepflows.genomics.readbatch import encode_bases, fetch_reads
+    from deepflows.genomics.realigner import realign_reads
     from deepflows.genomics.regions import windows
 
     def fetch_ref(start, end):
@@ -157,6 +164,8 @@ def _scan(reads, reads_path, reference, region, contig_length, thresholds) -> It
         batch = fetch_reads(reads, reads_path, window.contig, lo, hi, thresholds.min_mapping_quality)
         ref_seq = fetch_ref(lo, hi)
         ref_codes = encode_bases(ref_seq)
+        if realign:
+            batch = realign_reads(batch, ref_codes, lo)
         w0, w1 = window.start - lo, window.end - lo
         candidates = (find_candidates(batch, window.contig, window.start, window.end, ref_seq[w0:w1],
                                       ref_codes[w0:w1], fetch_ref, thresholds) if len(batch) else [])  # fmt: skip

@@ -72,9 +72,14 @@ def load_model(directory: str | Path):
     return model, meta
 
 
-def check_compatible(meta: dict, shape: list[int], channels: list[str], source: str) -> None:
-    """A model only reads examples of the shape and channel order it was trained on."""
+def check_compatible(meta: dict, shape: list[int], channels: list[str], realign: bool, source: str) -> None:
+    """A model only reads examples of the shape, channel order and read realignment it was trained on
+    (models exported before realignment existed do not record it and are not checked for it)."""
     if list(meta["input_shape"]) != list(shape):
         raise UserError(f"{source}: examples are {shape} but the model expects {meta['input_shape']}")
     if list(meta["channels"]) != list(channels):
         raise UserError(f"{source}: example channels {channels} differ from the model's {meta['channels']}")
+    if "realign" in meta and bool(meta["realign"]) != realign:
+        made, trained = ("with", "without") if realign else ("without", "with")
+        raise UserError(f"{source}: examples were made {made} --realign but the model was trained on examples "
+                        f"made {trained} it (make-examples must featurize as the training data did)")

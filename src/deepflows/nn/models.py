@@ -95,6 +95,7 @@ class _Lazy:
 
 ARCHITECTURES: dict[str, Callable[..., nnx.Module]] = {
     "small_cnn": SmallCNN,
+    "read_set": _Lazy("deepflows.nn.read_set", "ReadSetNet"),  # read by read, pooled as a set
     "inception_v3": _Lazy("deepflows.nn.inception", "InceptionV3"),  # DeepVariant's classifier
     "focus_cnn": _Lazy("deepflows.imaging.focus_model", "FocusNet"),  # microscope focus quality (Yang 2018)
 }

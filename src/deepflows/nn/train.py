@@ -48,6 +48,7 @@ import numpy as np
 
 from deepflows.errors import UserError
 from deepflows.nn.optim import OPTIMIZER_SCHEMA, SCHEDULE_SCHEMA
+from deepflows.store.examples import realigned
 
 log = logging.getLogger("deepflows.train")
 
@@ -604,6 +605,7 @@ def _train(cfg, model, train_split, tune_split, store, workdir: Path, stop_at, c
         "options": cfg["model"]["options"],
         "input_shape": train_split.shape,
         "channels": train_split.channels,
+        "realign": realigned(train_split.attrs),
         "class_names": list(CLASS_NAMES),
         "training_data": {**store, "train_examples": train_split.n,
                           "train_classes": dict(zip(CLASS_NAMES, map(int, counts))),

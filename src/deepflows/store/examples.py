@@ -202,3 +202,8 @@ def file_fingerprint(path: str | Path, full_limit: int = 1 << 30) -> dict:
         digest.update(handle.read(block))
         digest.update(str(size).encode())
     return {"path": str(path), "size": size, "sha256": digest.hexdigest(), "sha256_sampled": True}
+
+
+def realigned(attrs: dict) -> bool:
+    """Whether a shard's (or a store's) reads were realigned by make-examples before featurizing."""
+    return bool(attrs.get("realign", (attrs.get("parameters") or {}).get("realign", False)))

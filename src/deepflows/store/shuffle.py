@@ -54,6 +54,7 @@ from deepflows.store.examples import (
     SCHEMA_VERSION,
     STRING_FIELDS,
     open_shard,
+    realigned,
 )
 
 log = logging.getLogger("deepflows.shuffle")
@@ -182,9 +183,12 @@ def open_sources(paths: list[str | Path]) -> list[Source]:
             raise UserError(f"{p}: shard has no labels (made without --truth); training needs labelled examples")
         this = (tuple(attrs["channels"]), tuple(attrs["shape"]))
         if layout is None:
-            layout = this
+            layout, realign = this, realigned(attrs)
         elif this != layout:
             raise UserError(f"{p}: image shape or channels {this} differ from the other shards' {layout}")
+        elif realigned(attrs) != realign:
+            raise UserError(f"{p}: made {'with' if realigned(attrs) else 'without'} --realign, unlike the shards "
+                            "before it; one store holds examples of one featurizer")  # fmt: skip
         # Content, not paths: the shard's regions and the checksums of what it was made from.
         checksums = {k: v.get("sha256") for k, v in (attrs.get("sources") or {}).items() if isinstance(v, dict)}
         identity = json.dumps([attrs.get("regions"), checksums, attrs.get("shard_index"), attrs.get("shard_count")],
@@ -446,6 +450,7 @@ def shuffle_examples(shards, out, *, tune_regions=(), tune_margin=0, seed=0, buc
             "example_schema": {"schema": SCHEMA, "schema_version": SCHEMA_VERSION},
             "channels": first["channels"],
             "shape": list(image_shape),
+            "realign": realigned(first),
             "class_names": list(CLASS_NAMES),
             "splits": splits,
             "left_out_near_tune": int(counts[2]),
