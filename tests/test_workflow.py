@@ -154,12 +154,17 @@ def test_bad_config_fails_with_one_line(tmp_path, data, problem):
 
 
 def test_profiles_name_existing_rules():
-    rules = set(re.findall(r"^rule (\w+):", "".join(p.read_text() for p in (ROOT / "rules").glob("*.smk")), re.M))
+    """Profiles name only rules that exist, and the Slurm profile sizes every rule that runs a job."""
+    text = "".join(p.read_text() for p in sorted((ROOT / "rules").glob("*.smk")))
+    bodies = dict(re.findall(r"^rule (\w+):(.*?)(?=^rule |\Z)", text, re.M | re.S))
+    jobs = {name for name, body in bodies.items() if re.search(r"^    (shell|run|script):", body, re.M)}
     for profile in (ROOT / "profiles").glob("*/config.v9+.yaml"):
         settings = yaml.safe_load(profile.read_text())
         for key in ("set-threads", "set-resources"):
-            unknown = set(settings.get(key, {})) - rules
+            unknown = set(settings.get(key, {})) - set(bodies)
             assert not unknown, f"{profile}: {key} names unknown rules {unknown}"
+            if profile.parent.name == "slurm":
+                assert jobs <= set(settings[key]), f"{profile}: {key} misses {jobs - set(settings[key])}"
 
 
 def test_tiny_end_to_end(tmp_path, model_dir):
