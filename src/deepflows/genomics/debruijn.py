@@ -17,9 +17,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# Base codes 0-4 -> letters, for hashing k-mers as str slices.
-_LETTERS = np.frombuffer(b"ACGTN", dtype=np.uint8)
-
 
 @dataclass(frozen=True)
 class AssemblyParams:
@@ -30,10 +27,6 @@ class AssemblyParams:
     max_haplotypes: int = 16
     # Reference edges with no read support still need a weight for path ranking.
     reference_pseudocount: float = 0.1
-
-
-def to_text(codes: np.ndarray) -> str:
-    return _LETTERS[codes].tobytes().decode("ascii")
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,14 @@ def encode_bases(sequence: str) -> np.ndarray:
     return BASE_CODES[np.frombuffer(sequence.encode("ascii"), dtype=np.uint8)]
 
 
+_LETTERS = np.frombuffer(BASES.encode("ascii"), dtype=np.uint8)
+
+
+def decode_bases(codes: np.ndarray) -> str:
+    """The inverse of encode_bases (every code past A C G T reads as N)."""
+    return _LETTERS[codes].tobytes().decode("ascii")
+
+
 @dataclass
 class ReadBatch:
     start: np.ndarray  # int64 reference start (0-based)

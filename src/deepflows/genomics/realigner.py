@@ -28,14 +28,14 @@ from deepflows.genomics.align import (
     align_pair,
     score_pair,
 )
-from deepflows.genomics.allele_counts import DEL, INS, SOFT, M
-from deepflows.genomics.debruijn import AssemblyParams, assemble, to_text
-from deepflows.genomics.readbatch import ReadBatch, encode_bases
+from deepflows.genomics.allele_counts import DEL, DIFF, EQ, INS, SKIP, SOFT, M
+from deepflows.genomics.debruijn import AssemblyParams, assemble
+from deepflows.genomics.readbatch import ReadBatch, decode_bases, encode_bases
 
 # CIGAR ops the realigner understands; reads with others (hard clips, skips, pads) keep their alignment.
-_REALIGNABLE_OPS = (M, INS, DEL, SOFT, 7, 8)
-_QUERY_OPS = (M, INS, SOFT, 7, 8)
-_ON_REFERENCE = np.isin(np.arange(16), (M, DEL, 3, 7, 8))  # per CIGAR op: whether it consumes the reference
+_REALIGNABLE_OPS = (M, INS, DEL, SOFT, EQ, DIFF)
+_QUERY_OPS = (M, INS, SOFT, EQ, DIFF)
+_ON_REFERENCE = np.isin(np.arange(16), (M, DEL, SKIP, EQ, DIFF))  # per CIGAR op: whether it consumes the reference
 
 
 @dataclass(frozen=True)
@@ -81,9 +81,9 @@ def realign_reads(batch: ReadBatch, ref_codes: np.ndarray, ref_offset: int,
             continue  # too close to the edge of the fetched reference (make-examples fetches a margin)
         # The assembly may widen the window by up to max_k bases each side (see debruijn.assemble).
         around = max(ws - params.assembly.max_k, ref_offset)
-        ref_text = to_text(ref_codes[around - ref_offset : min(we + params.assembly.max_k, ref_end) - ref_offset])
+        ref_text = decode_bases(ref_codes[around - ref_offset : min(we + params.assembly.max_k, ref_end) - ref_offset])
         overlapping = batch.query_span(ws, we)
-        reads = [(to_text(_read_seq(batch, r)), _read_qual(batch, r)) for r in overlapping]
+        reads = [(decode_bases(_read_seq(batch, r)), _read_qual(batch, r)) for r in overlapping]
         assembly = assemble(ref_text, (ws - around, we - around), reads, params.assembly)
         if len(assembly.haplotypes) == 1:
             continue
