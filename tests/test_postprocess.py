@@ -140,6 +140,10 @@ def test_exact_records_and_header(reference, tmp_path):
     rows = [line.split("\t", 1) for line in table.read_text().splitlines()]
     expected = [h[2:].split("=", 1) for h in header if h.startswith(("##deepflows_", "##source=", "##reference="))]
     assert rows == [["key", "value"], *expected, ["snakemake", "9.0"]]
+    # a malformed --extra is refused with one line and no table
+    bad_table = tmp_path / "bad.tsv"
+    assert main(["provenance", "--vcf", str(out), "--out", str(bad_table), "--extra", "snakemake"]) != 0
+    assert not bad_table.exists()
     for key in ("FILTER=<ID=RefCall", "FILTER=<ID=LowQual", "FILTER=<ID=PASS", "INFO=<ID=END", "FORMAT=<ID=GT",
                 "FORMAT=<ID=GQ", "FORMAT=<ID=DP", "FORMAT=<ID=AD", "FORMAT=<ID=VAF", "FORMAT=<ID=PL"):  # fmt: skip
         assert any(h.startswith(f"##{key},") for h in header), key

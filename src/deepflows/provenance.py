@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import re
 from importlib import metadata
 from pathlib import Path
 
@@ -59,11 +60,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="rows added after the header's, e.g. the workflow's snakemake version")  # fmt: skip
 
 
-def run(args: argparse.Namespace) -> None:
-    rows = read_vcf_provenance(args.vcf)
-    for item in args.extra:
+def key_value_pairs(items: list[str], option: str) -> list[tuple[str, str]]:
+    """`KEY=VALUE` command-line items -> [(KEY, VALUE)]; KEY is letters, digits and '_', VALUE not blank
+    (it may hold '=')."""
+    pairs = []
+    for item in items:
         key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UserError(f"--extra {item!r}: expected KEY=VALUE")
-        rows.append((key, value))
+        if not sep or not re.fullmatch(r"[A-Za-z0-9_]+", key) or not value.strip():
+            raise UserError(f"{option} {item!r}: expected KEY=VALUE (KEY: letters, digits, '_')")
+        pairs.append((key, value))
+    return pairs
+
+
+def run(args: argparse.Namespace) -> None:
+    rows = read_vcf_provenance(args.vcf) + key_value_pairs(args.extra, "--extra")
     write_tsv(({"key": k, "value": v} for k, v in rows), COLUMNS, args.out)

@@ -39,7 +39,6 @@ import argparse
 import itertools
 import logging
 import math
-import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -77,14 +76,10 @@ def run(args: argparse.Namespace) -> None:
 
 
 def parse_provenance(items: list[str]) -> dict[str, str]:
-    """KEY=VALUE pairs -> {deepflows_KEY: VALUE}; KEY is letters, digits and '_'."""
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not re.fullmatch(r"[A-Za-z0-9_]+", key) or not value.strip():
-            raise UserError(f"--provenance {item!r}: expected KEY=VALUE (KEY: letters, digits, '_')")
-        out[f"deepflows_{key}"] = value
-    return out
+    """--provenance KEY=VALUE items -> {deepflows_KEY: VALUE}."""
+    from deepflows.provenance import key_value_pairs
+
+    return {f"deepflows_{key}": value for key, value in key_value_pairs(items, "--provenance")}
 
 
 # ------------------------------------------------------------------------------------------- genotyping
