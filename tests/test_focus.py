@@ -110,6 +110,36 @@ def test_focus_train_writes_a_loadable_model(tmp_path):
     assert all(np.isfinite(r["train_loss"]) and np.isfinite(r["val_loss"]) for r in rows)
 
 
+def test_focus_train_resumes_to_the_same_weights(tmp_path):
+    """Stopped at step 3 (between evaluations) and rerun, focus-train ends with the weights, the selected
+    step and the metrics of an uninterrupted run; a workdir of another run's settings is refused."""
+    from PIL import Image
+
+    for s in (7, 8):
+        Image.fromarray(synthetic_field((PATCH + 10, 2 * PATCH + 20), seed=s)).save(tmp_path / f"f{s}.png")
+
+    def focus_train(out, workdir, *extra):
+        return main(["focus-train", "--images", str(tmp_path / "f*.png"), "--out", str(tmp_path / out),
+                     "--workdir", str(tmp_path / workdir), "--steps", "5", "--batch-size", "4", "--eval-every", "2",
+                     "--val-columns", str(PATCH), "--model-options", '{"widths": [4, 8], "hidden": 16, "dropout": 0.5}',
+                     *extra])  # fmt: skip
+
+    assert focus_train("whole", "w1") == 0
+    assert focus_train("resumed", "w2", "--stop-at", "3") == 0
+    assert not (tmp_path / "resumed").exists()  # nothing exported before the last step
+    assert focus_train("resumed", "w2") == 0
+    whole, resumed = (tmp_path / name / "weights.msgpack" for name in ("whole", "resumed"))
+    assert whole.read_bytes() == resumed.read_bytes()
+    rows = [(tmp_path / w / "metrics.jsonl").read_text().splitlines() for w in ("w1", "w2")]
+    steps = [[json.loads(line)["step"] for line in r] for r in rows]
+    assert steps == [[2, 4, 5], [2, 4, 5]]
+    drop_time = [[{k: v for k, v in json.loads(line).items() if k != "elapsed_s"} for line in r] for r in rows]
+    assert drop_time[0] == drop_time[1]
+    # the same workdir with another learning rate: one line, nothing written
+    assert focus_train("other", "w2", "--learning-rate", "1e-3") != 0
+    assert not (tmp_path / "other").exists()
+
+
 @pytest.fixture(scope="module")
 def shipped(repo_root):
     from deepflows.nn.model_dir import load_model

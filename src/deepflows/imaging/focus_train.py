@@ -11,8 +11,13 @@ levels off more than one level off; --rps-weight scales that term (at weight 1 i
 loss: a confident one-level miss costs 0.1). Every --eval-every steps the model is scored on the validation
 columns of the same fields (never seen in training); the best model by --select (validation loss, or
 within-one accuracy on the validation patches with content, ties broken by loss) is exported to --out
-(deepflows.nn.model_dir) with the run's provenance. --workdir gets metrics.jsonl. --init continues from
-a model this command wrote (a fresh warmup and cosine schedule over --steps; recorded in model.json).
+(deepflows.nn.model_dir) with the run's provenance. --init continues from a model this command wrote (a
+fresh warmup and cosine schedule over --steps; recorded in model.json).
+
+--workdir gets metrics.jsonl and, at every evaluation, an Orbax checkpoint (weights, optimizer state, the
+best weights so far and the dropout stream's position): a killed run, rerun with the same command, resumes
+from its last evaluation and ends with the same weights as an uninterrupted run. A workdir holding a run
+with other settings is refused. --stop-at N stops after step N (then rerun without it).
 """
 
 from __future__ import annotations
@@ -62,7 +67,7 @@ def half_precision(params):
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--images", nargs="+", required=True, help="in-focus fields: directory, glob or files")
     p.add_argument("--out", required=True, help="model directory to write (model.json + weights.msgpack)")
-    p.add_argument("--workdir", required=True, help="where metrics.jsonl goes")
+    p.add_argument("--workdir", required=True, help="metrics.jsonl and checkpoints/; a rerun resumes from them")
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--learning-rate", type=float, default=3e-4)
@@ -75,6 +80,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rps-weight", type=float, default=1.0, help="weight of the ranked probability score in the loss")
     p.add_argument("--select", choices=("loss", "within_one"), default="loss",
                    help="validation figure that picks the exported step: loss, or within-one accuracy (then loss)")  # fmt: skip
+    p.add_argument("--stop-at", type=int, help="stop after this step (checkpointed; rerun without it to go on)")
 
 
 def run(args: argparse.Namespace) -> None:
@@ -89,11 +95,13 @@ def run(args: argparse.Namespace) -> None:
     from deepflows.nn.model_dir import save_model
     from deepflows.nn.models import build_model
     from deepflows.nn.optim import make_optimizer, make_schedule
+    from deepflows.nn.train import Checkpoints, MetricsLog
 
-    if args.steps < 1 or args.batch_size < 1 or args.eval_every < 1:
-        raise UserError("--steps, --batch-size and --eval-every must be at least 1")
+    if args.steps < 1 or args.batch_size < 1 or args.eval_every < 1 or (args.stop_at is not None and args.stop_at < 1):
+        raise UserError("--steps, --batch-size, --eval-every and --stop-at must be at least 1")
     started = time.time()
     paths = expand_images(args.images)
+    training_data = [{"path": str(p), "sha256": hashlib.sha256(p.read_bytes()).hexdigest()} for p in paths]
     data = DefocusSet([load_field(p) for p in paths], val_columns=args.val_columns)
     val_x, val_y, _, val_content = data.grid(seed=args.seed + 1, columns="val")
     log.info("%d fields, %d validation patches (%d with content)", len(paths), len(val_y), val_content.sum())
@@ -135,30 +143,58 @@ def run(args: argparse.Namespace) -> None:
 
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    metrics_path = workdir / "metrics.jsonl"
-    metrics_path.write_text("")
-    best, best_state, losses = None, None, []
-    for step in range(1, args.steps + 1):
+    # What must match for a checkpoint to be continued (the data by content, not by path).
+    settings = {"training_data": [d["sha256"] for d in training_data], "init": init and init["sha256"],
+                **{k: getattr(args, k) for k in ("steps", "batch_size", "learning_rate", "eval_every", "val_columns",
+                                                 "seed", "model_options", "rps_weight", "select")}}  # fmt: skip
+    checkpoints = Checkpoints(workdir / "checkpoints", keep=2)
+    # best_state holds the initial weights until the first evaluation replaces them (best is None until then).
+    start, best, best_state, wall_before, losses = 0, None, _params(model), 0.0, []
+    if checkpoints.latest() is not None:
+        template = {"best": _params(model), "rng": _rng_counts(model)}
+        saved, extra = checkpoints.restore(checkpoints.latest(), model, optimizer, extra=template)
+        if saved["settings"] != json.loads(json.dumps(settings)):
+            raise UserError(f"{workdir}: holds checkpoints of a run with other settings or images; "
+                            "rerun that command, or use another --workdir")  # fmt: skip
+        start, best, best_state, wall_before = saved["step"], saved["best"], extra["best"], saved["wall_seconds"]
+        losses = saved["losses"]  # since the last evaluation, when --stop-at fell between two
+        counts = nnx.state(model, nnx.RngCount)
+        nnx.replace_by_pure_dict(counts, extra["rng"])
+        nnx.update(model, counts)
+        log.info("resuming from %s at step %d", workdir / "checkpoints", start)
+    metrics = MetricsLog(workdir / "metrics.jsonl", start)
+    end = min(args.steps, args.stop_at or args.steps)
+    for step in range(start + 1, end + 1):
         x, y = data.sample(np.random.default_rng([args.seed, step]), args.batch_size)
         losses.append(float(train_step(model, optimizer, jnp.asarray(x), jnp.asarray(y))))
-        if step % args.eval_every and step != args.steps:
-            continue
-        model.eval()
-        probs = Scorer(model)(val_x)
-        model.train()
-        ce, rps = (np.asarray(t) for t in loss_terms(jnp.log(jnp.clip(probs, 1e-9)), val_y))
-        row = {"step": step, "train_loss": float(np.mean(losses)),
-               "val_loss": float(np.mean(ce + args.rps_weight * rps)), "val_rps": float(np.mean(rps)),
-               "lr": float(schedule(step - 1)), "elapsed_s": round(time.time() - started, 1),
-               **{f"val_{k}": v for k, v in level_metrics(probs[val_content].argmax(-1), val_y[val_content]).items()}}  # fmt: skip
-        losses = []
-        with open(metrics_path, "a") as handle:
-            handle.write(json.dumps(row) + "\n")
-        log.info("step %d: train loss %.3f, val loss %.3f, val exact %.3f, within-one %.3f", step,
-                 row["train_loss"], row["val_loss"], row["val_exact"], row["val_within_one"])  # fmt: skip
-        if best is None or better(row, best, args.select):
-            best, best_state = row, jax.tree.map(np.array, nnx.state(model, nnx.Param))
-    nnx.update(model, half_precision(best_state))
+        evaluated = step % args.eval_every == 0 or step == args.steps
+        if evaluated:
+            model.eval()
+            probs = Scorer(model)(val_x)
+            model.train()
+            ce, rps = (np.asarray(t) for t in loss_terms(jnp.log(jnp.clip(probs, 1e-9)), val_y))
+            row = {"step": step, "train_loss": float(np.mean(losses)),
+                   "val_loss": float(np.mean(ce + args.rps_weight * rps)), "val_rps": float(np.mean(rps)),
+                   "lr": float(schedule(step - 1)), "elapsed_s": round(wall_before + time.time() - started, 1),
+                   **{f"val_{k}": v for k, v in level_metrics(probs[val_content].argmax(-1), val_y[val_content]).items()}}  # fmt: skip
+            losses = []
+            metrics.write(row)
+            log.info("step %d: train loss %.3f, val loss %.3f, val exact %.3f, within-one %.3f", step,
+                     row["train_loss"], row["val_loss"], row["val_exact"], row["val_within_one"])  # fmt: skip
+            if best is None or better(row, best, args.select):
+                best, best_state = row, _params(model)
+        if evaluated or step == end:
+            meta = {"step": step, "best": best, "settings": settings, "losses": losses,
+                    "wall_seconds": wall_before + time.time() - started}  # fmt: skip
+            checkpoints.save(step, model, optimizer, meta, extra={"best": best_state, "rng": _rng_counts(model)})
+    checkpoints.wait()
+    checkpoints.close()
+    if end < args.steps:
+        log.info("stopped at step %d of %d as asked (--stop-at); rerun without it to go on", end, args.steps)
+        return
+    params = nnx.state(model, nnx.Param)
+    nnx.replace_by_pure_dict(params, best_state)
+    nnx.update(model, half_precision(params))
     model.eval()
     meta = {
         "name": "focus-quality",
@@ -168,7 +204,7 @@ def run(args: argparse.Namespace) -> None:
         "channels": ["intensity"],
         "levels": LEVELS,
         "defocus": {"psf": "airy", "radius_px_per_level": RADIUS_PER_LEVEL, "noise": "poisson, gain 1"},
-        "training_data": [{"path": str(p), "sha256": hashlib.sha256(p.read_bytes()).hexdigest()} for p in paths],
+        "training_data": training_data,
         "command": getattr(args, "command_line", None),
         "steps": args.steps, "batch_size": args.batch_size, "seed": args.seed, "val_columns": args.val_columns,
         "rps_weight": args.rps_weight, "select": args.select,
@@ -176,10 +212,26 @@ def run(args: argparse.Namespace) -> None:
         "initialised_from": init and {"path": str(args.init), "sha256": init["sha256"], "steps": init["steps"],
                                       "command": init["command"], "wall_time_s": init["wall_time_s"],
                                       "initialised_from": init.get("initialised_from")},
-        "wall_time_s": round(time.time() - started, 1),
+        "wall_time_s": round(wall_before + time.time() - started, 1),
         "hardware": f"{platform.processor() or platform.machine()}, {jax.devices()[0].platform}",
     }  # fmt: skip
     save_model(args.out, model, meta)
     log.info(
         "best step %d (val loss %.3f) -> %s in %.0f s", best["step"], best["val_loss"], args.out, meta["wall_time_s"]
     )
+
+
+def _params(model) -> dict:
+    """A host copy of the model's parameters as a pure dict (the form checkpoints store)."""
+    import jax
+    from flax import nnx
+
+    return jax.tree.map(np.array, nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+
+
+def _rng_counts(model) -> dict:
+    """How far each random stream (dropout) has advanced; its key is a function of the seed alone."""
+    import jax
+    from flax import nnx
+
+    return jax.tree.map(np.array, nnx.to_pure_dict(nnx.state(model, nnx.RngCount)))

@@ -395,7 +395,8 @@ def _better(metric: str, new: dict, best: dict | None) -> bool:
 
 
 class Checkpoints:
-    """Orbax checkpoints of (model parameters + batch statistics, optimizer state) plus JSON metadata."""
+    """Orbax checkpoints of (model parameters + batch statistics, optimizer state, optionally an `extra`
+    pytree of arrays that must change in step with them) plus JSON metadata."""
 
     def __init__(self, directory: Path, keep: int):
         import orbax.checkpoint as ocp
@@ -405,11 +406,12 @@ class Checkpoints:
         self.manager = ocp.CheckpointManager(directory.resolve(), options=options)
 
     @staticmethod
-    def _state(model, optimizer) -> dict:
+    def _state(model, optimizer, extra=None) -> dict:
         from flax import nnx
 
         weights = nnx.state(model, nnx.Any(nnx.Param, nnx.BatchStat))
-        return {"model": nnx.to_pure_dict(weights), "optimizer": nnx.to_pure_dict(nnx.state(optimizer))}
+        state = {"model": nnx.to_pure_dict(weights), "optimizer": nnx.to_pure_dict(nnx.state(optimizer))}
+        return state if extra is None else {**state, "extra": extra}
 
     @staticmethod
     def exist(directory: Path) -> bool:
@@ -419,17 +421,19 @@ class Checkpoints:
     def latest(self) -> int | None:
         return self.manager.latest_step()
 
-    def save(self, step: int, model, optimizer, meta: dict) -> None:
+    def save(self, step: int, model, optimizer, meta: dict, extra=None) -> None:
         args = self.ocp.args
-        self.manager.save(step, args=args.Composite(state=args.StandardSave(self._state(model, optimizer)),
-                                                    meta=args.JsonSave(meta)), force=True)  # fmt: skip
+        state = self._state(model, optimizer, extra)
+        self.manager.save(step, args=args.Composite(state=args.StandardSave(state), meta=args.JsonSave(meta)),
+                          force=True)  # fmt: skip
 
-    def restore(self, step: int, model, optimizer) -> dict:
+    def restore(self, step: int, model, optimizer, extra=None) -> tuple[dict, object]:
+        """Loads the model and optimizer in place; (meta, the saved `extra`, shaped like the one given)."""
         import jax
         from flax import nnx
 
         args = self.ocp.args
-        target = jax.tree.map(self.ocp.utils.to_shape_dtype_struct, self._state(model, optimizer))
+        target = jax.tree.map(self.ocp.utils.to_shape_dtype_struct, self._state(model, optimizer, extra))
         restored = self.manager.restore(step, args=args.Composite(state=args.StandardRestore(target),
                                                                   meta=args.JsonRestore()))  # fmt: skip
         weights = nnx.state(model, nnx.Any(nnx.Param, nnx.BatchStat))
@@ -438,7 +442,7 @@ class Checkpoints:
         opt_state = nnx.state(optimizer)
         nnx.replace_by_pure_dict(opt_state, restored["state"]["optimizer"])
         nnx.update(optimizer, opt_state)
-        return dict(restored["meta"])
+        return dict(restored["meta"]), restored["state"].get("extra")
 
     def wait(self) -> None:
         self.manager.wait_until_finished()
@@ -586,7 +590,7 @@ def _train(cfg, model, train_split, tune_split, store, workdir: Path, stop_at, c
     if latest is not None:
         if latest > total:
             raise UserError(f"{workdir}: its latest checkpoint is at step {latest}, beyond --steps {total}")
-        meta = checkpoints.restore(latest, model, optimizer)
+        meta, _ = checkpoints.restore(latest, model, optimizer)
         start, best, wall_before = meta["step"], meta["best"], meta["wall_seconds"]
         log.info("resuming from %s at step %d (%d examples seen)", workdir / "checkpoints", start,
                  meta["data"]["examples_seen"])  # fmt: skip
