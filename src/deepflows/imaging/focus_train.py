@@ -149,10 +149,11 @@ def run(args: argparse.Namespace) -> None:
                                                  "seed", "model_options", "rps_weight", "select")}}  # fmt: skip
     checkpoints = Checkpoints(workdir / "checkpoints", keep=2)
     # best_state holds the initial weights until the first evaluation replaces them (best is None until then).
-    start, best, best_state, wall_before, losses = 0, None, _params(model), 0.0, []
-    if checkpoints.latest() is not None:
-        template = {"best": _params(model), "rng": _rng_counts(model)}
-        saved, extra = checkpoints.restore(checkpoints.latest(), model, optimizer, extra=template)
+    start, best, best_state, wall_before, losses = 0, None, _host_copy(model, nnx.Param), 0.0, []
+    latest = checkpoints.latest()
+    if latest is not None:
+        template = {"best": _host_copy(model, nnx.Param), "rng": _host_copy(model, nnx.RngCount)}
+        saved, extra = checkpoints.restore(latest, model, optimizer, extra=template)
         if saved["settings"] != json.loads(json.dumps(settings)):
             raise UserError(f"{workdir}: holds checkpoints of a run with other settings or images; "
                             "rerun that command, or use another --workdir")  # fmt: skip
@@ -182,11 +183,12 @@ def run(args: argparse.Namespace) -> None:
             log.info("step %d: train loss %.3f, val loss %.3f, val exact %.3f, within-one %.3f", step,
                      row["train_loss"], row["val_loss"], row["val_exact"], row["val_within_one"])  # fmt: skip
             if best is None or better(row, best, args.select):
-                best, best_state = row, _params(model)
+                best, best_state = row, _host_copy(model, nnx.Param)
         if evaluated or step == end:
             meta = {"step": step, "best": best, "settings": settings, "losses": losses,
                     "wall_seconds": wall_before + time.time() - started}  # fmt: skip
-            checkpoints.save(step, model, optimizer, meta, extra={"best": best_state, "rng": _rng_counts(model)})
+            carried = {"best": best_state, "rng": _host_copy(model, nnx.RngCount)}
+            checkpoints.save(step, model, optimizer, meta, extra=carried)
     checkpoints.wait()
     checkpoints.close()
     if end < args.steps:
@@ -221,17 +223,10 @@ def run(args: argparse.Namespace) -> None:
     )
 
 
-def _params(model) -> dict:
-    """A host copy of the model's parameters as a pure dict (the form checkpoints store)."""
+def _host_copy(model, kind) -> dict:
+    """A host copy of the model's variables of one kind (nnx.Param; nnx.RngCount, how far each random
+    stream has advanced, its key being a function of the seed alone) as a pure dict, as checkpoints store."""
     import jax
     from flax import nnx
 
-    return jax.tree.map(np.array, nnx.to_pure_dict(nnx.state(model, nnx.Param)))
-
-
-def _rng_counts(model) -> dict:
-    """How far each random stream (dropout) has advanced; its key is a function of the seed alone."""
-    import jax
-    from flax import nnx
-
-    return jax.tree.map(np.array, nnx.to_pure_dict(nnx.state(model, nnx.RngCount)))
+    return jax.tree.map(np.array, nnx.to_pure_dict(nnx.state(model, kind)))
