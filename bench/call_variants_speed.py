@@ -25,6 +25,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import zarr
+
 from benchlib import (
     ONE_CORE_XLA,
     OUT,
@@ -49,11 +51,17 @@ def prepare(length: int, model: Path) -> Path:
         (examples, [deepflows(), "make-examples", "--reads", f"{prefix}.bam", "--ref", str(ref),
                     "--out", str(examples), *flags]),
     ]  # fmt: skip
+    if examples.exists() and _channels(examples) != json.loads((model / "model.json").read_text())["channels"]:
+        shutil.rmtree(examples)  # made by an older featurizer
     for output, command in steps:
         if not output.exists():
             print(f"making input once: {' '.join(command)}", file=sys.stderr)
             subprocess.run(command, check=True)
     return examples
+
+
+def _channels(examples: Path) -> list[str]:
+    return list(zarr.open_group(str(examples), mode="r").attrs["channels"])
 
 
 def run_config(examples: Path, model: Path, batch: int, micro: int | None, repeats: int) -> dict:

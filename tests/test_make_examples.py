@@ -112,7 +112,7 @@ def test_reference_rows_and_snp_pixels(sample, shard):
     codes = {"A": 0, "C": 1, "G": 2, "T": 3}
     expected = BASE_COLOR[[codes[b] for b in ref[SNP - 110 : SNP + 111]]]
     assert (image[:5, :, 0] == expected).all()
-    assert (image[:5, :, 1:] == [254, 254, 70, 152, 50, 254]).all()
+    assert (image[:5, :, 1:] == [254, 254, 70, 152, 50, 254, 254]).all()
     rows = image[5:45]
     assert (rows[:, :, 3] != 0).sum(axis=1).min() > 0  # 40 reads drawn
     assert (image[45:] == 0).all()  # unused rows stay black
@@ -125,6 +125,7 @@ def test_reference_rows_and_snp_pixels(sample, shard):
     assert (centre[:, 2] == 254).all()
     assert set(centre[:, 3]) == {70, 240}
     assert (centre[:, 6] == int(254 * 300 / 1000)).all()
+    assert (centre[:, 7] == 254).all()  # every read covers the SNP
     starts = [np.nonzero(r[:, 3])[0][0] for r in rows]
     assert starts == sorted(starts)  # sorted by alignment start
 
@@ -167,7 +168,7 @@ def test_rerun_is_identical(sample, shard):
 
 def test_empty_region_gives_an_empty_valid_shard(sample, tmp_path):
     group = zarr.open_group(str(_run_ok(sample, tmp_path / "e.zarr", "--regions", "chrU")), mode="r")
-    assert group.attrs["complete"] and group["inputs"].shape == (0, 100, 221, 7)
+    assert group.attrs["complete"] and group["inputs"].shape == (0, 100, 221, 8)
 
 
 def _run_ok(sample, out, *args):

@@ -213,7 +213,7 @@ def test_tiny_training_data_end_to_end(tmp_path):
 
     store = tmp_path / "results/tt/train/train.zarr"
     inputs, meta, labels = open_training_store(store, "train")
-    assert inputs.shape[0] == labels.shape[0] == len(meta) > 100 and inputs.shape[1:] == (100, 221, 7)
+    assert inputs.shape[0] == labels.shape[0] == len(meta) > 100 and inputs.shape[1:] == (100, 221, 8)
     assert set(np.unique(labels.compute())) <= {0, 1, 2} and (labels == 1).sum().compute() > 0
     _, tune_meta, _ = open_training_store(store, "tune")
     assert len(tune_meta) > 0 and tune_meta["start"].between(20_000, 39_999).all()

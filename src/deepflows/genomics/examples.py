@@ -9,10 +9,13 @@ import zlib
 
 import numpy as np
 
+from deepflows.genomics.allele_span import allele_span
 from deepflows.genomics.candidates import Candidate, Thresholds
 from deepflows.genomics.pileup_image import (
     CHANNELS,
+    DOES_NOT_SPAN,
     DOES_NOT_SUPPORT,
+    SPANS,
     SUPPORTS,
     PileupShape,
     draw_reads,
@@ -21,6 +24,7 @@ from deepflows.genomics.pileup_image import (
 )
 from deepflows.genomics.readbatch import ReadBatch
 
+SUPPORT_CHANNEL, SPAN_CHANNEL = CHANNELS.index("read_supports_variant"), CHANNELS.index("read_spans_variant")
 READ_OVERLAP_BUFFER = 5  # reads ending up to this many bp before the candidate still inform it
 
 
@@ -59,12 +63,18 @@ def candidate_images(batch: ReadBatch, candidate: Candidate, ref_codes: np.ndarr
         batch.start, batch.mapq, batch.reverse, batch.tlen, batch.cigar_op, batch.cigar_len,
         batch.cigar_offset, batch.seq, batch.qual, batch.seq_offset,
     )  # fmt: skip
-    # Only read_supports_variant differs between the combinations: recolour it on the drawn pixels.
+    # Only read_supports_variant and read_spans_variant differ between the combinations: recolour them
+    # on the drawn pixels.
     rows = slice(shape.reference_rows, shape.reference_rows + len(reads))
     drawn = base[rows, :, 3] != 0
+    image_start = candidate.start - shape.half_width
+    spans = [allele_span(ref_codes, image_start, candidate.start, candidate.ref, alt) for alt in candidate.alts]
     for combination in candidate.alt_combinations():
         support = np.concatenate([candidate.supporters[i] for i in combination])
         supports = np.isin(reads, support)
+        lo, hi = min(spans[i][0] for i in combination), max(spans[i][1] for i in combination)
+        covers = (batch.start[reads] <= lo) & (batch.end[reads] > hi)
         image = base.copy()
-        image[rows, :, 4] = np.where(drawn, np.where(supports[:, None], SUPPORTS, DOES_NOT_SUPPORT), 0)
+        image[rows, :, SUPPORT_CHANNEL] = np.where(drawn, np.where(supports[:, None], SUPPORTS, DOES_NOT_SUPPORT), 0)
+        image[rows, :, SPAN_CHANNEL] = np.where(drawn, np.where(covers[:, None], SPANS, DOES_NOT_SPAN), 0)
         yield combination, image

@@ -1,4 +1,5 @@
-"""Pileup images with DeepVariant's seven channels and pixel encodings, drawn by a compiled kernel.
+"""Pileup images with DeepVariant's seven channels and pixel encodings plus `read_spans_variant`, drawn
+by a compiled kernel.
 
 Layout: `reference_rows` rows of reference, then one row per read, columns centred on the candidate.
 A read is drawn base by base along its CIGAR: aligned bases at their column; an insertion at its anchor
@@ -24,12 +25,14 @@ CHANNELS = (
     "read_supports_variant",
     "base_differs_from_ref",
     "insert_size",
+    "read_spans_variant",  # ours: does the read cover the variant's whole repeat (see allele_span)
 )
 
-# Pixel values (DeepVariant's defaults).
+# Pixel values (DeepVariant's defaults; SPANS / DOES_NOT_SPAN are ours, on the same scale).
 BASE_COLOR = np.array([250, 30, 180, 100, 0], dtype=np.uint8)  # A C G T N
 FORWARD, REVERSE = 70, 240
 SUPPORTS, DOES_NOT_SUPPORT = 254, 152
+SPANS, DOES_NOT_SPAN = 254, 152
 DIFFERS, MATCHES = 254, 50
 MAX_PIXEL = 254.0
 BASE_QUALITY_CAP, MAPPING_QUALITY_CAP, INSERT_SIZE_CAP = 40, 60, 1000
@@ -97,7 +100,8 @@ def draw_reads(
     image, first_row, read_ids, supports, image_start, ref_codes,
     starts, mapq, reverse, tlen, cigar_op, cigar_len, cigar_offset, seq, qual, seq_offset,
 ):  # fmt: skip
-    """Draw reads `read_ids` into rows first_row, first_row+1, ... of `image` [height, width, 7]."""
+    """Draw reads `read_ids` into rows first_row, first_row+1, ... of `image` [height, width, 8] (not
+    read_spans_variant, which depends on the alleles shown)."""
     width = image.shape[1]
     for i in range(len(read_ids)):
         r = read_ids[i]
@@ -162,4 +166,5 @@ def reference_band(ref_codes: np.ndarray, shape: PileupShape) -> np.ndarray:
     row[:, 4] = DOES_NOT_SUPPORT
     row[:, 5] = MATCHES
     row[:, 6] = int(MAX_PIXEL)
+    row[:, 7] = SPANS
     return np.broadcast_to(row, (shape.reference_rows, shape.width, len(CHANNELS)))

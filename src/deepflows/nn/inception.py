@@ -166,7 +166,7 @@ class InceptionE(nnx.Module):
 class InceptionV3(nnx.Module):
     """DeepVariant's InceptionV3 classifier: uint8 [B, H, W, C] -> logits [B, 3]."""
 
-    def __init__(self, channels: int = 7, width_multiplier: float = 1.0, depth: Sequence[int] = (3, 4, 2),
+    def __init__(self, channels: int = 8, width_multiplier: float = 1.0, depth: Sequence[int] = (3, 4, 2),
                  dropout: float = 0.2, *, rngs: nnx.Rngs):  # fmt: skip
         from deepflows.errors import UserError
 

@@ -52,7 +52,7 @@ class SmallCNN(nnx.Module):
     norm's running averages lagged the weights enough to cost 20% tune accuracy in a 3,000-step run).
     """
 
-    def __init__(self, channels: int = 7, patch: tuple[int, int] = (4, 4), widths: tuple[int, ...] = (48, 64, 64),
+    def __init__(self, channels: int = 8, patch: tuple[int, int] = (4, 4), widths: tuple[int, ...] = (48, 64, 64),
                  centre: int = 16, hidden: int = 128, dropout: float = 0.2, *, rngs: nnx.Rngs):  # fmt: skip
         self.patch = tuple(int(v) for v in patch)
         if len(self.patch) != 2 or min(self.patch) < 1 or len(widths) < 1:

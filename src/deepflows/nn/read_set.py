@@ -53,7 +53,7 @@ class ReadSetNet(nnx.Module):
     width before the 3 logits.
     """
 
-    def __init__(self, channels: int = 7, reference_rows: int = 5, window: int = 33, kernel: int = 5,
+    def __init__(self, channels: int = 8, reference_rows: int = 5, window: int = 33, kernel: int = 5,
                  widths: tuple[int, int] = (32, 64), read_features: int = 64, centre: int = 5, context: int = 101,
                  context_pool: int = 4, hidden: int = 128, dropout: float = 0.2, *, rngs: nnx.Rngs):  # fmt: skip
         if len(widths) != 2 or min(widths) < 1 or min(window, kernel, centre, context, context_pool) < 1:
