@@ -26,7 +26,6 @@ import sys
 from pathlib import Path
 
 import zarr
-
 from benchlib import (
     ONE_CORE_XLA,
     OUT,
@@ -39,8 +38,8 @@ from benchlib import (
 WORK = OUT / "call_variants_speed"
 
 
-def prepare(length: int, model: Path) -> Path:
-    """The examples shard, featurized as `model` expects, made once."""
+def prepare(length: int, model: Path, channels: list[str]) -> Path:
+    """The examples shard, featurized as `model` expects (flags and `channels`), made once."""
     WORK.mkdir(parents=True, exist_ok=True)
     flags = featurizer_flags(model).split()
     ref, prefix, examples = WORK / "ref.fa", WORK / "sim", WORK / f"examples{'-realigned' * ('--realign' in flags)}.zarr"
@@ -51,7 +50,7 @@ def prepare(length: int, model: Path) -> Path:
         (examples, [deepflows(), "make-examples", "--reads", f"{prefix}.bam", "--ref", str(ref),
                     "--out", str(examples), *flags]),
     ]  # fmt: skip
-    if examples.exists() and _channels(examples) != json.loads((model / "model.json").read_text())["channels"]:
+    if examples.exists() and list(zarr.open_group(str(examples), mode="r").attrs["channels"]) != channels:
         shutil.rmtree(examples)  # made by an older featurizer
     for output, command in steps:
         if not output.exists():
@@ -60,13 +59,7 @@ def prepare(length: int, model: Path) -> Path:
     return examples
 
 
-def _channels(examples: Path) -> list[str]:
-    return list(zarr.open_group(str(examples), mode="r").attrs["channels"])
-
-
 def run_config(examples: Path, model: Path, batch: int, micro: int | None, repeats: int) -> dict:
-    import zarr
-
     out = WORK / "probs.zarr"
     extra = "" if micro is None else f" --micro-batch {micro}"
     command = (f"rm -rf {out} && {deepflows()} call-variants --examples {examples} "
@@ -104,8 +97,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--json", default=str(OUT / "call_variants_speed.json"))
     args = parser.parse_args()
-    examples = prepare(args.length, args.model)
     meta = json.loads((args.model / "model.json").read_text())
+    examples = prepare(args.length, args.model, meta["channels"])
     results = []
     for value in args.micro_batches.split(","):
         micro = None if value == "default" else int(value)

@@ -55,11 +55,12 @@ def candidate_images(batch: ReadBatch, candidate: Candidate, ref_codes: np.ndarr
     [candidate.start - half_width, candidate.start + half_width].
     """
     reads = image_reads(batch, candidate, shape, thresholds, seed)
+    image_start = candidate.start - shape.half_width
     base = np.zeros((shape.height, shape.width, len(CHANNELS)), dtype=np.uint8)
     base[: shape.reference_rows] = reference_band(ref_codes, shape)
     draw_reads(
         base, shape.reference_rows, reads, np.zeros(len(reads), dtype=np.uint8),
-        candidate.start - shape.half_width, ref_codes,
+        image_start, ref_codes,
         batch.start, batch.mapq, batch.reverse, batch.tlen, batch.cigar_op, batch.cigar_len,
         batch.cigar_offset, batch.seq, batch.qual, batch.seq_offset,
     )  # fmt: skip
@@ -67,7 +68,6 @@ def candidate_images(batch: ReadBatch, candidate: Candidate, ref_codes: np.ndarr
     # on the drawn pixels.
     rows = slice(shape.reference_rows, shape.reference_rows + len(reads))
     drawn = base[rows, :, 3] != 0
-    image_start = candidate.start - shape.half_width
     spans = [allele_span(ref_codes, image_start, candidate.start, candidate.ref, alt) for alt in candidate.alts]
     for combination in candidate.alt_combinations():
         support = np.concatenate([candidate.supporters[i] for i in combination])

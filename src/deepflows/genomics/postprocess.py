@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from deepflows.errors import UserError, abbreviated
+from deepflows.provenance import key_value_pairs
 
 MIN_PROB = 1e-10  # probabilities are capped at 1 - MIN_PROB: phred values <= 100
 READ_ROWS = 1 << 16
@@ -77,8 +78,6 @@ def run(args: argparse.Namespace) -> None:
 
 def parse_provenance(items: list[str]) -> dict[str, str]:
     """--provenance KEY=VALUE items -> {deepflows_KEY: VALUE}."""
-    from deepflows.provenance import key_value_pairs
-
     return {f"deepflows_{key}": value for key, value in key_value_pairs(items, "--provenance")}
 
 
