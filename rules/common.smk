@@ -358,10 +358,17 @@ def training_variant_args(wildcards, input):
     return f"--random-variants --variant-rate {TRAINING['variant_rate']}"
 
 
+def _artifact_flag(key, value):
+    value = " ".join(map(str, value)) if isinstance(value, list) else value
+    return f" --{key.replace('_', '-')} {value}"
+
+
 def _simulation_args(settings):
-    # The artifact rates are passed only when set, so configs without them keep their exact commands.
+    # The artifact settings are passed only when set, so configs without them keep their exact commands.
     artifacts = "".join(
-        f" --{key.replace('_', '-')} {settings[key]}" for key in ("hotspot_rate", "homopolymer_slip_rate") if key in settings
+        _artifact_flag(key, settings[key])
+        for key in ("hotspot_rate", "hotspot_beta", "homopolymer_slip_rate")
+        if key in settings
     )
     return (
         f"--depth {settings['depth']} --read-length {settings['read_length']}"

@@ -261,6 +261,24 @@ def test_quality_formatting_and_trimming():
     assert trim_suffix("CA", ["TA"]) == ("C", ["T"])
 
 
+def test_overlapping_calls_fit_on_two_haplotypes(reference, tmp_path):
+    """A het 17 bp deletion over a 3 bp deletion that alone would be 1/1: the latter is written 0/1 with the GQ
+    of 0/1 (PL and QUAL unchanged); a hom-alt SNP after the deletion's span is not touched."""
+    ref, seq = reference
+    a = seq["chr2"]
+    rows = [
+        ("chr2", 300, a[300:318], [a[300]], 24, "10,14", [("0", (0.001, 0.99, 0.009))]),
+        ("chr2", 312, a[312:316], [a[312]], 10, "1,9", [("0", (0.001, 0.2, 0.799))]),
+        ("chr2", 318, a[318], [other(a[318])], 20, "0,20", [("0", (0.0, 0.01, 0.99))]),
+    ]
+    out = tmp_path / "calls.vcf.gz"
+    assert postprocess(write_probs(tmp_path / "probs.zarr", rows), ref, out) == 0
+    fields = [line.split("\t") for line in body(out)]
+    assert [f[1] for f in fields] == ["301", "313", "319"]
+    assert [f[9].split(":")[:2] for f in fields] == [["0/1", "20"], ["0/1", "1"], ["1/1", "20"]]
+    assert fields[1][5] == "30" and fields[1][9].endswith(":29,6,0")
+
+
 def test_sites_spanning_read_blocks(reference, tmp_path):
     _, seq = reference
     group = open_probs(write_probs(tmp_path / "probs.zarr", sites(seq)))

@@ -32,6 +32,18 @@ def test_hotspots_rate_strands_and_bases():
     assert np.array_equal(again.forward, spots.forward)
 
 
+def test_stronger_hotspots_at_the_same_positions():
+    """A smaller Beta B raises the fractions (Beta(3, 12): mean 0.2) at the same positions for the same seed."""
+    seq = "".join(np.random.default_rng(0).choice(list("ACGT"), 200_000))
+    default = sim_artifacts.draw_hotspots(seq, 2e-3, np.random.default_rng(1))
+    strong = sim_artifacts.draw_hotspots(seq, 2e-3, np.random.default_rng(1), beta=(3.0, 12.0))
+    assert np.array_equal(strong.base != np.frombuffer(seq.encode(), np.uint8),
+                          (default.forward > 0) | (default.reverse > 0))  # fmt: skip
+    fractions = strong.forward[strong.forward > 0]
+    assert 0.17 < fractions.mean() < 0.23
+    assert (fractions > 0.3).mean() > 0.08 > (default.forward[default.forward > 0] > 0.3).mean()
+
+
 def test_homopolymer_slip_rates_grow_with_run_length():
     hap = b"ACGT" + b"A" * 4 + b"C" + b"G" * 5 + b"T" + b"A" * 10 + b"C" + b"N" * 8 + b"G"
     rates = sim_artifacts.homopolymer_slip_rates(hap, 1e-3)

@@ -275,7 +275,7 @@ def test_bwa_aligner(reference, tmp_path):
 
 
 @pytest.mark.parametrize("case", ["missing ref", "gzip ref", "truth contigs", "truth REF", "unknown contig",
-                                  "empty region", "all excluded"])
+                                  "empty region", "all excluded", "hotspot beta"])
 def test_bad_input_is_one_line_and_leaves_no_output(case, reference, tmp_path, capsys):
     args = ["--ref", reference, "--random-variants"]
     if case == "missing ref":
@@ -300,6 +300,9 @@ def test_bad_input_is_one_line_and_leaves_no_output(case, reference, tmp_path, c
     elif case == "empty region":
         args += ["--region", f"{CONTIG}:2,000-1,000"]
         expected = "empty or inverted"
+    elif case == "hotspot beta":
+        args += ["--hotspot-beta", "3", "0"]
+        expected = "--hotspot-beta [3.0, 0.0]: A and B must be positive"
     else:
         args += ["--region", f"{CONTIG}:1-5000", "--exclude", f"{CONTIG}:1-6000"]
         expected = "nothing left to simulate"

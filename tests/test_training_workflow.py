@@ -139,7 +139,8 @@ def test_dry_run_schedules_chunks_and_eval_sets(tmp_path):
 @pytest.mark.workflow
 def test_replicates_simulate_every_region_again_with_new_seeds(tmp_path):
     config = {**TINY, "training_data": {**TINY["training_data"], "replicates": 2,
-                                        "simulate_cycle": [{"depth": 10}, {"depth": 12}, {"depth": 14}]}}  # fmt: skip
+                                        "simulate_cycle": [{"depth": 10}, {"depth": 12, "hotspot_beta": [3, 12]},
+                                                           {"depth": 14}]}}  # fmt: skip
     run = snakemake(tmp_path, "-n", "-p", "training_data", config=config)
     assert run.returncode == 0, run.stderr
     assert job_counts(run.stdout)["train_simulate"] == 8
@@ -150,6 +151,8 @@ def test_replicates_simulate_every_region_again_with_new_seeds(tmp_path):
         assert re.search(r"--region (\S+)", again)[1] == region
         assert f"--seed {11 + i} " in first and f"--seed {15 + i} " in again
         assert f"--depth {10 + 2 * (i % 3)} " in first and f"--depth {10 + 2 * ((i + 4) % 3)} " in again
+        for chunk, command in ((i, first), (i + 4, again)):  # the artifact setting of its entry only
+            assert ("--hotspot-beta 3 12 " in command) == (chunk % 3 == 1), command
     assert re.search(r"deepflows shuffle-examples .*", run.stdout)[0].count("/examples.zarr") == 8
 
 

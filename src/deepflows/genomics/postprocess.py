@@ -24,7 +24,11 @@ has n + n(n-1)/2 examples. Genotyping follows DeepVariant's postprocess_variants
    het-alt; an alt the call does not use is dropped, with its AD); for a hom-ref call, every alt left
    after pruning. Then the common suffix of REF and the written alts is trimmed, as DeepVariant's
    simplify_alleles does (REF GTT, ALTs G,GT, call 0/2: GTT>GT is written GT>G); POS never moves.
-5. FILTER: `RefCall` for 0/0, else `LowQual` when QUAL (as written) < `--qual-filter`, else `PASS`.
+5. Overlapping calls (deepflows.genomics.overlapping_calls): variant calls whose reference spans overlap
+   and together put more than two alt alleles on one base get the most likely joint genotypes that
+   fit on two haplotypes (a het deletion over a deletion called 1/1 makes the latter 0/1); GQ follows
+   the new genotype, PL and QUAL stay as the site's own probabilities give them.
+6. FILTER: `RefCall` for 0/0, else `LowQual` when QUAL (as written) < `--qual-filter`, else `PASS`.
    FORMAT GT:GQ:DP:AD:VAF:PL, with DP the site's depth, AD its read counts (REF, then the alts
    written) and VAF = AD(alt) / DP.
 
@@ -46,6 +50,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from deepflows.errors import UserError, abbreviated
+from deepflows.genomics import overlapping_calls
 from deepflows.provenance import key_value_pairs
 
 MIN_PROB = 1e-10  # probabilities are capped at 1 - MIN_PROB: phred values <= 100
@@ -145,16 +150,39 @@ class Site:
     examples: list[tuple[tuple[int, ...], np.ndarray]] = field(default_factory=list)
 
 
+@dataclass
+class Genotyping:
+    """A site's genotype options over ref + the alts left after pruning, and their probabilities."""
+
+    removed: set[int]
+    genotypes: list[tuple[int, int]]
+    probs: np.ndarray
+
+    @property
+    def best(self) -> int:
+        return int(np.argmax(self.probs))
+
+
+def genotype_site(site: Site, multi_allelic_qual_filter: float = 1.0) -> Genotyping:
+    removed = alts_to_remove(len(site.alts), site.examples, multi_allelic_qual_filter)
+    return Genotyping(removed, *genotype_probabilities(len(site.alts), site.examples, removed))
+
+
 def call_site(site: Site, qual_filter: float = 1.0, multi_allelic_qual_filter: float = 1.0):
     """The VcfRecord of one site (see the module docstring)."""
+    genotyping = genotype_site(site, multi_allelic_qual_filter)
+    return site_record(site, genotyping, genotyping.best, qual_filter)
+
+
+def site_record(site: Site, genotyping: Genotyping, chosen: int, qual_filter: float = 1.0):
+    """The VcfRecord of a site called as genotype number `chosen` of `genotyping` (the most likely one unless
+    the overlapping calls around it needed another)."""
     from deepflows.genomics.vcf_writer import VcfRecord
 
-    n_alts = len(site.alts)
-    removed = alts_to_remove(n_alts, site.examples, multi_allelic_qual_filter)
-    genotypes, probs = genotype_probabilities(n_alts, site.examples, removed)
-    best = int(np.argmax(probs))
-    call = genotypes[best]
-    gq = int(np.around(phred(float(np.sum(np.delete(probs, best))))))
+    n_alts, removed, genotypes, probs = len(site.alts), genotyping.removed, genotyping.genotypes, genotyping.probs
+    best = genotyping.best
+    call = genotypes[chosen]
+    gq = int(np.around(phred(float(np.sum(np.delete(probs, chosen))))))
     qual = round(max(0.0, phred(float(probs[0]))), 1)
     if call == (0, 0):
         written = [a for a in range(1, n_alts + 1) if a not in removed]
@@ -189,6 +217,14 @@ def call_site(site: Site, qual_filter: float = 1.0, multi_allelic_qual_filter: f
     )
 
 
+def _overlap_call(site: Site, genotyping: Genotyping, order: dict[str, int]) -> overlapping_calls.Call:
+    """The site as overlapping_calls sees it: spanning the reference bases of the alts it may call."""
+    kept = [alt for a, alt in enumerate(site.alts, 1) if a not in genotyping.removed]
+    ref, _ = trim_suffix(site.ref, kept)
+    return overlapping_calls.Call(order[site.contig], site.start, site.start + len(ref), genotyping.genotypes,
+                                  genotyping.probs, genotyping.best)  # fmt: skip
+
+
 def trim_suffix(ref: str, alts: list[str]) -> tuple[str, list[str]]:
     """Drop the last base shared by all alleles while every allele keeps at least one base."""
     while alts and all(len(a) > 1 for a in (ref, *alts)) and len({a[-1] for a in (ref, *alts)}) == 1:
@@ -205,7 +241,11 @@ def postprocess(probs_path: str, ref_path: str, out: str, sample: str | None = N
     from deepflows import __version__
     from deepflows.genomics.call_variants import open_probs
     from deepflows.genomics.io import open_reference
-    from deepflows.genomics.vcf_writer import check_output_path, header_lines, write_vcf_gz
+    from deepflows.genomics.vcf_writer import (
+        check_output_path,
+        header_lines,
+        write_vcf_gz,
+    )
     from deepflows.provenance import software_versions
 
     started = time.perf_counter()
@@ -219,8 +259,14 @@ def postprocess(probs_path: str, ref_path: str, out: str, sample: str | None = N
         raise UserError(f"--sample {sample!r}: a sample name needs a character and no tabs or newlines")
     model = attrs.get("model") or {}
 
-    records = []
+    records, variants = [], []
     counts = {"sites": 0, "examples": 0, "PASS": 0, "RefCall": 0, "LowQual": 0, "multiallelic": 0}
+
+    def add(contig: int, start: int, record) -> None:
+        counts[record.filter] += 1
+        counts["multiallelic"] += len(record.alts) > 1
+        records.append((contig, start, record.line()))
+
     checked: set[str] = set()
     for site in iter_sites(group, probs_path):
         if site.contig not in checked:
@@ -234,12 +280,18 @@ def postprocess(probs_path: str, ref_path: str, out: str, sample: str | None = N
             found = bases or "beyond the contig end"
             raise UserError(f"{probs_path}: REF {site.ref} at {site.contig}:{site.start + 1} does not match "
                             f"reference {ref_path} ({found}): called against another reference?")  # fmt: skip
-        record = call_site(site, qual_filter, multi_allelic_qual_filter)
         counts["sites"] += 1
         counts["examples"] += len(site.examples)
-        counts[record.filter] += 1
-        counts["multiallelic"] += len(record.alts) > 1
-        records.append((order[site.contig], site.start, record.line()))
+        genotyping = genotype_site(site, multi_allelic_qual_filter)
+        if genotyping.genotypes[genotyping.best] == (0, 0):
+            add(order[site.contig], site.start, site_record(site, genotyping, genotyping.best, qual_filter))
+        else:  # written once the calls overlapping it are known
+            site.examples = []
+            variants.append((site, genotyping, _overlap_call(site, genotyping, order)))
+    variants.sort(key=lambda v: (v[2].contig, v[2].start))
+    counts["overlaps_resolved"] = overlapping_calls.resolve([call for _, _, call in variants])
+    for site, genotyping, call in variants:
+        add(call.contig, call.start, site_record(site, genotyping, call.chosen, qual_filter))
     records.sort(key=lambda r: (r[0], r[1]))
     for previous, current in itertools.pairwise(records):
         if previous[:2] == current[:2]:

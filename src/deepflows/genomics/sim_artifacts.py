@@ -47,8 +47,10 @@ class Hotspots:
     quality_drop: np.ndarray
 
 
-def draw_hotspots(seq: str, rate: float, rng: np.random.Generator) -> Hotspots:
-    """Hotspots at about `rate` of the positions of `seq` (the reference of one region)."""
+def draw_hotspots(seq: str, rate: float, rng: np.random.Generator,
+                  beta: tuple[float, float] = HOTSPOT_BETA) -> Hotspots:  # fmt: skip
+    """Hotspots at about `rate` of the positions of `seq` (the reference of one region), each erring in a
+    Beta(*beta) fraction of its reads."""
     bases = np.frombuffer(seq.upper().encode(), np.uint8)
     n = len(bases)
     after_gg = np.zeros(n, bool)
@@ -56,7 +58,7 @@ def draw_hotspots(seq: str, rate: float, rng: np.random.Generator) -> Hotspots:
     weight = np.where(after_gg, GG_ENRICHMENT, 1.0)
     at = (rng.random(n) < rate * weight / weight.mean()) & (CODE[bases] < 4)
     k = int(at.sum())
-    fraction = rng.beta(*HOTSPOT_BETA, k).astype(np.float32)
+    fraction = rng.beta(*beta, k).astype(np.float32)
     strand = rng.choice(3, k, p=[0.4, 0.3, 0.3])  # both strands, forward only, reverse only
     forward, reverse = np.zeros(n, np.float32), np.zeros(n, np.float32)
     forward[at] = np.where(strand != 2, fraction, 0)

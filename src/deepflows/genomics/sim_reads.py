@@ -36,6 +36,7 @@ class ReadModel:
     error_rate_scale: float = 1.0
     indel_error_rate: float = 1e-4
     hotspot_rate: float = 3e-3  # fraction of reference positions with a systematic error hotspot
+    hotspot_beta: tuple[float, float] = sim_artifacts.HOTSPOT_BETA  # per-read error fraction at a hotspot
     homopolymer_slip_rate: float = 1e-3  # slip probability of a run of 5; grows with (length - 4)^2
 
     @property
@@ -91,7 +92,9 @@ def simulate_reads(regions: list[Interval], per_region: list[list[Variant]], fas
     counts: Counter[str] = Counter()
     for r, (region, variants) in enumerate(zip(regions, per_region)):
         seq = fetch_sequence(fasta, region)
-        hotspots = sim_artifacts.draw_hotspots(seq, model.hotspot_rate, np.random.default_rng([seed, 2, r]))
+        hotspots = sim_artifacts.draw_hotspots(
+            seq, model.hotspot_rate, np.random.default_rng([seed, 2, r]), model.hotspot_beta
+        )
         for hap in (0, 1):
             haplotype, origin = build_haplotype(seq, region, variants, hap)
             slip = sim_artifacts.homopolymer_slip_rates(haplotype, model.homopolymer_slip_rate)

@@ -29,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="multiply the random substitution and indel error rates, not the systematic ones (default: %(default)s)")
     add("--hotspot-rate", type=float, default=3e-3, metavar="P",
         help="fraction of positions with a recurring, often strand-specific substitution error (default: %(default)s)")
+    add("--hotspot-beta", type=float, nargs=2, metavar=("A", "B"),
+        help="a hotspot errs in a Beta(A, B) fraction of its reads; a smaller B makes stronger hotspots"
+             " (default: 3 30, mean 0.09)")
     add("--homopolymer-slip-rate", type=float, default=1e-3, metavar="P",
         help="per-read slip probability in a 5 bp homopolymer, growing with (length-4)^2 (default: %(default)s)")
     add("--seed", type=int, default=1, help="random seed (default: %(default)s)")
@@ -45,6 +48,7 @@ def run(args: argparse.Namespace) -> None:
     from deepflows.genomics.simulate import SimulationOptions, simulate
 
     _check(args)
+    artifacts = {"hotspot_beta": tuple(args.hotspot_beta)} if args.hotspot_beta else {}
     simulate(SimulationOptions(
         ref=args.ref,
         out_prefix=args.out_prefix,
@@ -54,7 +58,8 @@ def run(args: argparse.Namespace) -> None:
         spectrum=VariantSpectrum(rate=args.variant_rate),
         reads=ReadModel(depth=args.depth, read_length=args.read_length, insert_mean=args.insert_mean,
                         insert_sd=args.insert_sd, error_rate_scale=args.error_rate_scale,
-                        hotspot_rate=args.hotspot_rate, homopolymer_slip_rate=args.homopolymer_slip_rate),
+                        hotspot_rate=args.hotspot_rate, homopolymer_slip_rate=args.homopolymer_slip_rate,
+                        **artifacts),
         seed=args.seed,
         sample=args.sample,
         aligner=args.aligner,
@@ -71,6 +76,7 @@ def _check(args: argparse.Namespace) -> None:
         (args.insert_sd < 0, f"--insert-sd {args.insert_sd}: must not be negative"),
         (args.error_rate_scale < 0, f"--error-rate-scale {args.error_rate_scale}: must not be negative"),
         (not 0 <= args.hotspot_rate <= 0.05, f"--hotspot-rate {args.hotspot_rate}: must be 0-0.05"),
+        (args.hotspot_beta and min(args.hotspot_beta) <= 0, f"--hotspot-beta {args.hotspot_beta}: A and B must be positive"),
         (not 0 <= args.homopolymer_slip_rate <= 0.05,
          f"--homopolymer-slip-rate {args.homopolymer_slip_rate}: must be 0-0.05"),
         (not 0 <= args.variant_rate <= 0.05, f"--variant-rate {args.variant_rate}: must be 0-0.05"),
