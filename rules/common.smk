@@ -221,9 +221,51 @@ def benchmark_stratify_args(wildcards, input):
     return ("--stratify " + " ".join(strata)) if strata else ""
 
 
+# --- gVCF (config key gvcf): make_examples writes each shard's reference blocks, postprocess the gVCF ---------
+
+GVCF = config["gvcf"]
+GVCF_BLOCKS = "results/{sample}/examples/{mode}/gvcf-blocks-{shard}-of-{nshards}.tsv.gz"
+
+
+def gvcf_path(sample=SAMPLE):
+    return f"results/{sample}/calls/calls.g.vcf.gz"
+
+
+def make_examples_gvcf_outputs():
+    """make_examples' extra output when gvcf.enabled: temporary, only postprocess reads it."""
+    return {"blocks": temp(GVCF_BLOCKS)} if GVCF["enabled"] else {}
+
+
+def make_examples_gvcf_args(wildcards, output):
+    """' --gvcf BLOCKS --gvcf-gq-binsize N' when gvcf.enabled, else '' (the command stays as it was)."""
+    if not GVCF["enabled"]:
+        return ""
+    return f" --gvcf {shlex.quote(output.blocks)} --gvcf-gq-binsize {GVCF['gq_binsize']}"
+
+
+def postprocess_gvcf_inputs(wildcards):
+    if not GVCF["enabled"]:
+        return {}
+    return {"blocks": expand(GVCF_BLOCKS, sample=wildcards.sample, mode="calling",
+                             shard=[f"{i:05d}" for i in range(NSHARDS)], nshards=f"{NSHARDS:05d}")}  # fmt: skip
+
+
+def postprocess_gvcf_outputs():
+    return {"gvcf": gvcf_path("{sample}"), "gvcf_tbi": f"{gvcf_path('{sample}')}.tbi"} if GVCF["enabled"] else {}
+
+
+def postprocess_gvcf_args(wildcards, input, output):
+    """' --gvcf-blocks BLOCKS... --gvcf-out G.VCF.gz' when gvcf.enabled, else ''."""
+    if not GVCF["enabled"]:
+        return ""
+    return f" --gvcf-blocks {' '.join(map(shlex.quote, input.blocks))} --gvcf-out {shlex.quote(output.gvcf)}"
+
+
 def calling_targets(sample=SAMPLE):
     """The calls (and their benchmark, when there is a truth to compare with)."""
     targets = [calls_path(sample), f"{calls_path(sample)}.tbi"]
+    if GVCF["enabled"]:
+        targets += [gvcf_path(sample), f"{gvcf_path(sample)}.tbi"]
     if benchmark_wanted():
         targets += [benchmark_summary_path(sample), f"results/{sample}/benchmark/gq_calibration.png"]
     return targets + [f"results/{sample}/run_times.tsv", f"results/{sample}/provenance.tsv"]

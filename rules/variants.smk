@@ -54,13 +54,15 @@ rule make_examples:
     input:
         unpack(make_examples_inputs),
     output:
-        directory("results/{sample}/examples/{mode}/examples-{shard}-of-{nshards}.zarr"),
+        examples=directory("results/{sample}/examples/{mode}/examples-{shard}-of-{nshards}.zarr"),
+        **make_examples_gvcf_outputs(),
     params:
         shard=lambda wildcards: f"{int(wildcards.shard)}/{int(wildcards.nshards)}",
         regions=make_examples_region_args,
         labels=label_args,
         seed=config["make_examples"]["seed"],
         realign=REALIGN_ARG,
+        gvcf=make_examples_gvcf_args,
     log:
         "logs/{sample}/make_examples/{mode}/{shard}-of-{nshards}.log",
     benchmark:
@@ -69,8 +71,8 @@ rule make_examples:
         "../envs/genomics.yaml"
     shell:
         "deepflows make-examples --reads {input.reads:q} --ref {input.ref:q} {params.regions}"
-        " --shard {params.shard} --out {output:q} {params.labels} --seed {params.seed} {params.realign}"
-        " --sample {wildcards.sample} 2> {log:q}"
+        " --shard {params.shard} --out {output.examples:q} {params.labels} --seed {params.seed} {params.realign}"
+        " --sample {wildcards.sample}{params.gvcf} 2> {log:q}"
 
 
 # Gather: fails unless every shard of the set is present and complete.
@@ -119,12 +121,15 @@ rule call_variants:
 rule postprocess:
     input:
         unpack(reference_inputs),
+        unpack(postprocess_gvcf_inputs),
         probs="results/{sample}/calls/probs.zarr",
     output:
         vcf="results/{sample}/calls/calls.vcf.gz",
         tbi="results/{sample}/calls/calls.vcf.gz.tbi",
+        **postprocess_gvcf_outputs(),
     params:
         config_sha256=CONFIG_SHA256,
+        gvcf=postprocess_gvcf_args,
     log:
         "logs/{sample}/postprocess.log",
     benchmark:
@@ -133,7 +138,7 @@ rule postprocess:
         "../envs/genomics.yaml"
     shell:
         "deepflows postprocess --probs {input.probs:q} --ref {input.ref:q} --out {output.vcf:q}"
-        " --sample {wildcards.sample} --provenance config_sha256={params.config_sha256} 2> {log:q}"
+        " --sample {wildcards.sample} --provenance config_sha256={params.config_sha256}{params.gvcf} 2> {log:q}"
 
 
 # hap.py-style comparison with the truth (the simulated one for simulated reads), over the calling regions.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import itertools
 import shutil
 
 import numpy as np
@@ -245,3 +246,81 @@ def test_regions_bed_may_be_gzipped(tmp_path):
     with gzip.open(packed, "wt") as handle:
         handle.write(plain.read_text())
     assert read_bed(packed) == read_bed(plain) and [iv.length for iv in read_bed(plain)] == [10, 15]
+
+
+
+def _blocks(path):
+    from deepflows.genomics.gvcf_blocks import BlocksFile
+
+    return list(BlocksFile(path, {CONTIG: LENGTH, "chrU": 500}, "ref.fa"))
+
+
+@pytest.fixture(scope="module")
+def gvcf_shard(sample):
+    blocks = sample["dir"] / "blocks.tsv.gz"
+    return _make(sample, sample["dir"] / "g.zarr", "--gvcf", str(blocks)), _blocks(blocks)
+
+
+def test_gvcf_blocks_cover_every_non_candidate_position(shard, gvcf_shard):
+    """--gvcf: blocks tile the region except the candidate starts; the examples stay the same arrays."""
+    with_blocks, blocks = gvcf_shard
+    for name in ("inputs", "contig", "start", "end", "ref", "alts", "alt_indices", "depth", "allele_depth"):
+        assert np.array_equal(with_blocks[name][:], shard[name][:]), name
+    covered = np.zeros(LENGTH, dtype=int)
+    for b in blocks:
+        covered[b.start : b.end] += 1
+    candidates = sorted(set(shard["start"][:].tolist()))
+    assert candidates == [SNP, DELETION, INSERTION, MULTI, DEEP]
+    assert (covered[candidates] == 0).all() and np.delete(covered, candidates).tolist() == [1] * (LENGTH - 5)
+    # merged: few blocks, and two touching blocks differ in GQ bin or GT
+    assert len(blocks) < 200
+    for a, b in itertools.pairwise(blocks):
+        if a.end == b.start:
+            assert (a.gq // 5, min(a.pl[1:]) > 0) != (b.gq // 5, min(b.pl[1:]) > 0)
+
+
+def test_gvcf_blocks_values(gvcf_shard):
+    _, blocks = gvcf_shard
+    # before the first read: one zero-depth block, GQ 0, PL 0,0,0 (written ./.)
+    first = blocks[0]
+    assert (first.start, first.gq, first.min_dp, first.pl) == (0, 0, 0, (0, 0, 0))
+    assert 0 < first.end <= SNP - READ_LEN + 15
+    # right of the SNP: its 40 reads all cover SNP+1, all reference there. The block starting there has GQ 50
+    # (capped) and the PL of 40 reference reads (its first position of least GQ); MIN_DP is its thinnest point.
+    after = next(b for b in blocks if b.start == SNP + 1)
+    assert (after.gq, after.pl) == (50, (0, 120, 1199)) and after.min_dp < 40
+
+
+def test_gvcf_blocks_ignore_windows_and_follow_shards(sample, gvcf_shard, tmp_path, monkeypatch):
+    """Blocks merge across make_examples' windows; shards cut them at their edges only."""
+    from deepflows.genomics import make_examples
+
+    _, blocks = gvcf_shard
+    monkeypatch.setattr(make_examples, "WINDOW", 150)
+    _make(sample, tmp_path / "w.zarr", "--gvcf", str(tmp_path / "w.tsv.gz"))
+    assert _blocks(tmp_path / "w.tsv.gz") == blocks
+    parts = []
+    for i in range(3):
+        _make(sample, tmp_path / f"s{i}.zarr", "--shard", f"{i}/3", "--gvcf", str(tmp_path / f"s{i}.tsv.gz"))
+        parts += _blocks(tmp_path / f"s{i}.tsv.gz")
+    cuts = {b.end for b in parts} - {b.end for b in blocks}
+    assert len(cuts) == 2 and {b.start for b in blocks} <= {b.start for b in parts}
+    for part in parts:  # within one whole block, no less confident, of the same GT
+        whole = next(b for b in blocks if b.start <= part.start and part.end <= b.end)
+        assert whole.gq <= part.gq and whole.min_dp <= part.min_dp and (min(whole.pl[1:]) > 0) == (min(part.pl[1:]) > 0)
+
+
+def test_gvcf_bad_options_leave_nothing(sample, tmp_path, capsys):
+    out, blocks = tmp_path / "x.zarr", tmp_path / "b.tsv.gz"
+    good = ["make-examples", "--reads", str(sample["bam"]), "--ref", str(sample["fasta"]), "--out", str(out)]
+    _fails(capsys, good + ["--gvcf", str(blocks), "--gvcf-gq-binsize", "0"], "--gvcf-gq-binsize 0", out)
+    _fails(capsys, good + ["--gvcf", str(tmp_path / "b.tsv")], "name it *.tsv.gz", out)
+    _fails(capsys, good + ["--gvcf", str(blocks), "--regions", "chr9:1-100"], "contig 'chr9'", out)
+    assert not list(tmp_path.iterdir())
+    truncated = tmp_path / "in" / "trunc.bam"
+    truncated.parent.mkdir()
+    truncated.write_bytes(sample["bam"].read_bytes()[:-100])
+    shutil.copy(f"{sample['bam']}.bai", f"{truncated}.bai")
+    _fails(capsys, ["make-examples", "--reads", str(truncated), "--ref", str(sample["fasta"]), "--out", str(out),
+                    "--gvcf", str(blocks)], "truncated", out)  # fmt: skip
+    assert not list(tmp_path.glob("*b.tsv.gz*"))

@@ -74,6 +74,26 @@ def test_dry_run_default_config(tmp_path, model_dir):
     assert f"--truth {truth}" in bench
     assert "--query results/demo/calls/calls.vcf.gz" in bench and "--out results/demo/benchmark " in bench
     assert not (tmp_path / "results").exists()
+    assert "gvcf" not in run.stdout  # the gVCF is off by default
+
+
+def test_dry_run_gvcf(tmp_path, model_dir):
+    """gvcf.enabled: every make_examples shard also writes its blocks (temporary), postprocess reads them all and
+    writes the gVCF, a default target."""
+    cfg = write_config(tmp_path, {"model": str(model_dir), "make_examples": {"shards": 2},
+                                  "gvcf": {"enabled": True, "gq_binsize": 3}})  # fmt: skip
+    run = snakemake(tmp_path, "-n", "-p", configfile=cfg)
+    assert run.returncode == 0, run.stderr
+    assert job_counts(run.stdout)["make_examples"] == 2 and job_counts(run.stdout)["postprocess"] == 1
+    blocks = [f"results/demo/examples/calling/gvcf-blocks-0000{i}-of-00002.tsv.gz" for i in range(2)]
+    for i, path in enumerate(blocks):
+        assert f"--shard {i}/2 --out results/demo/examples/calling/examples-0000{i}-of-00002.zarr" in run.stdout
+        assert f"--sample demo --gvcf {path} --gvcf-gq-binsize 3 2> " in run.stdout
+        assert f"Would remove temporary output {path}" in run.stdout
+    post = re.search(r"deepflows postprocess .*", run.stdout)[0]
+    assert f"--gvcf-blocks {' '.join(blocks)} --gvcf-out results/demo/calls/calls.g.vcf.gz 2> " in post
+    all_inputs = re.search(r"^rule all:\n\s+input: (.*)", run.stdout, re.MULTILINE)[1].split(", ")
+    assert {"results/demo/calls/calls.g.vcf.gz", "results/demo/calls/calls.g.vcf.gz.tbi"} <= set(all_inputs)
 
 
 def test_missing_model_fails_with_one_line(tmp_path):

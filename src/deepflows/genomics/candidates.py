@@ -46,9 +46,21 @@ class Candidate:
         return [(i,) for i in range(n)] + [(i, j) for i in range(n) for j in range(i + 1, n)]
 
 
-def find_candidates(batch: ReadBatch, contig: str, win_start: int, win_end: int, ref_seq: str,
-                    ref_codes: np.ndarray, fetch_ref, thresholds: Thresholds) -> list[Candidate]:  # fmt: skip
-    """Candidates starting in [win_start, win_end).
+@dataclass
+class WindowCounts:
+    """Allele counts of every position of a window [start, start + width), as the candidate finder sees them;
+    the gVCF's reference-confidence blocks are computed from the same counts."""
+
+    start: int
+    ref_count: np.ndarray  # [width] reads showing the reference base
+    snp_count: np.ndarray  # [width, 4] reads showing each other base
+    indels: dict[int, dict[tuple[str, str], list[int]]]  # position -> (ref, alt) -> supporting read ids
+    total: np.ndarray  # [width] reads with a usable allele (ref, SNP or indel anchor): the depth
+
+
+def count_window(batch: ReadBatch, win_start: int, win_end: int, ref_seq: str, ref_codes: np.ndarray, fetch_ref,
+                 thresholds: Thresholds) -> WindowCounts:  # fmt: skip
+    """Allele counts of [win_start, win_end).
 
     `ref_seq`/`ref_codes` cover the window; `fetch_ref(start, end)` returns reference bases anywhere
     on the contig (deletions may reach past the window).
@@ -68,14 +80,20 @@ def find_candidates(batch: ReadBatch, contig: str, win_start: int, win_end: int,
     for pos, alleles in indels.items():
         indel_total[pos - win_start] = sum(len(reads) for reads in alleles.values())
     total = ref_count + snp_count.sum(axis=1) + indel_total
+    return WindowCounts(win_start, ref_count, snp_count, indels, total)
 
+
+def find_candidates(batch: ReadBatch, contig: str, counts: WindowCounts, ref_seq: str, ref_codes: np.ndarray,
+                    thresholds: Thresholds) -> list[Candidate]:  # fmt: skip
+    """Candidates starting in the window of `counts` (`ref_seq`/`ref_codes` cover that window)."""
+    win_start, snp_count, total = counts.start, counts.snp_count, counts.total
     sites: dict[int, dict[tuple[str, str], np.ndarray | int]] = defaultdict(dict)
     passing = (snp_count >= thresholds.min_count) & (snp_count >= thresholds.snp_fraction * total[:, None])
     for offset, base in zip(*np.nonzero(passing)):
         if ref_codes[offset] == 4:
             continue
         sites[win_start + int(offset)][(ref_seq[offset], BASES[base])] = int(base)
-    for pos, alleles in indels.items():
+    for pos, alleles in counts.indels.items():
         for allele, reads in alleles.items():
             n = len(reads)
             if n >= thresholds.min_count and n >= thresholds.indel_fraction * total[pos - win_start]:
@@ -85,7 +103,7 @@ def find_candidates(batch: ReadBatch, contig: str, win_start: int, win_end: int,
     candidates = []
     for pos in sorted(sites):
         candidates.append(_combine(batch, contig, pos, sites[pos], int(total[pos - win_start]),
-                                   int(ref_count[pos - win_start]), thresholds))  # fmt: skip
+                                   int(counts.ref_count[pos - win_start]), thresholds))  # fmt: skip
     return candidates
 
 

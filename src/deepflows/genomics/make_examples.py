@@ -2,6 +2,8 @@
 
 Shard i/n owns a contiguous, base-pair-balanced slice of the regions. The slice is processed in
 windows (reads fetched once per window with a margin), so memory stays bounded whatever its size.
+With --gvcf, the same windows' allele counts also give the reference-confidence blocks of every other
+position (deepflows.genomics.gvcf_blocks); the examples are the same either way.
 """
 
 from __future__ import annotations
@@ -38,6 +40,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="realign reads to haplotypes assembled in active windows before finding candidates, as "
                         "the shipped model's training examples were (default: on; a model only calls examples "
                         "made as its own training examples were)")  # fmt: skip
+    p.add_argument("--gvcf", metavar="BLOCKS.tsv.gz",
+                   help="also write the reference-confidence blocks of every non-candidate position (bgzipped "
+                        "TSV, for `postprocess --gvcf-blocks`; see deepflows.genomics.gvcf_blocks)")  # fmt: skip
+    p.add_argument("--gvcf-gq-binsize", type=int, default=5,
+                   help="with --gvcf: consecutive positions whose GQ falls in one bin of this width form one block "
+                        "(default 5, as DeepVariant's --gvcf_gq_binsize)")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> None:
@@ -49,6 +57,8 @@ def run(args: argparse.Namespace) -> None:
         raise UserError("--ref is required: the reference FASTA the reads were aligned to")
     if bool(args.truth) != bool(args.confident):
         raise UserError("--truth and --confident go together (labels are only trusted inside confident regions)")
+    if args.gvcf and args.gvcf == args.out:
+        raise UserError(f"--gvcf {args.gvcf}: must differ from --out")
     summary = make_examples(args)
     log.info("%s", summary)
 
@@ -94,13 +104,16 @@ def make_examples(args) -> dict:
     }
     n_candidates = 0
     n_bases = sum(r.length for r in owned)
-    with ShardWriter(args.out, tuple(attrs["shape"]), attrs, labelled=labeler is not None,
-                     chunk_size=args.chunk_size) as writer:  # fmt: skip
+    blocks = _block_writer(args, [(c, contig_lengths[c]) for c in dict.fromkeys(r.contig for r in owned)])
+    with blocks, ShardWriter(args.out, tuple(attrs["shape"]), attrs, labelled=labeler is not None,
+                             chunk_size=args.chunk_size) as writer:  # fmt: skip
         for region in owned:
             scanned = _scan(reads, args.reads, reference, region, contig_lengths[region.contig], thresholds,
                             args.realign)  # fmt: skip
             for previous, current, following in _with_neighbours(scanned):
                 n_candidates += len(current.candidates)
+                if args.gvcf:
+                    _add_blocks(blocks, current)
                 genotypes = _genotypes(labeler, previous, current, following)
                 for candidate, genotype in zip(current.candidates, genotypes):
                     if labeler and genotype is None:
@@ -125,7 +138,28 @@ def make_examples(args) -> dict:
         if labeler is not None:
             stats["labeler"] = labeler.stats()
         n_examples = writer.commit({"stats": stats})
+        if args.gvcf:
+            blocks.commit()
     return {"shard": args.shard, "out": str(args.out), "examples": n_examples, **stats}
+
+
+def _block_writer(args, contigs: list[tuple[str, int]]):
+    """The gVCF blocks writer of --gvcf, or a no-op context without it."""
+    from contextlib import nullcontext
+
+    from deepflows.genomics.gvcf_blocks import BlockWriter
+
+    return BlockWriter(args.gvcf, contigs, args.gvcf_gq_binsize) if args.gvcf else nullcontext()
+
+
+def _add_blocks(blocks, scanned: ScannedWindow) -> None:
+    """The window's positions other than candidate starts (their records cover them) as reference blocks."""
+    import numpy as np
+
+    counts = scanned.counts
+    excluded = np.zeros(len(counts.total), dtype=bool)
+    excluded[[c.start - counts.start for c in scanned.candidates]] = True
+    blocks.add(scanned.window.contig, counts.start, counts.total, counts.ref_count, excluded)
 
 
 def _image_ref_codes(ref_codes, offset: int, start: int, half_width: int):
@@ -146,11 +180,12 @@ class ScannedWindow:
     ref_codes: object  # reference base codes of [offset, offset + len)
     offset: int
     candidates: list
+    counts: object  # candidates.WindowCounts of the window: the depths behind the gVCF blocks
 
 
 def _scan(reads, reads_path, reference, region, contig_length, thresholds, realign) -> Iterator[ScannedWindow]:
     """Candidates window by window along one region, with the reads and reference they came from."""
-    from deepflows.genomics.candidates import find_candidates
+    from deepflows.genomics.candidates import count_window, find_candidates
     from deepflows.genomics.readbatch import encode_bases, fetch_reads
     from deepflows.genomics.realigner import realign_reads
     from deepflows.genomics.regions import windows
@@ -167,9 +202,10 @@ def _scan(reads, reads_path, reference, region, contig_length, thresholds, reali
         if realign:
             batch = realign_reads(batch, ref_codes, lo)
         w0, w1 = window.start - lo, window.end - lo
-        candidates = (find_candidates(batch, window.contig, window.start, window.end, ref_seq[w0:w1],
-                                      ref_codes[w0:w1], fetch_ref, thresholds) if len(batch) else [])  # fmt: skip
-        yield ScannedWindow(window, batch, ref_codes, lo, candidates)
+        counts = count_window(batch, window.start, window.end, ref_seq[w0:w1], ref_codes[w0:w1], fetch_ref,
+                              thresholds)  # fmt: skip
+        candidates = find_candidates(batch, window.contig, counts, ref_seq[w0:w1], ref_codes[w0:w1], thresholds)
+        yield ScannedWindow(window, batch, ref_codes, lo, candidates, counts)
 
 
 def _with_neighbours(items: Iterator) -> Iterator[tuple]:

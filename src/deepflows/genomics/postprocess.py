@@ -34,7 +34,9 @@ has n + n(n-1)/2 examples. Genotyping follows DeepVariant's postprocess_variants
 
 Records are sorted by the reference's contig order and position; REF alleles are checked against the
 reference. Output: `<out>` (bgzipped) and `<out>.tbi`, written under temporary names and renamed at the
-end; nothing is left behind on error.
+end; nothing is left behind on error. With `--gvcf-blocks` (make_examples' `--gvcf` files of all shards) and
+`--gvcf-out`, also a gVCF: the same records plus reference blocks (deepflows.genomics.gvcf); the VCF is
+the same bytes either way.
 """
 
 from __future__ import annotations
@@ -46,11 +48,14 @@ import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from deepflows.errors import UserError, abbreviated
 from deepflows.genomics import overlapping_calls
+from deepflows.genomics.gvcf import block_settings, gvcf_lines
+from deepflows.genomics.gvcf_blocks import BlocksFile
 from deepflows.provenance import key_value_pairs
 
 MIN_PROB = 1e-10  # probabilities are capped at 1 - MIN_PROB: phred values <= 100
@@ -69,6 +74,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="variant calls with QUAL below this get FILTER LowQual (default 1)")  # fmt: skip
     p.add_argument("--multi-allelic-qual-filter", type=float, default=1.0,
                    help="at multi-allelic sites, drop alts whose own QUAL is below this (default 1)")  # fmt: skip
+    p.add_argument("--gvcf-blocks", nargs="+", metavar="BLOCKS.tsv.gz",
+                   help="every shard's reference-confidence blocks (`make-examples --gvcf`); with --gvcf-out")  # fmt: skip
+    p.add_argument("--gvcf-out", metavar="G.VCF.gz",
+                   help="also write a gVCF: the VCF's records (with <*>) and the blocks (bgzipped, indexed)")  # fmt: skip
     p.add_argument("--provenance", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="extra header lines ##deepflows_KEY=VALUE, e.g. config_sha256=... from the workflow")  # fmt: skip
 
@@ -77,7 +86,8 @@ def run(args: argparse.Namespace) -> None:
     summary = postprocess(args.probs, args.ref, args.out, sample=args.sample, qual_filter=args.qual_filter,
                           multi_allelic_qual_filter=args.multi_allelic_qual_filter,
                           command=getattr(args, "command_line", "deepflows postprocess"),
-                          extra_provenance=parse_provenance(args.provenance))  # fmt: skip
+                          extra_provenance=parse_provenance(args.provenance), gvcf_blocks=args.gvcf_blocks,
+                          gvcf_out=args.gvcf_out)  # fmt: skip
     log.info("%s", summary)
 
 
@@ -237,7 +247,8 @@ def trim_suffix(ref: str, alts: list[str]) -> tuple[str, list[str]]:
 
 def postprocess(probs_path: str, ref_path: str, out: str, sample: str | None = None, qual_filter: float = 1.0,
                 multi_allelic_qual_filter: float = 1.0, command: str = "deepflows postprocess",
-                extra_provenance: dict[str, str] | None = None) -> dict:  # fmt: skip
+                extra_provenance: dict[str, str] | None = None, gvcf_blocks: list[str] | None = None,
+                gvcf_out: str | None = None) -> dict:  # fmt: skip
     from deepflows import __version__
     from deepflows.genomics.call_variants import open_probs
     from deepflows.genomics.io import open_reference
@@ -250,8 +261,15 @@ def postprocess(probs_path: str, ref_path: str, out: str, sample: str | None = N
 
     started = time.perf_counter()
     out_path = check_output_path(out)
+    if bool(gvcf_blocks) != bool(gvcf_out):
+        raise UserError("--gvcf-blocks and --gvcf-out go together (the blocks come from `make-examples --gvcf`)")
+    gvcf_path = check_output_path(gvcf_out) if gvcf_out else None
+    if gvcf_path is not None and gvcf_path.resolve() == out_path.resolve():
+        raise UserError(f"--gvcf-out {gvcf_out}: must differ from --out")
     group = open_probs(probs_path)
     reference = open_reference(ref_path)
+    contig_lengths = dict(zip(reference.references, reference.lengths))
+    block_files = [BlocksFile(path, contig_lengths, ref_path) for path in gvcf_blocks or []]
     order = {name: i for i, name in enumerate(reference.references)}
     attrs = dict(group.attrs)
     sample = sample or attrs.get("sample") or "sample"
@@ -265,7 +283,7 @@ def postprocess(probs_path: str, ref_path: str, out: str, sample: str | None = N
     def add(contig: int, start: int, record) -> None:
         counts[record.filter] += 1
         counts["multiallelic"] += len(record.alts) > 1
-        records.append((contig, start, record.line()))
+        records.append((contig, start, record))
 
     checked: set[str] = set()
     for site in iter_sites(group, probs_path):
@@ -309,10 +327,21 @@ def postprocess(probs_path: str, ref_path: str, out: str, sample: str | None = N
         "reference": str(ref_path),
         **(extra_provenance or {}),
     }
-    header = header_lines(zip(reference.references, reference.lengths), sample, provenance)
-    write_vcf_gz(out_path, header, (line for _, _, line in records))
+    header = header_lines(contig_lengths.items(), sample, provenance)
+    if gvcf_path is not None:
+        gvcf_header = header_lines(contig_lengths.items(), sample, {**provenance, **block_settings(block_files)},
+                                   gvcf=True)  # fmt: skip
+        write_vcf_gz(gvcf_path, gvcf_header, gvcf_lines(records, block_files, reference))
+    try:
+        write_vcf_gz(out_path, header, (record.line() for _, _, record in records))
+    except BaseException:
+        if gvcf_path is not None:  # both outputs or neither
+            for path in (gvcf_path, Path(f"{gvcf_path}.tbi")):
+                path.unlink(missing_ok=True)
+        raise
     seconds = time.perf_counter() - started
-    return {"out": str(out_path), **counts, "seconds": round(seconds, 3)}
+    gvcf = {"gvcf_out": str(gvcf_path)} if gvcf_path else {}
+    return {"out": str(out_path), **gvcf, **counts, "seconds": round(seconds, 3)}
 
 
 def iter_sites(group, path, rows: int = READ_ROWS) -> Iterator[Site]:

@@ -70,12 +70,19 @@ def _float(value: float) -> str:
     return f"{value:.6g}"
 
 
-def header_lines(contigs: Iterable[tuple[str, int]], sample: str, provenance: dict[str, str]) -> list[str]:
-    """`##` lines and the column line. `provenance` keys become `##KEY=VALUE` lines, in the given order."""
+def header_lines(contigs: Iterable[tuple[str, int]], sample: str, provenance: dict[str, str],
+                 gvcf: bool = False) -> list[str]:  # fmt: skip
+    """`##` lines and the column line. `provenance` keys become `##KEY=VALUE` lines, in the given order. A gVCF
+    also declares the `<*>` allele and its blocks' MIN_DP."""
     lines = ["##fileformat=VCFv4.2"]
     lines += [f'##FILTER=<ID={k},Description="{v}">' for k, v in FILTERS.items()]
     lines.append('##INFO=<ID=END,Number=1,Type=Integer,Description="End position (for use with symbolic alleles)">')
+    if gvcf:
+        lines.append('##ALT=<ID=*,Description="Any allele not shown at this position (gVCF reference blocks)">')
     lines += [f'##FORMAT=<ID={i},Number={n},Type={t},Description="{d}">' for i, n, t, d in FORMATS]
+    if gvcf:
+        lines.append('##FORMAT=<ID=MIN_DP,Number=1,Type=Integer,Description="Minimum DP observed within the gVCF '
+                     'block">')  # fmt: skip
     for key, value in provenance.items():
         lines.append(f"##{key}={_one_line(value)}")
     lines += [f"##contig=<ID={name},length={length}>" for name, length in contigs]
