@@ -49,14 +49,11 @@ def manifest_path(sample=SAMPLE, mode=MODE):
     return f"results/{sample}/examples/{mode}/manifest.json"
 
 
-def _shard_paths(sample, mode):
-    return expand(
-        "results/{sample}/examples/{mode}/examples-{shard:05d}-of-{nshards:05d}.zarr",
-        sample=sample,
-        mode=mode,
-        shard=range(NSHARDS),
-        nshards=NSHARDS,
-    )
+def _shard_paths(sample, mode, template="results/{sample}/examples/{mode}/examples-{shard}-of-{nshards}.zarr"):
+    """One path per make_examples shard (the examples, or another per-shard output's `template`)."""
+    return [
+        template.format(sample=sample, mode=mode, shard=f"{i:05d}", nshards=f"{NSHARDS:05d}") for i in range(NSHARDS)
+    ]
 
 
 def shard_paths(wildcards):
@@ -246,8 +243,7 @@ def make_examples_gvcf_args(wildcards, output):
 def postprocess_gvcf_inputs(wildcards):
     if not GVCF["enabled"]:
         return {}
-    return {"blocks": expand(GVCF_BLOCKS, sample=wildcards.sample, mode="calling",
-                             shard=[f"{i:05d}" for i in range(NSHARDS)], nshards=f"{NSHARDS:05d}")}  # fmt: skip
+    return {"blocks": _shard_paths(wildcards.sample, "calling", GVCF_BLOCKS)}
 
 
 def postprocess_gvcf_outputs():
