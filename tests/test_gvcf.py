@@ -184,7 +184,7 @@ def test_gvcf_records_and_blocks_cut_around_them(reference, gvcf_inputs, tmp_pat
         block("chr10", 203, 250, b[202], chr10), calls[7],
         block("chr10", 252, 300, b[251], chr10),
     ]  # fmt: skip
-    assert calls[4].endswith("\t1/2:7:30:2,15,13,0:0.5,0.433333,0:22,16,10,16,0,9,990,990,990,990")
+    assert calls[4].endswith("\t1/2:12:30:2,15,13,0:0.5,0.433333,0:22,16,16,19,0,19,990,990,990,990")
     with gzip.open(tmp_path / "calls.g.vcf.gz", "rt") as handle:
         header = [line.rstrip("\n") for line in handle if line.startswith("##")]
     for line in ('##ALT=<ID=*,', '##INFO=<ID=END,', '##FORMAT=<ID=MIN_DP,', "##deepflows_gvcf_gq_binsize=5",

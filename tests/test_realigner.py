@@ -15,7 +15,7 @@ from deepflows.cli import main
 from deepflows.genomics.active_windows import WindowParams, active_windows
 from deepflows.genomics.align import Scoring, align_pair, score_pair
 from deepflows.genomics.readbatch import ReadBatch, encode_bases
-from deepflows.genomics.realigner import check_batch, realign_reads
+from deepflows.genomics.realigner import RealignerParams, check_batch, realign_reads
 
 M, I, D, S = 0, 1, 2, 4
 READ_LEN = 100
@@ -113,6 +113,26 @@ def test_haplotype_alignment_left_aligns_an_insertion_in_a_repeat():
     hap = "GACGTCACACACAGGTA"  # one more CA
     _, _, _, _, moves = align_pair(encode_bases(hap), encode_bases(ref), Scoring(), glocal=False)
     assert "".join("MID"[m] for m in moves) == "M" * 5 + "II" + "M" * 10
+
+
+def test_two_insertions_in_a_repeat_are_not_spelled_as_one_plus_a_mismatch():
+    """Two insertions in an imperfect TTTC repeat: the read scoring would spell the haplotype as one longer
+    insertion and a mismatch; the placement scoring keeps the two insertions, each with its own reads."""
+    ref = "GGGAGGAGAAGGAGG" + "TTTCTTTCTTTCTTTTCTTTCTTTCTTCCTTTCTTCCTTTCTTTCTTCC" + "AAGGGAAGAGGAAGA"
+    hap = ref[:31] + "TTCCTTTCTTCCTTTC" + ref[31:44] + "TTCC" + ref[44:]
+
+    def spelled(scoring: Scoring) -> tuple[int, int]:
+        """(insertions, mismatches) of the haplotype's alignment to the reference."""
+        _, _, _, _, moves = align_pair(encode_bases(hap), encode_bases(ref), scoring, glocal=False)
+        i = j = mismatches = 0
+        for move in moves:
+            mismatches += int(move == 0 and hap[i] != ref[j])
+            i, j = i + (move != 2), j + (move != 1)
+        text = "".join("MID"[m] for m in moves)
+        return text.count("MI"), mismatches
+
+    assert spelled(Scoring()) == (1, 1)
+    assert spelled(RealignerParams().placement) == (2, 0)
 
 
 def test_score_is_the_alignment_score_and_a_band_bounds_it():

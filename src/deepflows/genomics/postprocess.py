@@ -2,17 +2,19 @@
 
 Every example of a candidate site shows one alt combination S (one alt, or a pair of alts) and carries
 the model's probabilities (p0, p1, p2) of 0, 1 or 2 copies of "an allele of S". A site with alts A1..An
-has n + n(n-1)/2 examples. Genotyping follows DeepVariant's postprocess_variants ("min" merge):
+has n + n(n-1)/2 examples. Genotyping follows DeepVariant's postprocess_variants ("min" merge, step 2 widened):
 
 1. Alt pruning (n > 1 only): alt Ai whose single-alt example gives QUAL_i = phred(p0_i) below
    `--multi-allelic-qual-filter` is dropped, with every example that shows it; if that drops all
    alts, the one with the highest QUAL_i stays.
 2. Genotype likelihoods, for every diploid genotype (a, b), a <= b, over {ref} + the remaining alts
-   (allele 0 = ref): each remaining example with alt set S adds
-       p0 to (0, 0);   p1 to (0, a) for a in S;   p2 to (a, b) for a, b in S (a = b included);
-   L(a, b) = min of the values added to (a, b), and P(a, b) = L(a, b) / sum of all L. Every genotype
-   gets at least one value: (0, 0) from every example, (0, a) and (a, a) from the single-alt example of
-   a, (a, b) from the pair example of a and b. For one alt this is just (p0, p1, p2), normalised.
+   (allele 0 = ref): each remaining example with alt set S gives (a, b) its probability of the number
+   of copies of S's alts that (a, b) holds, c = [a in S] + [b in S], which is the label that example
+   gets in training when (a, b) is the truth; L(a, b) = min over the examples of p_c, and
+   P(a, b) = L(a, b) / sum of all L. For one alt this is just (p0, p1, p2), normalised.
+   DeepVariant's merge gives (a, b) only the examples whose S holds a or b (or, for (0, 0), all); here
+   every example speaks: under 0/1 the example of alt 2 alone should show no copy, so two confident
+   single-alt hets with an unsure pair example make 1/2, not 0/1.
 3. The call is the most likely genotype (the first in VCF order on a tie). Then
        GQ   = round(phred(1 - P(call)))            (an integer; round half to even, as numpy)
        QUAL = round(phred(P(0, 0)), 1)
@@ -128,21 +130,12 @@ def alts_to_remove(n_alts: int, examples: list[tuple[tuple[int, ...], np.ndarray
 def genotype_probabilities(n_alts: int, examples: list[tuple[tuple[int, ...], np.ndarray]],
                            removed: set[int] = frozenset()) -> tuple[list[tuple[int, int]], np.ndarray]:  # fmt: skip
     """(genotypes in VCF order over ref + the alts not removed, their normalised probabilities)."""
-    values: dict[tuple[int, int], list[float]] = {}
-    for combo, p in examples:
-        alleles = sorted(i + 1 for i in combo)
-        if removed.intersection(alleles):
-            continue
-        p0, p1, p2 = (float(v) for v in p)
-        values.setdefault((0, 0), []).append(p0)
-        for a in alleles:
-            values.setdefault((0, a), []).append(p1)
-            for b in alleles:
-                if a <= b:
-                    values.setdefault((a, b), []).append(p2)
     kept = [0] + [a for a in range(1, n_alts + 1) if a not in removed]
     genotypes = vcf_genotypes(kept)
-    likelihoods = np.array([min(values[g]) for g in genotypes], dtype=np.float64)
+    shown = [({i + 1 for i in combo}, p) for combo, p in examples if not removed.intersection(i + 1 for i in combo)]
+    # Each example's probability of the copies of its alts that the genotype holds, as its label would be.
+    likelihoods = np.array([min(float(p[(a in alts) + (b in alts)]) for alts, p in shown) for a, b in genotypes],
+                           dtype=np.float64)  # fmt: skip
     total = likelihoods.sum()
     if not total > 0:
         likelihoods, total = np.ones(len(genotypes)), float(len(genotypes))

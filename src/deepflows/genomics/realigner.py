@@ -43,6 +43,11 @@ class RealignerParams:
     windows: WindowParams = field(default_factory=WindowParams)
     assembly: AssemblyParams = field(default_factory=AssemblyParams)
     scoring: Scoring = field(default_factory=Scoring)
+    # Haplotype vs reference: the read scoring at twice the scale but with a gap opening (9) cheaper than a
+    # mismatch (8 + the match it loses), so that several insertions in a repeat are spelled as themselves,
+    # not as fewer, longer ones plus mismatches (alleles only reads spanning all of them support). Runs of up
+    # to three mismatches (MNPs) still cost no more than a deletion plus an insertion, and stay mismatches.
+    placement: Scoring = field(default_factory=lambda: Scoring(match=2, mismatch=8, gap_open=9, gap_extend=2))
     # Reference added beyond each end of a read when aligning it to the padded haplotypes.
     flank_slop: int = 20
     # Reads are scored against a haplotype in a band of diagonals around where their original alignment
@@ -89,7 +94,7 @@ def realign_reads(batch: ReadBatch, ref_codes: np.ndarray, ref_offset: int,
             continue
         hs, he = around + assembly.start, around + assembly.end
         window_ref = ref_codes[hs - ref_offset : he - ref_offset]
-        placed = [_place_haplotype(encode_bases(h), window_ref, hs, params.scoring) for h in assembly.haplotypes]
+        placed = [_place_haplotype(encode_bases(h), window_ref, hs, params.placement) for h in assembly.haplotypes]
         # Only reads reaching where some haplotype differs from the reference can tell them apart.
         dlo, dhi = _differing_span(assembly.haplotypes, hs)
         informative = members[(spans[members, 0] < dhi + 1) & (spans[members, 1] > dlo - 1)]
