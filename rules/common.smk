@@ -281,10 +281,8 @@ def run_time_benchmarks(wildcards):
     """The `benchmark:` files of the sample's calling jobs, keyed `{stage}_{i}` (stage = the rule)."""
     sample = wildcards.sample
     files = {"simulate_0": STAGE_BENCHMARKS["simulate"].format(sample=sample)} if SIMULATED else {}
-    for i in range(NSHARDS):
-        files[f"make_examples_{i}"] = STAGE_BENCHMARKS["make_examples"].format(
-            sample=sample, mode="calling", shard=f"{i:05d}", nshards=f"{NSHARDS:05d}"
-        )
+    shards = _shard_paths(sample, "calling", STAGE_BENCHMARKS["make_examples"])
+    files.update({f"make_examples_{i}": path for i, path in enumerate(shards)})
     for stage in ("call_variants", "postprocess") + (("benchmark",) if benchmark_wanted() else ()):
         files[f"{stage}_0"] = STAGE_BENCHMARKS[stage].format(sample=sample)
     return files
