@@ -22,6 +22,7 @@ from deepflows.genomics.postprocess import (
     Site,
     call_site,
     genotype_probabilities,
+    genotype_site,
     iter_sites,
     trim_suffix,
     vcf_genotypes,
@@ -50,7 +51,7 @@ def sites(seq: dict[str, str]) -> list[tuple]:
         # 1/2: two deletions at one site; min-merge over its three examples
         ("chr10", 60, b[60:63], [b[60], b[60] + b[62]], 30, "2,15,13",
          [("0", (0.01, 0.9, 0.09)), ("1", (0.02, 0.88, 0.10)), ("0,1", (0.005, 0.02, 0.975))]),
-        # alt 1 pruned (its own QUAL 0.2 < 1): a het call of alt 2, written as a biallelic record
+        # alt 1 ruled out by its own example (p0 0.95): a het call of alt 2, written as a biallelic record
         ("chr10", 120, b[120], [other(b[120], 0), other(b[120], 1)], 23, "10,1,12",
          [("0", (0.95, 0.04, 0.01)), ("1", (0.01, 0.97, 0.02)), ("0,1", (0.01, 0.95, 0.04))]),
         # 0/2 over two deletions: alt 1 dropped, then REF/ALT trimmed (XYZ/XZ -> XY/X)
@@ -81,7 +82,7 @@ def expected_lines(seq: dict[str, str], low_qual: bool) -> list[str]:
             f"chr10\t61\t.\t{b[60:63]}\t{b[60]},{b[60] + b[62]}\t22.8\tPASS\t.\t{fmt}"
             f"\t1/2:12:30:2,15,13:0.5,0.433333:22,16,16,19,0,19"
         ),
-        f"chr10\t121\t.\t{b[120]}\t{other(b[120], 1)}\t20\tPASS\t.\t{fmt}\t0/1:15:23:10,12:0.521739:19,0,16",
+        f"chr10\t121\t.\t{b[120]}\t{other(b[120], 1)}\t20.2\tPASS\t.\t{fmt}\t0/1:11:23:10,12:0.521739:19,0,16",
         f"chr10\t201\t.\t{b[200:202]}\t{b[200]}\t15.3\tPASS\t.\t{fmt}\t0/1:6:28:3,20:0.714286:13,0,12",
         f"chr10\t251\t.\t{b[250]}\t{other(b[250])}\t100\tPASS\t.\t{fmt}\t1/1:100:40:0,40:1:100,100,0",
     ]
@@ -247,6 +248,20 @@ def test_single_alt_examples_speak_for_every_genotype():
                 ((0, 1), np.array([0.0, 0.557, 0.443]))]  # fmt: skip
     genotypes, probs = genotype_probabilities(2, examples)
     assert genotypes[int(np.argmax(probs))] == (1, 2) and probs.max() > 0.98
+
+
+def test_pruning_is_deepvariants_option():
+    """--multi-allelic-qual-filter 1 drops an alt whose own QUAL is below 1 before genotyping (DeepVariant's
+    default); by default no alt is dropped, and the one its example rules out still loses."""
+    examples = [((0,), np.array([0.95, 0.04, 0.01])), ((1,), np.array([0.01, 0.97, 0.02])),
+                ((0, 1), np.array([0.01, 0.95, 0.04]))]  # fmt: skip
+    site = Site("chr1", 9, "A", ("C", "G"), 23, (10, 1, 12), examples)
+    pruned, kept = genotype_site(site, 1.0), genotype_site(site)
+    assert pruned.removed == {1} and pruned.genotypes == [(0, 0), (0, 2), (2, 2)]
+    assert kept.removed == set() and kept.genotypes[kept.best] == pruned.genotypes[pruned.best] == (0, 2)
+    # the same call, with less confidence when alt 1's pair example is heard too
+    assert kept.probs[kept.best] == pytest.approx(0.95 / 1.04)
+    assert kept.probs[kept.best] < pruned.probs[pruned.best]
 
 
 def test_three_alts_pick_the_pair():

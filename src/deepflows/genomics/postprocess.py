@@ -4,9 +4,13 @@ Every example of a candidate site shows one alt combination S (one alt, or a pai
 the model's probabilities (p0, p1, p2) of 0, 1 or 2 copies of "an allele of S". A site with alts A1..An
 has n + n(n-1)/2 examples. Genotyping follows DeepVariant's postprocess_variants ("min" merge, step 2 widened):
 
-1. Alt pruning (n > 1 only): alt Ai whose single-alt example gives QUAL_i = phred(p0_i) below
-   `--multi-allelic-qual-filter` is dropped, with every example that shows it; if that drops all
-   alts, the one with the highest QUAL_i stays.
+1. Alt pruning (n > 1 only; off by default): alt Ai whose single-alt example gives QUAL_i = phred(p0_i)
+   below `--multi-allelic-qual-filter` is dropped, with every example that shows it; if that drops all
+   alts, the one with the highest QUAL_i stays. DeepVariant prunes at 1; with step 2's merge an alt its
+   own example rules out already gets a low value in every genotype that holds it, and pruning would
+   also throw away its pair examples, which can be the only ones that show a 1/2 in a homopolymer
+   (CT at p1 0.97 with CTT at p0 0.89, their pair at p2 1.0). On the call-level tune sets pruning at 1
+   cost 2 indels at 30x and 4 at 20x.
 2. Genotype likelihoods, for every diploid genotype (a, b), a <= b, over {ref} + the remaining alts
    (allele 0 = ref): each remaining example with alt set S gives (a, b) its probability of the number
    of copies of S's alts that (a, b) holds, c = [a in S] + [b in S], which is the label that example
@@ -74,8 +78,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sample", help="sample name in the VCF (default: the one recorded in the examples)")
     p.add_argument("--qual-filter", type=float, default=1.0,
                    help="variant calls with QUAL below this get FILTER LowQual (default 1)")  # fmt: skip
-    p.add_argument("--multi-allelic-qual-filter", type=float, default=1.0,
-                   help="at multi-allelic sites, drop alts whose own QUAL is below this (default 1)")  # fmt: skip
+    p.add_argument("--multi-allelic-qual-filter", type=float, default=0.0,
+                   help="at multi-allelic sites, drop alts whose own QUAL is below this before genotyping "
+                        "(default 0: none; DeepVariant's 1 discards pair examples that may show a het-alt)")  # fmt: skip
     p.add_argument("--gvcf-blocks", nargs="+", metavar="BLOCKS.tsv.gz",
                    help="every shard's reference-confidence blocks (`make-examples --gvcf`); with --gvcf-out")  # fmt: skip
     p.add_argument("--gvcf-out", metavar="G.VCF.gz",
@@ -166,12 +171,12 @@ class Genotyping:
         return int(np.argmax(self.probs))
 
 
-def genotype_site(site: Site, multi_allelic_qual_filter: float = 1.0) -> Genotyping:
+def genotype_site(site: Site, multi_allelic_qual_filter: float = 0.0) -> Genotyping:
     removed = alts_to_remove(len(site.alts), site.examples, multi_allelic_qual_filter)
     return Genotyping(removed, *genotype_probabilities(len(site.alts), site.examples, removed))
 
 
-def call_site(site: Site, qual_filter: float = 1.0, multi_allelic_qual_filter: float = 1.0):
+def call_site(site: Site, qual_filter: float = 1.0, multi_allelic_qual_filter: float = 0.0):
     """The VcfRecord of one site (see the module docstring)."""
     genotyping = genotype_site(site, multi_allelic_qual_filter)
     return site_record(site, genotyping, genotyping.best, qual_filter)
@@ -239,7 +244,7 @@ def trim_suffix(ref: str, alts: list[str]) -> tuple[str, list[str]]:
 
 
 def postprocess(probs_path: str, ref_path: str, out: str, sample: str | None = None, qual_filter: float = 1.0,
-                multi_allelic_qual_filter: float = 1.0, command: str = "deepflows postprocess",
+                multi_allelic_qual_filter: float = 0.0, command: str = "deepflows postprocess",
                 extra_provenance: dict[str, str] | None = None, gvcf_blocks: list[str] | None = None,
                 gvcf_out: str | None = None) -> dict:  # fmt: skip
     from deepflows import __version__
