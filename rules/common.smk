@@ -362,6 +362,40 @@ def trained_model_path(sample=SAMPLE):
     return f"results/{sample}/train/run/model"
 
 
+def _calibration_sets():
+    names = config["train"]["calibration_sets"]
+    for name in names:
+        settings = TRAINING["eval_sets"].get(name) if TRAINING["eval_regions"] else None
+        if settings is None or settings["regions"] != "tune":
+            sys.exit(f"error: config key train.calibration_sets: {name!r} is not one of training_data.eval_sets "
+                     f"with `regions: tune` (a model is never calibrated on evaluation data)")  # fmt: skip
+    return names
+
+
+CALIBRATION_SETS = _calibration_sets()
+
+
+def final_model_path(sample=SAMPLE):
+    """Target `trained_model`: the calibrated model (rule calibrate_model) when calibration sets are set."""
+    return f"results/{sample}/train/calibrated/model" if CALIBRATION_SETS else trained_model_path(sample)
+
+
+def calibration_inputs(wildcards):
+    prefixes = [f"results/{wildcards.sample}/eval/{name}" for name in CALIBRATION_SETS]
+    return {
+        **reference_inputs(wildcards),
+        "model": trained_model_path(wildcards.sample),
+        "probs": [f"{p}/probs.zarr" for p in prefixes],
+        "truth": [f"{p}/reads.truth.vcf.gz" for p in prefixes],
+        "confident": [f"{p}/reads.confident.bed" for p in prefixes],
+    }
+
+
+def calibration_set_args(wildcards, input):
+    return " ".join(f"--set {shlex.quote(p)} {shlex.quote(t)} {shlex.quote(c)}"
+                    for p, t, c in zip(input.probs, input.truth, input.confident))  # fmt: skip
+
+
 def training_data_targets(sample=SAMPLE):
     """Everything target `training_data` builds: the shuffled store, and per evaluation set its kept BAM and
     truth plus the manifest of its calling examples."""
@@ -439,8 +473,11 @@ def tune_region_args(wildcards):
     return f"--tune-regions {' '.join(regions)} --tune-margin {TRAINING['tune_margin']}" if regions else ""
 
 
-def eval_regions(wildcards=None):
-    return " ".join(str(r) for r in training_plan().eval_regions)
+def eval_regions(wildcards):
+    """The regions an eval set simulates and calls: the evaluation regions, or the tuning regions."""
+    plan = training_plan()
+    tune = TRAINING["eval_sets"][wildcards.evalset]["regions"] == "tune"
+    return " ".join(str(r) for r in (plan.tune_regions if tune else plan.eval_regions))
 
 
 def eval_simulation_args(wildcards):

@@ -4,8 +4,10 @@
 # on its own (train_simulate, BAM temporary) and turned into labelled examples (train_make_examples); all
 # chunks are shuffled into one Zarr store with a tuning split held back by region (train_shuffle).
 # Evaluation: each set of training_data.eval_sets simulates the evaluation regions with its own settings
-# (eval_simulate, BAM kept) and gets calling examples (eval_make_examples scatter, eval_check_shards gather).
-# Model: train_model trains on the store (target `trained_model`; GPU and time from profiles/).
+# (eval_simulate, BAM kept) and gets calling examples (eval_make_examples scatter, eval_check_shards gather);
+# a set with `regions: tune` simulates the tuning regions instead (held-out calls for calibration).
+# Model: train_model trains on the store (target `trained_model`; GPU and time from profiles/); with
+# train.calibration_sets, calibrate_model fits its call temperature on eval sets simulated over the tune regions.
 # Rules only wire files; the chunk layout comes from deepflows.genomics.training_plan (rules/common.smk).
 
 
@@ -16,7 +18,7 @@ rule training_data:
 
 rule trained_model:
     input:
-        trained_model_path(),
+        final_model_path(),
 
 
 rule train_simulate:
@@ -189,3 +191,38 @@ rule train_model:
     shell:
         "deepflows train --examples {input.store:q} --config {input.config:q} --workdir {params.workdir:q}"
         " 2> {log:q}"
+
+
+# An eval set's calling examples through the trained model (the calibration sets' probabilities).
+rule eval_call_variants:
+    input:
+        shards=eval_shard_paths,
+        manifest="results/{sample}/eval/{evalset}/examples/calling/manifest.json",
+        model=trained_model_path("{sample}"),
+    output:
+        temp(directory("results/{sample}/eval/{evalset}/probs.zarr")),
+    log:
+        "logs/{sample}/eval/{evalset}/call_variants.log",
+    benchmark:
+        "benchmarks/{sample}/eval/{evalset}/call_variants.tsv"
+    conda:
+        "../envs/genomics.yaml"
+    shell:
+        "deepflows call-variants --examples {input.shards:q} --model {input.model:q} --out {output:q} 2> {log:q}"
+
+
+# The trained model with its call temperature fitted on the calibration sets (tune regions only).
+rule calibrate_model:
+    input:
+        unpack(calibration_inputs),
+    output:
+        protected(directory("results/{sample}/train/calibrated/model")),
+    params:
+        sets=calibration_set_args,
+    log:
+        "logs/{sample}/train/calibrate_model.log",
+    conda:
+        "../envs/genomics.yaml"
+    shell:
+        "cp -r {input.model:q} {output:q} && chmod -R u+w {output:q}"
+        " && deepflows fit-call-temperature --model {output:q} --ref {input.ref:q} {params.sets} > {log:q} 2>&1"

@@ -127,7 +127,7 @@ def test_probabilities_align_with_examples(shards, model_dir, tmp_path):
     calibrated = tmp_path / "calibrated"
     shutil.copytree(model_dir, calibrated)
     description = json.loads((calibrated / "model.json").read_text())
-    description["calibration"] = {"method": "temperature", "temperature": 2.0}
+    description["calibration"] = {"method": "temperature", "temperature": 2.0, "call_temperature": 1.5}
     (calibrated / "model.json").write_text(json.dumps(description))
     out3 = tmp_path / "calibrated.zarr"
     assert call(shards, calibrated, out3) == 0
@@ -136,6 +136,8 @@ def test_probabilities_align_with_examples(shards, model_dir, tmp_path):
     assert np.allclose(softened["probs"][:], expected, atol=1e-5)
     assert np.array_equal(softened["probs"][:].argmax(1), probs.argmax(1))
     assert softened.attrs["model"]["temperature"] == 2.0 and attrs["model"]["temperature"] == 1.0
+    # the call temperature is postprocess's: only passed on
+    assert softened.attrs["model"]["call_temperature"] == 1.5 and attrs["model"]["call_temperature"] == 1.0
 
 
 def test_missing_or_incomplete_shard_is_refused_before_any_work(shards, tmp_path, capsys):

@@ -178,6 +178,17 @@ def test_bad_training_layout_fails_with_one_line(tmp_path):
     assert "Traceback" not in run.stderr
 
 
+def test_calibration_on_evaluation_data_is_refused(tmp_path):
+    bad = {**TINY, "train": {"calibration_sets": ["standard"]}}  # an eval set over the evaluation regions
+    run = snakemake(tmp_path, "-n", "trained_model", config=bad)
+    assert run.returncode != 0
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    expected = ("error: config key train.calibration_sets: 'standard' is not one of training_data.eval_sets "
+                "with `regions: tune` (a model is never calibrated on evaluation data)")  # fmt: skip
+    assert errors == [expected], run.stderr
+    assert "Traceback" not in run.stderr
+
+
 @pytest.mark.workflow
 @pytest.mark.realdata
 def test_named_run_never_simulates_training_reads_in_evaluation_regions(tmp_path, shared_data):
@@ -188,10 +199,10 @@ def test_named_run_never_simulates_training_reads_in_evaluation_regions(tmp_path
     run = snakemake(tmp_path, "-n", "-p", config=config)  # rule all: training_data.enabled is true
     assert run.returncode == 0, run.stderr
     counts = job_counts(run.stdout)
-    eval_sets = yaml.safe_load(text)["training_data"]["eval_sets"]  # standard, hard, clean
+    eval_sets = yaml.safe_load(text)["training_data"]["eval_sets"]  # standard, hard, clean; tune30, tune20
     replicates = yaml.safe_load(text)["training_data"]["replicates"]  # each region simulated that many times
     assert counts["train_simulate"] == counts["train_make_examples"] == 10 * replicates
-    assert counts["eval_simulate"] == len(eval_sets) == 3
+    assert counts["eval_simulate"] == len(eval_sets) == 5
     evaluation = [Interval("chr20", 4_900_000, 5_200_000), Interval("chr20", 8_900_000, 9_200_000)]
     regions = simulated_regions(run.stdout)
     train = sorted({_interval(r[0]) for p, r in regions.items() if "/train/" in p})
@@ -199,8 +210,11 @@ def test_named_run_never_simulates_training_reads_in_evaluation_regions(tmp_path
     for iv in train:
         for ev in evaluation:
             assert iv.end <= ev.start - 1000 or iv.start >= ev.end + 1000, (iv, ev)
-    for name in ("standard", "hard"):
+    for name in ("standard", "hard", "clean"):
         assert regions[f"results/hg002-grch38/eval/{name}/reads"] == ["chr20:4900001-5200000", "chr20:8900001-9200000"]
+    for name in ("tune30", "tune20"):  # the calibration sets: the tuning regions, never the evaluation ones
+        assert eval_sets[name]["regions"] == "tune"
+        assert regions[f"results/hg002-grch38/eval/{name}/reads"] == ["chr20:2000001-2250000", "chr20:7200001-7450000"]
     assert "--truth " + str(shared_data / "genomics/HG002_GRCh38_1_22_v4.2.1_benchmark.chr20.vcf.gz") in run.stdout
     assert "--tune-regions chr20:2000001-2250000 chr20:7200001-7450000 --tune-margin 1000" in run.stdout
 
@@ -258,13 +272,21 @@ def test_tiny_training_data_end_to_end(tmp_path):
         "training": {"batch_size": 16, "steps": 6, "checkpoint_every": 3, "log_every": 3},
         "evaluation": {"every": 3},
     }))  # fmt: skip
-    config = {**TINY, "train": {"config": str(model_config)}}
+    # ... and its call temperature fitted on a set simulated over the tuning region (target trained_model)
+    eval_sets = {**TINY["training_data"]["eval_sets"], "tunecal": {"depth": 10, "seed": 23, "regions": "tune"}}
+    config = {**TINY, "training_data": {**TINY["training_data"], "eval_sets": eval_sets},
+              "train": {"config": str(model_config), "calibration_sets": ["tunecal"]}}  # fmt: skip
     run = snakemake(tmp_path, "--cores", "1", "trained_model", config=config, timeout=300)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
     from deepflows.nn.model_dir import load_model
 
     workdir = tmp_path / "results/tt/train/run"
     _, meta = load_model(workdir / "model")
+    _, calibrated = load_model(tmp_path / "results/tt/train/calibrated/model")  # same weights (sha256 checked)
+    assert calibrated["sha256"] == meta["sha256"] and "call_temperature" not in meta["calibration"]
+    assert calibrated["calibration"]["call_temperature"] > 0 and calibrated["calibration"]["call_sites"] > 0
+    assert calibrated["calibration"]["call_fitted_on"] == ["results/tt/eval/tunecal/probs.zarr"]
+    assert re.search(r"deepflows simulate .*--region demo:20001-40000 .*eval/tunecal/reads", run.stdout + run.stderr)
     assert meta["steps"] == 6 and meta["training_data"]["train_classes"] == summary["splits"]["train"]["classes"]
     assert meta["calibration"]["examples"] == len(tune_meta)
     assert (workdir / "metrics.jsonl").is_file() and list((workdir / "checkpoints").iterdir())

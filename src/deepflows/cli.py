@@ -30,6 +30,8 @@ STAGES: dict[str, tuple[str, str]] = {
     "benchmark": ("deepflows.genomics.benchmark_cli", "compare a VCF with a truth set, hap.py style"),
     "run-times": ("deepflows.run_times", "Snakemake benchmark files -> run time and memory per stage"),
     "gq-calibration": ("deepflows.genomics.calibration", "GQ bins of a call set vs its observed genotype error rate"),
+    "fit-call-temperature": ("deepflows.genomics.call_calibration",
+                             "fit a model's call temperature on called tune sets (GQ, QUAL and PL follow errors)"),
     "ingest-image": ("deepflows.imaging.io", "a PNG or TIFF (channels, z-stacks) -> an OME-Zarr multiscale image"),
     "focus-train": ("deepflows.imaging.focus_train", "train the focus-quality model on synthetically defocused fields"),
     "focus": ("deepflows.imaging.focus", "rate focus quality per patch and per image; CSVs and montages"),

@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> None:
         plot(rows, args.plot)
 
 
-def _allele_key(fasta, contig: str, start: int, ref: str, alt: str) -> tuple:
+def allele_key(fasta, contig: str, start: int, ref: str, alt: str) -> tuple:
     from deepflows.genomics.variants import Variant, normalize
 
     v = normalize(Variant(contig, start, ref, (alt,)), fasta)
@@ -60,7 +60,7 @@ def truth_dosages(truth: str, fasta, contigs: list[str]) -> Counter:
             for v in reader.fetch(contig):
                 for allele in v.genotype or ():
                     if allele > 0:
-                        dosage[_allele_key(fasta, v.contig, v.start, v.ref, v.alts[allele - 1])] += 1
+                        dosage[allele_key(fasta, v.contig, v.start, v.ref, v.alts[allele - 1])] += 1
     return dosage
 
 
@@ -77,7 +77,7 @@ def called_dosages(path: str, fasta, confident):
             if gq is None or gt is None or None in gt:
                 continue
             called = Counter(gt)
-            yield gq, {_allele_key(fasta, rec.contig, rec.start, rec.ref, alt): called[i + 1]
+            yield gq, {allele_key(fasta, rec.contig, rec.start, rec.ref, alt): called[i + 1]
                        for i, alt in enumerate(rec.alts)}  # fmt: skip
 
 

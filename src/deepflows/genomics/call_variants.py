@@ -173,6 +173,7 @@ def call_variants(examples: list[str], model_dir: str, out: str, batch_size: int
     """Run the model over every example of the shard set; returns a summary (examples/s among it).
     `micro_batch` None picks CPU_MICRO_BATCH on CPUs and the whole batch elsewhere."""
     from deepflows import __version__
+    from deepflows.genomics.call_calibration import call_temperature_of
     from deepflows.nn.calibration import temperature_of
     from deepflows.nn.model_dir import check_compatible, load_model
     from deepflows.store.examples import check_shard_set
@@ -204,6 +205,7 @@ def call_variants(examples: list[str], model_dir: str, out: str, batch_size: int
             "architecture": meta["architecture"],
             "path": str(model_dir),
             "temperature": temperature_of(meta),
+            "call_temperature": call_temperature_of(meta),
         },
         "examples": [{"path": str(path), "n_examples": c} for (path, _), c in zip(shards, counts)],
         "sources": {k: v for k, v in first.get("sources", {}).items() if k in ("reads", "reference")},

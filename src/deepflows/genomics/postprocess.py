@@ -60,6 +60,7 @@ import numpy as np
 
 from deepflows.errors import UserError, abbreviated
 from deepflows.genomics import overlapping_calls
+from deepflows.genomics.call_calibration import tempered
 from deepflows.genomics.gvcf import block_settings, gvcf_lines
 from deepflows.genomics.gvcf_blocks import BlocksFile
 from deepflows.provenance import key_value_pairs
@@ -171,9 +172,11 @@ class Genotyping:
         return int(np.argmax(self.probs))
 
 
-def genotype_site(site: Site, multi_allelic_qual_filter: float = 0.0) -> Genotyping:
+def genotype_site(site: Site, multi_allelic_qual_filter: float = 0.0, call_temperature: float = 1.0) -> Genotyping:
+    """Step 1-2 of the module docstring, then the model's call temperature (deepflows.genomics.call_calibration)."""
     removed = alts_to_remove(len(site.alts), site.examples, multi_allelic_qual_filter)
-    return Genotyping(removed, *genotype_probabilities(len(site.alts), site.examples, removed))
+    genotypes, probs = genotype_probabilities(len(site.alts), site.examples, removed)
+    return Genotyping(removed, genotypes, tempered(probs, call_temperature))
 
 
 def call_site(site: Site, qual_filter: float = 1.0, multi_allelic_qual_filter: float = 0.0):
@@ -274,6 +277,7 @@ def postprocess(probs_path: str, ref_path: str, out: str, sample: str | None = N
     if not sample.strip() or any(c in sample for c in "\t\n"):
         raise UserError(f"--sample {sample!r}: a sample name needs a character and no tabs or newlines")
     model = attrs.get("model") or {}
+    call_temperature = float(model.get("call_temperature", 1.0))
 
     records, variants = [], []
     counts = {"sites": 0, "examples": 0, "PASS": 0, "RefCall": 0, "LowQual": 0, "multiallelic": 0}
@@ -298,7 +302,7 @@ def postprocess(probs_path: str, ref_path: str, out: str, sample: str | None = N
                             f"reference {ref_path} ({found}): called against another reference?")  # fmt: skip
         counts["sites"] += 1
         counts["examples"] += len(site.examples)
-        genotyping = genotype_site(site, multi_allelic_qual_filter)
+        genotyping = genotype_site(site, multi_allelic_qual_filter, call_temperature)
         if genotyping.genotypes[genotyping.best] == (0, 0):
             add(order[site.contig], site.start, site_record(site, genotyping, genotyping.best, qual_filter))
         else:  # written once the calls overlapping it are known
@@ -320,6 +324,7 @@ def postprocess(probs_path: str, ref_path: str, out: str, sample: str | None = N
         "deepflows_model": model.get("name", "unknown"),
         "deepflows_model_sha256": model.get("sha256", "unknown"),
         "deepflows_model_temperature": str(model.get("temperature", 1.0)),
+        "deepflows_model_call_temperature": str(call_temperature),
         "deepflows_call_variants_command": attrs.get("command", "unknown"),
         "deepflows_command": command,
         "reference": str(ref_path),
