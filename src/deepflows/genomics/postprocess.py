@@ -19,6 +19,9 @@ has n + n(n-1)/2 examples. Genotyping follows DeepVariant's postprocess_variants
    DeepVariant's merge gives (a, b) only the examples whose S holds a or b (or, for (0, 0), all); here
    every example speaks: under 0/1 the example of alt 2 alone should show no copy, so two confident
    single-alt hets with an unsure pair example make 1/2, not 0/1.
+   Then the model's call temperature T (model.json, passed on by call-variants; 1 when absent) gives
+   P(a, b) ~ P(a, b)^(1/T), normalised: a calibration fitted on called tune sets
+   (deepflows.genomics.call_calibration) that moves GQ, QUAL and PL but never the most likely genotype.
 3. The call is the most likely genotype (the first in VCF order on a tie). Then
        GQ   = round(phred(1 - P(call)))            (an integer; round half to even, as numpy)
        QUAL = round(phred(P(0, 0)), 1)
