@@ -11,11 +11,12 @@ Cases:
   na12878   real NA12878 reads, GIAB truth, chr20:10,000,001-10,010,000 (../shared/data)
   sim-eval  the simulated evaluation set (GRCh38 chr20:4.9-5.2 Mb and 8.9-9.2 Mb, 30x 2x150), made by
             `snakemake --configfile config/train-hg002-grch38.yaml --cores 2` (target training_data)
+  sim-eval2 the same regions and settings drawn again (seed 23): how much one draw of reads moves the figures
   sim-hard  the harder evaluation set (20x 2x100, doubled random error rate), same target
   sim-clean the sim-eval regions and seed without systematic artifacts (no error hotspots or homopolymer
             slippage: only random, quality-driven errors), same target
 
-    python bench/peers.py [--cases na12878,sim-eval,sim-hard,sim-clean] [--model DIR]
+    python bench/peers.py [--cases na12878,sim-eval,sim-eval2,sim-hard,sim-clean] [--model DIR]
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ def cases() -> dict[str, dict]:
             "published": {"deepvariant (golden)": DATA / "deepvariant_golden/golden.postprocess_single_site_output.vcf"},
         },
     }  # fmt: skip
-    for name, folder in (("sim-eval", "standard"), ("sim-hard", "hard"), ("sim-clean", "clean")):
+    for name, folder in (("sim-eval", "standard"), ("sim-eval2", "standard2"), ("sim-hard", "hard"),
+                         ("sim-clean", "clean")):  # fmt: skip
         prefix = EVAL / folder / "reads"
         table[name] = {
             "reads": Path(f"{prefix}.bam"),
@@ -153,7 +155,7 @@ def markdown(results: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)  # fmt: skip
-    parser.add_argument("--cases", default="na12878,sim-eval,sim-hard,sim-clean")
+    parser.add_argument("--cases", default="na12878,sim-eval,sim-eval2,sim-hard,sim-clean")
     parser.add_argument("--json", default=str(OUT / "peers.json"))
     parser.add_argument("--model", type=Path, default=SHIPPED_MODEL, help="deepflows model directory")
     args = parser.parse_args()

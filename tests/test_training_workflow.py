@@ -199,10 +199,10 @@ def test_named_run_never_simulates_training_reads_in_evaluation_regions(tmp_path
     run = snakemake(tmp_path, "-n", "-p", config=config)  # rule all: training_data.enabled is true
     assert run.returncode == 0, run.stderr
     counts = job_counts(run.stdout)
-    eval_sets = yaml.safe_load(text)["training_data"]["eval_sets"]  # standard, hard, clean; tune30, tune20
+    eval_sets = yaml.safe_load(text)["training_data"]["eval_sets"]  # standard, standard2, hard, clean; tune30, tune20
     replicates = yaml.safe_load(text)["training_data"]["replicates"]  # each region simulated that many times
     assert counts["train_simulate"] == counts["train_make_examples"] == 10 * replicates
-    assert counts["eval_simulate"] == len(eval_sets) == 5
+    assert counts["eval_simulate"] == len(eval_sets) == 6
     evaluation = [Interval("chr20", 4_900_000, 5_200_000), Interval("chr20", 8_900_000, 9_200_000)]
     regions = simulated_regions(run.stdout)
     train = sorted({_interval(r[0]) for p, r in regions.items() if "/train/" in p})
@@ -210,7 +210,7 @@ def test_named_run_never_simulates_training_reads_in_evaluation_regions(tmp_path
     for iv in train:
         for ev in evaluation:
             assert iv.end <= ev.start - 1000 or iv.start >= ev.end + 1000, (iv, ev)
-    for name in ("standard", "hard", "clean"):
+    for name in ("standard", "standard2", "hard", "clean"):
         assert regions[f"results/hg002-grch38/eval/{name}/reads"] == ["chr20:4900001-5200000", "chr20:8900001-9200000"]
     for name in ("tune30", "tune20"):  # the calibration sets: the tuning regions, never the evaluation ones
         assert eval_sets[name]["regions"] == "tune"
