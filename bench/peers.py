@@ -100,9 +100,10 @@ def callers(case: dict, work: Path, model: Path) -> dict[str, str]:
 def score(case: dict, vcf: Path, out: Path) -> dict:
     """PASS rows of `deepflows benchmark`, by type."""
     regions = [arg for r in case["regions"] for arg in ("--regions", r)]
-    subprocess.run([deepflows(), "benchmark", "--truth", str(case["truth"]), "--confident", str(case["confident"]),
-                    "--query", str(vcf), "--ref", str(case["ref"]), *regions, "--out", str(out)],
-                   check=True, stdout=subprocess.DEVNULL, stderr=open(out.with_suffix(".log"), "w"))  # fmt: skip
+    with open(out.with_suffix(".log"), "w") as log:
+        subprocess.run([deepflows(), "benchmark", "--truth", str(case["truth"]), "--confident", str(case["confident"]),
+                        "--query", str(vcf), "--ref", str(case["ref"]), *regions, "--out", str(out)],
+                       check=True, stdout=subprocess.DEVNULL, stderr=log)  # fmt: skip
     rows = {}
     with open(out / "summary.csv") as handle:
         for row in csv.DictReader(handle):
