@@ -375,9 +375,14 @@ def _calibration_sets():
 CALIBRATION_SETS = _calibration_sets()
 
 
+def calibrated_model_path(sample=SAMPLE):
+    """Where rule calibrate_model writes the trained model with its call temperature."""
+    return f"results/{sample}/train/calibrated/model"
+
+
 def final_model_path(sample=SAMPLE):
-    """Target `trained_model`: the calibrated model (rule calibrate_model) when calibration sets are set."""
-    return f"results/{sample}/train/calibrated/model" if CALIBRATION_SETS else trained_model_path(sample)
+    """Target `trained_model`: the calibrated model when calibration sets are set, else the trained one."""
+    return calibrated_model_path(sample) if CALIBRATION_SETS else trained_model_path(sample)
 
 
 def calibration_inputs(wildcards):

@@ -216,7 +216,7 @@ rule calibrate_model:
     input:
         unpack(calibration_inputs),
     output:
-        protected(directory("results/{sample}/train/calibrated/model")),
+        protected(directory(calibrated_model_path("{sample}"))),
     params:
         sets=calibration_set_args,
     log:
