@@ -288,6 +288,7 @@ def test_tiny_training_data_end_to_end(tmp_path):
     assert calibrated["calibration"]["call_fitted_on"] == ["results/tt/eval/tunecal/probs.zarr"]
     assert re.search(r"deepflows simulate .*--region demo:20001-40000 .*eval/tunecal/reads", run.stdout + run.stderr)
     assert meta["steps"] == 6 and meta["training_data"]["train_classes"] == summary["splits"]["train"]["classes"]
+    assert meta["training_data"]["path"] == "results/tt/train/train.zarr"  # as given: no machine's absolute path
     assert meta["calibration"]["examples"] == len(tune_meta)
     assert (workdir / "metrics.jsonl").is_file() and list((workdir / "checkpoints").iterdir())
     assert (workdir / "model" / "weights.msgpack").stat().st_mode & 0o222 == 0  # protected(): read-only

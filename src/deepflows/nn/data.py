@@ -77,13 +77,14 @@ class Split:
 
 
 def store_fingerprint(path: str | Path) -> dict:
-    """Path and sha256 of the store's root metadata (zarr.json for Zarr v3, .zattrs for v2): the attributes
-    record the store's sources, their checksums, the seed and the split sizes, so they identify its content."""
+    """Path (as given: model.json travels to other machines) and sha256 of the store's root metadata (zarr.json
+    for Zarr v3, .zattrs for v2): the attributes record the store's sources, their checksums, the seed and the
+    split sizes, so they identify its content."""
     path = Path(path)
     for name in ("zarr.json", ".zattrs"):
         meta = path / name
         if meta.is_file():
-            return {"path": str(path.resolve()), "metadata": name, "sha256": hashlib.sha256(meta.read_bytes()).hexdigest()}
+            return {"path": str(path), "metadata": name, "sha256": hashlib.sha256(meta.read_bytes()).hexdigest()}
     raise UserError(f"{path}: no zarr.json or .zattrs; not a Zarr group")
 
 
