@@ -192,6 +192,25 @@ def test_gvcf_records_and_blocks_cut_around_them(reference, gvcf_inputs, tmp_pat
         assert any(h.startswith(line) for h in header), line
 
 
+def test_adjacent_blocks_of_two_shards_join(reference, tmp_path):
+    """chr2 scanned by two shards, cut at 200: the blocks join as one shard would have made them (same GQ bin
+    and GT: the least GQ, its PL, the least MIN_DP); chr10's do not (other GQ bins, other GT)."""
+    ref, seq = reference
+    probs = write_probs(tmp_path / "probs.zarr", [s for s in sites(seq) if s[0] == "chr2"][:1])  # the SNP at 51
+    shard_0 = [("chr2", 0, 200, 47, 30, "0,90,899"), ("chr10", 0, 100, 0, 0, "0,0,0")]
+    shard_1 = [("chr2", 200, 400, 45, 25, "0,75,749"), ("chr10", 100, 300, 20, 8, "0,20,200")]
+    blocks = [write_blocks(tmp_path / "b0.tsv.gz", shard_0), write_blocks(tmp_path / "b1.tsv.gz", shard_1)]
+    assert gvcf_postprocess(probs, ref, tmp_path / "calls.vcf.gz", blocks, tmp_path / "calls.g.vcf.gz") == 0
+    lines = body(tmp_path / "calls.g.vcf.gz")
+    joined = "0/0:45:25:0,75,749"
+    assert [line for line in lines if "END=" in line] == [
+        block("chr2", 1, 50, seq["chr2"][0], joined),
+        block("chr2", 52, 400, seq["chr2"][51], joined),
+        block("chr10", 1, 100, seq["chr10"][0], "./.:0:0:0,0,0"),
+        block("chr10", 101, 300, seq["chr10"][100], "0/0:20:8:0,20,200"),
+    ]
+
+
 def test_gvcf_is_valid_indexed_and_leaves_the_vcf_unchanged(reference, gvcf_inputs, tmp_path):
     ref, _ = reference
     probs, blocks = gvcf_inputs

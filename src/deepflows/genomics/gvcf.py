@@ -10,7 +10,8 @@ DeepVariant's gVCF convention (its golden gVCF is the model):
 - A block is cut where a record's REF span overlaps it, so no base is in both a block and a record, and the
   bases make_examples scanned leave no gap (its blocks skip only candidate positions, and every candidate has a
   record). Blocks of all shards are merged in reference order; overlapping blocks (a shard given twice) are
-  refused.
+  refused. Adjacent blocks of two shards join as make_examples joins them inside a shard (same GQ bin and GT:
+  the least GQ, its PL, the least MIN_DP), so the gVCF does not depend on how the regions were sharded.
 """
 
 from __future__ import annotations
@@ -49,8 +50,12 @@ def gvcf_lines(records: list[tuple[int, int, VcfRecord]], files: list[BlocksFile
     blocks of `files`, cut around the records' REF spans."""
     spans = _covered([(rank, start, start + len(record.ref)) for rank, start, record in records])
     calls = ((rank, start, with_non_ref(record).line()) for rank, start, record in records)
+    blocks = _in_order(files)
+    binsize = files[0].settings.get("gq_binsize", "") if files else ""
+    if binsize.isdigit() and int(binsize) > 0:  # block_settings made sure that every file has the same
+        blocks = _joined(blocks, int(binsize))
     parts = ((rank, start, block_line(block, start, end, reference.fetch(block.contig, start, start + 1).upper()))
-             for rank, block, start, end in _cut(_in_order(files), spans))  # fmt: skip
+             for rank, block, start, end in _cut(blocks, spans))  # fmt: skip
     for _, _, line in heapq.merge(calls, parts, key=lambda entry: entry[:2]):
         yield line
 
@@ -78,6 +83,27 @@ def _in_order(files: list[BlocksFile]) -> Iterator[tuple[int, Block]]:
                             f"the same shard given twice?")  # fmt: skip
         previous = (rank, block, path)
         yield rank, block
+
+
+def _joined(blocks: Iterator[tuple[int, Block]], gq_binsize: int) -> Iterator[tuple[int, Block]]:
+    """Adjacent blocks (of two shards) with the same GQ bin and GT as one (gvcf_blocks.merge_blocks' rule)."""
+
+    def key(block: Block) -> tuple:
+        return block.contig, block.gq // gq_binsize, bool(hom_ref_called(block.pl[1], block.pl[2]))
+
+    held = None
+    for rank, block in blocks:
+        if held and held[1].end == block.start and key(held[1]) == key(block):
+            first = held[1]
+            least = first if first.gq <= block.gq else block
+            merged = replace(first, end=block.end, gq=least.gq, pl=least.pl, min_dp=min(first.min_dp, block.min_dp))
+            held = (rank, merged)
+            continue
+        if held:
+            yield held
+        held = (rank, block)
+    if held:
+        yield held
 
 
 def _covered(spans: Iterable[tuple[int, int, int]]) -> dict[int, tuple[list[int], list[int]]]:
