@@ -106,3 +106,13 @@ def test_probabilities_of_another_model_are_refused(files, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and files["probs"] in err[0] and "another model" in err[0]
     assert "call_temperature" not in json.loads((files["model"] / "model.json").read_text())["calibration"]
+
+
+def test_unreadable_model_json_is_one_line(files, capsys):
+    (files["model"] / "model.json").write_text("{not json")
+    args = ["fit-call-temperature", "--model", str(files["model"]), "--ref", files["ref"],
+            "--set", files["probs"], files["truth"], files["confident"]]  # fmt: skip
+    assert main(args) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "model.json: unreadable model description" in err[0]
+    assert (files["model"] / "model.json").read_text() == "{not json"

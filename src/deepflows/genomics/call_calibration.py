@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -92,18 +91,15 @@ def fit_call_temperature(model_dir: str, ref: str, sets: list[tuple[str, str, st
 
     from deepflows.genomics.call_variants import open_probs
     from deepflows.nn.calibration import fit_temperature, mean_nll
-    from deepflows.nn.model_dir import MODEL_JSON
+    from deepflows.nn.model_dir import MODEL_JSON, read_model_json, write_json
 
-    meta_path = Path(model_dir) / MODEL_JSON
-    if not meta_path.is_file():
-        raise UserError(f"{model_dir}: not a model directory (no {MODEL_JSON})")
-    meta = json.loads(meta_path.read_text())
+    meta = read_model_json(model_dir)
     for probs, truth, confident in sets:
         for path in (probs, truth, confident):
             if not Path(path).exists():
                 raise UserError(f"{path}: not found")
         made_with = (dict(open_probs(probs).attrs).get("model") or {}).get("sha256")
-        if made_with != meta["sha256"]:
+        if made_with != meta.get("sha256"):
             raise UserError(f"{probs}: called with another model (sha256 {made_with}), not {model_dir}")
     fasta = pysam.FastaFile(ref)
     distributions, truths = [], []
@@ -130,7 +126,5 @@ def fit_call_temperature(model_dir: str, ref: str, sets: list[tuple[str, str, st
         "call_nll": round(mean_nll(logits, labels), 5),
         "call_nll_calibrated": round(mean_nll(logits, labels, temperature), 5),
     }
-    tmp = meta_path.with_name(f".{meta_path.name}.tmp")
-    tmp.write_text(json.dumps({**meta, "calibration": calibration}, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, meta_path)
+    write_json(Path(model_dir) / MODEL_JSON, {**meta, "calibration": calibration})
     return calibration

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import replace
 
 from deepflows.errors import UserError
-from deepflows.genomics.gvcf_blocks import Block, BlocksFile, hom_ref_called
+from deepflows.genomics.gvcf_blocks import Block, BlocksFile, hom_ref_called, join_key
 from deepflows.genomics.vcf_writer import VcfRecord
 
 NON_REF = "<*>"
@@ -89,7 +89,7 @@ def _joined(blocks: Iterator[tuple[int, Block]], gq_binsize: int) -> Iterator[tu
     """Adjacent blocks (of two shards) with the same GQ bin and GT as one (gvcf_blocks.merge_blocks' rule)."""
 
     def key(block: Block) -> tuple:
-        return block.contig, block.gq // gq_binsize, bool(hom_ref_called(block.pl[1], block.pl[2]))
+        return block.contig, int(join_key(block.gq, block.pl, gq_binsize))
 
     held = None
     for rank, block in blocks:

@@ -103,11 +103,17 @@ def position_blocks(start: int, depth: np.ndarray, ref_depth: np.ndarray, exclud
     return Blocks(start + keep, start + keep + 1, gq, depth[keep].astype(np.int32), pl)
 
 
+def join_key(gq, pl, gq_binsize: int):
+    """Adjacent blocks join when this agrees: GQ bin and GT (numbers or arrays; `pl` [..., 3])."""
+    pl = np.asarray(pl)
+    return (gq // gq_binsize) * 2 + hom_ref_called(pl[..., 1], pl[..., 2])
+
+
 def merge_blocks(blocks: Blocks, gq_binsize: int) -> Blocks:
     """Merge runs of adjacent blocks (one contig, in order) with the same GQ bin and GT."""
     if not len(blocks):
         return blocks
-    key = (blocks.gq // gq_binsize) * 2 + hom_ref_called(blocks.pl[:, 1], blocks.pl[:, 2])
+    key = join_key(blocks.gq, blocks.pl, gq_binsize)
     new = np.ones(len(blocks), dtype=bool)
     new[1:] = (blocks.start[1:] != blocks.end[:-1]) | (key[1:] != key[:-1])
     first = np.flatnonzero(new)

@@ -36,8 +36,26 @@ def save_model(directory: str | Path, model, meta: dict) -> dict:
     tmp.write_bytes(blob)
     tmp.rename(directory / WEIGHTS)
     meta = {**meta, "weights": WEIGHTS, "sha256": hashlib.sha256(blob).hexdigest()}
-    (directory / MODEL_JSON).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    write_json(directory / MODEL_JSON, meta)
     return meta
+
+
+def write_json(path: Path, data: dict) -> None:
+    """model.json (or a training run's JSON), written under a temporary name and renamed: never half a file."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+def read_model_json(directory: str | Path) -> dict:
+    """A model directory's model.json; one clear line when it is missing or not JSON."""
+    meta_path = Path(directory) / MODEL_JSON
+    if not meta_path.is_file():
+        raise UserError(f"{directory}: not a model directory (no {MODEL_JSON})")
+    try:
+        return json.loads(meta_path.read_text())
+    except json.JSONDecodeError as err:
+        raise UserError(f"{meta_path}: unreadable model description ({err})") from None
 
 
 def load_model(directory: str | Path):
@@ -47,15 +65,12 @@ def load_model(directory: str | Path):
     from deepflows.nn.models import build_model
 
     directory = Path(directory)
-    meta_path = directory / MODEL_JSON
-    if not meta_path.is_file():
-        raise UserError(f"{directory}: not a model directory (no {MODEL_JSON})")
+    meta = read_model_json(directory)
     try:
-        meta = json.loads(meta_path.read_text())
         weights = directory / meta["weights"]
         architecture, options, shape = meta["architecture"], meta["options"], meta["input_shape"]
-    except (json.JSONDecodeError, KeyError) as err:
-        raise UserError(f"{meta_path}: unreadable model description ({err})") from None
+    except KeyError as err:
+        raise UserError(f"{directory / MODEL_JSON}: unreadable model description ({err})") from None
     if not weights.is_file():
         raise UserError(f"{weights}: model weights not found")
     blob = weights.read_bytes()

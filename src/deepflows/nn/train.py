@@ -223,12 +223,6 @@ def class_weights(cfg: dict, counts: np.ndarray) -> np.ndarray:
     return np.asarray(setting, np.float32)
 
 
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
-
-
 def _replace_dir(tmp: Path, target: Path) -> None:
     """Move a finished directory into place (the previous one, if any, goes only once the new one is there)."""
     old = target.with_name(f".{target.name}.old-{os.getpid()}")
@@ -510,6 +504,7 @@ def train(examples, config, workdir, *, steps: int | None = None, seed: int | No
           command: str = "deepflows train") -> dict:  # fmt: skip
     """Train (or resume) in `workdir`; returns a summary. See the module docstring."""
     from deepflows.nn.data import open_split, store_fingerprint
+    from deepflows.nn.model_dir import write_json
     from deepflows.nn.models import build_model
 
     for noisy in ("absl", "jax._src.xla_bridge"):  # Orbax's per-save lines; JAX looking for a TPU
@@ -561,7 +556,7 @@ def train(examples, config, workdir, *, steps: int | None = None, seed: int | No
                 raise UserError(f"{workdir}: holds a checkpointed run with a different config ({key}: "
                                 f"{_get(previous['config'], where)!r} there, {_get(cfg, where)!r} here){hint}; "
                                 "refusing to resume: use another --workdir or remove this one")  # fmt: skip
-        _write_json(run_json, {**record, "command": command})
+        write_json(run_json, {**record, "command": command})
         return _train(cfg, model, train_split, tune_split, store, workdir, stop_at, command)
 
 
