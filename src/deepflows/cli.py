@@ -64,11 +64,40 @@ def main(argv: list[str] | None = None) -> int:
     try:
         importlib.import_module(args._module).run(args)
     except UserError as err:
-        print(f"deepflows {args.stage}: error: {err}", file=sys.stderr)
-        return 2
+        return _fail(args.stage, str(err), 2)
     except KeyboardInterrupt:
         return 130
+    except OSError as err:  # the machine's answer, not a bug: disk full, read-only file system, permissions
+        return _fail(args.stage, describe_os_error(err), 1)
+    except MemoryError:
+        return _fail(args.stage, "out of memory (give the job more memory, or smaller shards or batches)", 1)
+    except Exception as err:  # noqa: BLE001 - a bug: still one line for the user, the traceback kept in a file
+        return _fail(args.stage, f"internal error, please report it: {type(err).__name__}: {err} "
+                                 f"(traceback in {_save_traceback(args.stage)})", 3)  # fmt: skip
     return 0
+
+
+def describe_os_error(err: OSError) -> str:
+    """`PATH: No space left on device`: the file and the system's words for what went wrong."""
+    where = " -> ".join(str(name) for name in (err.filename, err.filename2) if name is not None)
+    what = err.strerror or str(err) or type(err).__name__
+    return f"{where}: {what}" if where else what
+
+
+def _fail(stage: str, message: str, code: int) -> int:
+    """Print the one error line (the last line of the stage's output) and return the exit code."""
+    print(f"deepflows {stage}: error: {' '.join(message.split())}", file=sys.stderr)
+    return code
+
+
+def _save_traceback(stage: str) -> str:
+    import tempfile
+    import traceback
+
+    with tempfile.NamedTemporaryFile("w", prefix=f"deepflows-{stage}-", suffix=".traceback.txt",
+                                     delete=False) as handle:  # fmt: skip
+        traceback.print_exc(file=handle)
+    return handle.name
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import urllib.request
 from pathlib import Path
 
 from deepflows.errors import UserError
+from deepflows.outputs import check_output_dir
 
 log = logging.getLogger("deepflows.download")
 
@@ -98,6 +99,7 @@ def download(url: str, out: str | Path, sha256: str | None = None, md5: str | No
         log.info("%s: present but its checksum differs from the expected one; fetching it again", out)
 
     out.parent.mkdir(parents=True, exist_ok=True)
+    check_output_dir(out.parent)
     tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
     hashes = {"sha256": hashlib.sha256(), "md5": hashlib.md5()}
     started = time.monotonic()

@@ -16,6 +16,7 @@ from importlib import metadata
 from pathlib import Path
 
 from deepflows.errors import UserError
+from deepflows.outputs import check_output_dir
 from deepflows.tables import open_text, write_tsv
 
 # The libraries whose versions can change a call: the featurizer's, the model's and the writer's.
@@ -73,5 +74,6 @@ def key_value_pairs(items: list[str], option: str) -> list[tuple[str, str]]:
 
 
 def run(args: argparse.Namespace) -> None:
+    check_output_dir(Path(args.out).absolute().parent)
     rows = read_vcf_provenance(args.vcf) + key_value_pairs(args.extra, "--extra")
     write_tsv(({"key": k, "value": v} for k, v in rows), COLUMNS, args.out)

@@ -14,6 +14,7 @@ import csv
 from pathlib import Path
 
 from deepflows.errors import UserError
+from deepflows.outputs import check_output_dir
 from deepflows.tables import write_tsv
 
 COLUMNS = ("stage", "jobs", "wall_s_sum", "wall_s_max", "cpu_s_sum", "peak_rss_mb_max")
@@ -25,6 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    check_output_dir(Path(args.out).absolute().parent)
     stages: dict[str, list[Path]] = {}
     for item in args.benchmarks:
         stage, sep, path = item.partition("=")

@@ -11,12 +11,12 @@ from pathlib import Path
 
 def write_tsv(rows: Iterable[dict], columns: Sequence[str], out: str | Path) -> None:
     """One line per row, `columns` in order (None as empty; other keys ignored)."""
-    tmp = Path(f"{out}.tmp")
-    with open(tmp, "w", newline="") as handle:
+    from deepflows.outputs import atomic_output
+
+    with atomic_output(out) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.DictWriter(handle, columns, delimiter="\t", extrasaction="ignore")
         writer.writeheader()
         writer.writerows({k: ("" if row.get(k) is None else row[k]) for k in columns} for row in rows)
-    tmp.rename(out)
 
 
 def open_text(path: str | Path):

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from deepflows import tables
 from deepflows.errors import UserError
+from deepflows.outputs import check_output_dir, save_figure
 
 BINS = (0, 5, 10, 15, 20, 30, 40, 50, 60)
 COLUMNS = ("gq", "calls", "errors", "observed_error", "expected_error", "observed_phred")
@@ -37,6 +38,9 @@ def run(args: argparse.Namespace) -> None:
     for path in (args.calls, args.truth, args.confident, args.ref):
         if not Path(path).exists():
             raise UserError(f"{path}: not found")
+    for out in (args.out, args.plot):
+        if out:
+            check_output_dir(Path(out).absolute().parent)
     rows = calibration(args.calls, args.truth, args.confident, args.ref)
     write_tsv(rows, args.out)
     if args.plot:
@@ -137,5 +141,5 @@ def plot(rows: list[dict], out: str) -> None:
            title="GQ calibration")  # fmt: skip
     ax.legend(loc="upper left")
     fig.tight_layout()
-    fig.savefig(out, dpi=120)
+    save_figure(fig, out, dpi=120)
     plt.close(fig)

@@ -45,6 +45,7 @@ from typing import NoReturn, Self
 import numpy as np
 
 from deepflows.errors import UserError
+from deepflows.outputs import check_new_output
 
 VERSION = 1
 P_ERROR = 0.001
@@ -134,8 +135,7 @@ class BlockWriter:
         self.out = Path(out)
         if not self.out.name.endswith(".gz"):
             raise UserError(f"{self.out}: the gVCF blocks file is bgzipped; name it *.tsv.gz")
-        if self.out.exists():
-            raise UserError(f"{self.out}: already exists; remove it or choose another --gvcf")
+        check_new_output(self.out, "--gvcf")
         if gq_binsize < 1:
             raise UserError(f"--gvcf-gq-binsize {gq_binsize}: needs a positive integer")
         self.tmp = self.out.with_name(f".{self.out.name}.tmp-{os.getpid()}")

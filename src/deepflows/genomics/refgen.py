@@ -11,10 +11,12 @@ import argparse
 import logging
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 
 from deepflows.errors import UserError
+from deepflows.outputs import check_output_dir
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +47,7 @@ def run(args: argparse.Namespace) -> None:
         raise UserError(f"--length {args.length}: must be at least 1000 bp")
     if not args.contig or any(c.isspace() for c in args.contig):
         raise UserError(f"--contig {args.contig!r}: must be a non-empty name without spaces")
-    out_dir = os.path.dirname(os.path.abspath(args.out))
-    if not os.path.isdir(out_dir):
-        raise UserError(f"{args.out}: output directory {out_dir} does not exist")
+    check_output_dir(Path(args.out).absolute().parent)
     started = time.perf_counter()
     sequence = generate_reference(args.length, args.seed)
     write_fasta(args.out, {args.contig: sequence})

@@ -6,8 +6,10 @@ Writes PREFIX.bam (+ .bai), PREFIX.truth.vcf.gz (+ .tbi) and PREFIX.confident.be
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from deepflows.errors import UserError
+from deepflows.outputs import check_output_dir
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -86,3 +88,4 @@ def _check(args: argparse.Namespace) -> None:
     for failed, message in problems:
         if failed:
             raise UserError(message)
+    check_output_dir(Path(args.out_prefix).absolute().parent)

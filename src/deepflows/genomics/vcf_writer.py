@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from deepflows.errors import UserError
+from deepflows.outputs import check_new_output
 
 FORMAT = "GT:GQ:DP:AD:VAF:PL"
 
@@ -126,12 +126,5 @@ def write_vcf_gz(out: str | Path, header: list[str], lines: Iterable[str]) -> No
         raise
 
 
-def check_output_path(out: str | Path) -> Path:
-    out = Path(out)
-    if not out.name.endswith(".vcf.gz"):
-        raise UserError(f"{out}: the output is a bgzipped VCF; name it *.vcf.gz")
-    if out.exists():
-        raise UserError(f"{out}: already exists; remove it or choose another --out")
-    if not out.parent.is_dir():
-        raise UserError(f"{out.parent}: output directory not found")
-    return out
+def check_output_path(out: str | Path, option: str = "--out") -> Path:
+    return check_new_output(out, option, suffix=".vcf.gz", kind="a bgzipped VCF")

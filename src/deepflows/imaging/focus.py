@@ -21,15 +21,14 @@ from __future__ import annotations
 import argparse
 import colorsys
 import logging
-import os
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
 
 from deepflows.errors import UserError
 from deepflows.imaging.focus_model import PATCH, Scorer, aggregate, certainty
+from deepflows.outputs import atomic_output, check_new_output
 
 log = logging.getLogger("deepflows.focus")
 MONTAGE_MAX = 4096  # longest montage side in pixels; larger planes are shown subsampled
@@ -125,12 +124,6 @@ def safe_name(source: Path, label: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", f"{name}_{label}" if label else name)
 
 
-def write_csv(frame, path: Path) -> None:
-    """A whole table under a temporary name, then renamed (a reader never sees half a table)."""
-    frame.to_csv(f"{path}.tmp", index=False, float_format="%.4f")
-    os.replace(f"{path}.tmp", path)
-
-
 def score_images(sources: list[Path], model_dir: str | Path, out: str | Path, channel: int = 0,
                  batch_size: int = 128, threads: int | None = None, block: int = 16) -> tuple:  # fmt: skip
     """Score every plane of every source into `out` (see the module doc); returns the (patches, images)
@@ -141,19 +134,16 @@ def score_images(sources: list[Path], model_dir: str | Path, out: str | Path, ch
     from deepflows.imaging.tiles import score_plane, write_predictions
     from deepflows.nn.model_dir import load_model
 
-    out = Path(out)
-    if out.exists():
-        raise UserError(f"{out}: already exists; remove it or choose another --out")
+    out = check_new_output(out)
     model, meta = load_model(model_dir)
     if meta.get("architecture") != "focus_cnn":
         raise UserError(f"{model_dir}: a {meta.get('architecture')} model, not a focus-quality model")
     scorer = Scorer(model, batch_size)
     levels = scorer.levels
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "montages").mkdir(parents=True)
     patch_rows, image_rows = [], []
-    try:
+    # The whole directory is written under a temporary name: a reader sees all of it or nothing.
+    with atomic_output(out) as tmp:
+        (tmp / "montages").mkdir(parents=True)
         with dask.config.set(scheduler="threads", num_workers=threads):
             for source in sources:
                 for label, plane, pixel in planes(source, channel):
@@ -187,12 +177,8 @@ def score_images(sources: list[Path], model_dir: str | Path, out: str | Path, ch
         columns = ["image", "plane", "status", "patches", "level", "expected_level", "certainty"]
         images = pd.DataFrame(image_rows, columns=columns)
         images["level"] = images["level"].astype("Int64")
-        write_csv(patches, tmp / "patches.csv")
-        write_csv(images, tmp / "images.csv")
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        patches.to_csv(tmp / "patches.csv", index=False, float_format="%.4f")
+        images.to_csv(tmp / "images.csv", index=False, float_format="%.4f")
     return patches, images
 
 

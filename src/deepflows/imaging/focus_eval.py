@@ -28,6 +28,7 @@ import numpy as np
 
 from deepflows.errors import UserError
 from deepflows.imaging.defocus import LEVELS
+from deepflows.outputs import check_output_dir, save_figure, write_text
 
 
 def sharpness_features(patches: np.ndarray) -> np.ndarray:
@@ -110,6 +111,9 @@ def run(args: argparse.Namespace) -> None:
     from deepflows.tables import write_tsv
 
     log = logging.getLogger("deepflows.focus_eval")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    check_output_dir(out)
     log.info("fitting the baseline and scoring the test fields")
     train_paths, test_paths = expand_images(args.train_images), expand_images(args.test_images)
     overlap = {p.resolve() for p in train_paths} & {p.resolve() for p in test_paths}
@@ -127,9 +131,7 @@ def run(args: argparse.Namespace) -> None:
     results["test_images"] = [str(p) for p in test_paths]
     results["train_images"] = [str(p) for p in train_paths]
     results["model_sha256"] = meta["sha256"]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_text(out / "metrics.json", json.dumps(results, indent=2) + "\n")
     rows = [{**{f"model_{k}": v for k, v in m.items()}, **{f"baseline_{k}": v for k, v in b.items()}, "level": m["level"]}
             for m, b in zip(results["model"]["per_level"], results["baseline"]["per_level"])]  # fmt: skip
     columns = ["level", "model_patches"] + [f"{w}_{k}" for k in ("patch_exact", "patch_within_one", "image_exact")
@@ -158,5 +160,5 @@ def plot(results: dict, out: Path) -> None:
     ax.set(xlabel="true defocus level", ylabel="patch accuracy (dots: within one)", xticks=x, ylim=(0, 1.05))
     ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
-    fig.savefig(out, dpi=120)
+    save_figure(fig, out, dpi=120)
     plt.close(fig)

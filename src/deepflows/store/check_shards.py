@@ -16,8 +16,10 @@ def run(args: argparse.Namespace) -> None:
 
     import numpy as np
 
+    from deepflows.outputs import check_output_dir, write_text
     from deepflows.store.examples import check_shard_set
 
+    check_output_dir(Path(args.out).absolute().parent)
     shard_set = check_shard_set(args.shards)
     shards = [
         {"path": str(path), "shard": f"{g.attrs['shard_index']}/{g.attrs['shard_count']}",
@@ -40,7 +42,4 @@ def run(args: argparse.Namespace) -> None:
         "shape": first["shape"],
         "shards": shards,
     }
-    out = Path(args.out)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    tmp.rename(out)
+    write_text(args.out, json.dumps(manifest, indent=2) + "\n")

@@ -1,0 +1,86 @@
+"""Output paths, held to one rule for every stage: checked before any work, written under a temporary
+name beside the output and renamed into place when complete, and removed on any failure, so that a
+stage leaves either its whole output or nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from deepflows.errors import UserError
+
+
+def temporary_path(out: str | Path) -> Path:
+    """Where `out` is written before its rename: beside it (one file system, so the rename is atomic), named
+    after it and this process, so that concurrent jobs and a rerun after kill -9 never share one."""
+    out = Path(out)
+    return out.with_name(f"{out.name}.tmp-{os.getpid()}")
+
+
+def remove(path: str | Path) -> None:
+    """Remove a file, a link or a directory tree, if there."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def check_output_dir(directory: str | Path) -> Path:
+    """A directory that outputs can be created in. Permission bits do not stop root, so the check creates
+    and removes a file there: read-only mounts, immutable directories and full inode tables all fail it."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        what = "is not a directory" if directory.exists() else "not found"
+        raise UserError(f"{directory}: output directory {what}")
+    try:
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".deepflows-write-test-"):
+            pass
+    except OSError as err:
+        raise UserError(f"{directory}: output directory is not writable ({err.strerror})") from None
+    return directory
+
+
+def check_new_output(out: str | Path, option: str = "--out", suffix: str | None = None, kind: str = "") -> Path:
+    """An output that must not exist yet, in a writable directory; when `suffix` is given it must end so
+    (`kind` says what the file is, e.g. "a bgzipped VCF")."""
+    out = Path(out)
+    if suffix and not out.name.endswith(suffix):
+        raise UserError(f"{out}: the output is {kind or 'a file'}; name it *{suffix}")
+    if out.exists() or out.is_symlink():
+        raise UserError(f"{out}: already exists; remove it or choose another {option}")
+    check_output_dir(out.parent)
+    return out
+
+
+@contextmanager
+def atomic_output(out: str | Path) -> Iterator[Path]:
+    """Yields the temporary path to write `out` (a file or a directory) to; renames it into place when the
+    block ends normally and removes it when the block ends by an exception, KeyboardInterrupt included."""
+    out = Path(out)
+    tmp = temporary_path(out)
+    remove(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, out)
+    except BaseException:
+        remove(tmp)
+        raise
+
+
+def write_text(out: str | Path, text: str) -> None:
+    """A whole text file, or none."""
+    with atomic_output(out) as tmp:
+        tmp.write_text(text)
+
+
+def save_figure(fig, out: str | Path, dpi: int) -> None:
+    """A whole matplotlib figure file, or none (the format follows the name of `out`: .png, .pdf, .svg)."""
+    out = Path(out)
+    with atomic_output(out) as tmp:
+        fig.savefig(tmp, format=out.suffix.lstrip(".") or "png", dpi=dpi)
