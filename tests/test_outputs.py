@@ -95,3 +95,22 @@ def test_cli_error_line_is_one_line_even_for_a_multiline_message(monkeypatch, ca
     _stage_raising(monkeypatch, UserError("a.vcf: bad\nrecord"))
     assert cli.main(["provenance", "--vcf", "x.vcf.gz", "--out", str(tmp_path / "p.tsv")]) == 2
     assert capsys.readouterr().err.strip().splitlines() == ["deepflows provenance: error: a.vcf: bad record"]
+
+
+def test_a_rerun_removes_the_temporaries_of_killed_runs_only(tmp_path):
+    import os
+    import socket
+
+    out = tmp_path / "shard.zarr"
+    host = socket.gethostname()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    killed = tmp_path / f"shard.zarr.tmp-{host}-{dead.pid}"
+    (killed / "inputs").mkdir(parents=True)
+    alive = tmp_path / f"shard.zarr.tmp-{host}-{os.getppid()}"  # a running process: its job may still be writing
+    elsewhere = tmp_path / "shard.zarr.tmp-othernode-1"  # another machine's, on a shared file system
+    alive.mkdir()
+    elsewhere.mkdir()
+    with atomic_output(out) as tmp:
+        tmp.mkdir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["shard.zarr", alive.name, elsewhere.name])

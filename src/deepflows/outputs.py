@@ -5,8 +5,10 @@ stage leaves either its whole output or nothing.
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,9 +19,31 @@ from deepflows.errors import UserError
 
 def temporary_path(out: str | Path) -> Path:
     """Where `out` is written before its rename: beside it (one file system, so the rename is atomic), named
-    after it and this process, so that concurrent jobs and a rerun after kill -9 never share one."""
+    after it, this machine and this process, so that concurrent jobs and a rerun after kill -9 never share one."""
     out = Path(out)
-    return out.with_name(f"{out.name}.tmp-{os.getpid()}")
+    return out.with_name(f"{out.name}.tmp-{socket.gethostname()}-{os.getpid()}")
+
+
+def remove_stale_temporaries(out: str | Path) -> None:
+    """Remove the temporaries of `out` left by processes of this machine that no longer run (killed with
+    -9, out of memory): a rerun cleans up after them. Other machines' temporaries, on a shared file
+    system, are left alone: their processes cannot be seen from here."""
+    out = Path(out)
+    prefix = f"{out.name}.tmp-{socket.gethostname()}-"
+    for tmp in out.parent.glob(f"{glob.escape(prefix)}*"):
+        pid = tmp.name[len(prefix):]
+        if pid.isdigit() and int(pid) != os.getpid() and not _running(int(pid)):
+            remove(tmp)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def remove(path: str | Path) -> None:
@@ -64,6 +88,7 @@ def atomic_output(out: str | Path) -> Iterator[Path]:
     block ends normally and removes it when the block ends by an exception, KeyboardInterrupt included."""
     out = Path(out)
     tmp = temporary_path(out)
+    remove_stale_temporaries(out)
     remove(tmp)
     try:
         yield tmp
