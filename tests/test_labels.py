@@ -500,7 +500,7 @@ def test_regions_agree_with_a_boolean_mask(tmp_path):
 def test_bad_bed_line_names_the_file(tmp_path):
     bed = tmp_path / "bad.bed"
     bed.write_text("chr1\t10\tx\n")
-    with pytest.raises(UserError, match=r"bad\.bed:1"):
+    with pytest.raises(UserError, match=r"bad\.bed: line 1"):
         Regions.from_bed(bed)
 
 

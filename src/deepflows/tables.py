@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import csv
 import gzip
-from collections.abc import Iterable, Sequence
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+
+from deepflows.errors import UserError
 
 
 def write_tsv(rows: Iterable[dict], columns: Sequence[str], out: str | Path) -> None:
@@ -22,3 +25,15 @@ def write_tsv(rows: Iterable[dict], columns: Sequence[str], out: str | Path) -> 
 def open_text(path: str | Path):
     """A text file for reading, gunzipped on the fly when its name ends in .gz (BED, VCF headers)."""
     return gzip.open(path, "rt") if str(path).endswith(".gz") else open(path)
+
+
+def read_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """(line number, line) of a plain or gzipped text file; bytes that are not text (a binary file, a broken
+    gzip stream) end in one UserError naming the file and the line."""
+    number = 0
+    try:
+        with open_text(path) as handle:
+            for number, line in enumerate(handle, 1):
+                yield number, line
+    except (OSError, EOFError, UnicodeDecodeError, zlib.error) as err:
+        raise UserError(f"{path}: line {number + 1}: cannot be read as text ({err})") from None

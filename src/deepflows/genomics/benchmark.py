@@ -28,7 +28,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import tempfile
 import time
 from collections import Counter
@@ -40,7 +39,15 @@ import numpy as np
 
 from deepflows.errors import UserError
 from deepflows.genomics.haplotypes import apply_edits, cluster_by_span
-from deepflows.genomics.variants import ReferenceLike, Regions, Variant, VcfReader, ambiguous_span, normalize
+from deepflows.genomics.variants import (
+    ReferenceLike,
+    Regions,
+    Variant,
+    VcfReader,
+    ambiguous_span,
+    indexed_vcf,
+    normalize,
+)
 
 log = logging.getLogger(__name__)
 
@@ -186,69 +193,10 @@ class ContigCache:
 # Reading and preprocessing
 
 
-def open_vcf(path: str | Path, workdir: Path, *, pass_only: bool) -> VcfReader:
-    """A VcfReader for a plain, gzipped or bgzipped VCF (or BCF); unindexed input is copied to `workdir`
-    as bgzipped VCF and indexed there, so the user's directory is never written to."""
-    import pysam
-
-    path = original = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: VCF not found")
-    pysam.set_verbosity(0)
-    is_gzip, is_bgzf = _compression(path)
-    if is_gzip and not is_bgzf:  # htslib cannot read plain gzip: unpack it first
-        import gzip
-
-        plain = workdir / f"{len(list(workdir.iterdir()))}.vcf"
-        try:
-            with gzip.open(path, "rb") as src, open(plain, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-        except (OSError, EOFError) as err:
-            raise UserError(f"{path}: cannot decompress ({_first_line(err)})") from None
-        path = plain
-    try:
-        with pysam.VariantFile(str(path)) as handle:
-            indexed = handle.index is not None
-            has_samples = len(handle.header.samples) > 0
-            is_bcf = handle.format == "BCF"
-    except (OSError, ValueError, NotImplementedError) as err:
-        raise UserError(f"{original}: cannot open as VCF/BCF ({_first_line(err)})") from None
-    if not has_samples:
-        raise UserError(f"{original}: no sample column, so no genotypes to compare")
-    if not indexed:
-        path = _indexed_copy(path, workdir, original, is_bcf=is_bcf, is_bgzf=is_bgzf)
-    reader = VcfReader(path, pass_only=pass_only)
-    reader.path = original  # name the user's file in messages
-    return reader
-
-
-def _compression(path: Path) -> tuple[bool, bool]:
-    """(gzip, BGZF) from the first bytes."""
-    with open(path, "rb") as handle:
-        magic = handle.read(18)
-    is_gzip = magic[:2] == b"\x1f\x8b"
-    return is_gzip, is_gzip and len(magic) >= 14 and bool(magic[3] & 4) and magic[12:14] == b"BC"
-
-
-def _indexed_copy(path: Path, workdir: Path, original: Path, *, is_bcf: bool, is_bgzf: bool) -> Path:
-    import pysam
-
-    copy = workdir / f"{len(list(workdir.iterdir()))}.vcf.gz"
-    log.info("%s has no index: indexing a bgzipped copy in %s", original, workdir)
-    try:
-        if is_bcf:  # rewritten as bgzipped VCF, which tabix indexes
-            with pysam.VariantFile(str(path)) as src, pysam.VariantFile(str(copy), "wz", header=src.header) as dst:
-                for record in src:
-                    dst.write(record)
-        elif is_bgzf:
-            shutil.copyfile(path, copy)
-        else:
-            pysam.tabix_compress(str(path), str(copy), force=True)
-        return Path(pysam.tabix_index(str(copy), preset="vcf", force=True))
-    except (OSError, ValueError, pysam.utils.SamtoolsError) as err:
-        raise UserError(
-            f"{original}: cannot index a copy ({_first_line(err)}); is it a VCF sorted by position?"
-        ) from None
+def open_vcf(path: str | Path, workdir: Path, *, pass_only: bool, sample: str | None = None) -> VcfReader:
+    """A VcfReader for a plain, gzipped or bgzipped VCF (or BCF); unindexed input is read through an indexed
+    copy in `workdir` (`indexed_vcf`), so the user's directory is never written to."""
+    return VcfReader(indexed_vcf(path, workdir), pass_only=pass_only, sample=sample, name=path)
 
 
 def _format_genotype(genotype: Sequence[int], phased: bool) -> str:
@@ -720,6 +668,10 @@ class BenchmarkOptions:
     regions: list[str] | None = None
     stratify: list[tuple[str, str | Path]] = field(default_factory=list)
     limits: Limits = field(default_factory=Limits)
+    # The sample compared in a VCF with several (one sample is required otherwise: taking the first unasked
+    # can score an empty column, 0 TP, without a word).
+    truth_sample: str | None = None
+    query_sample: str | None = None
 
 
 def compare(options: BenchmarkOptions) -> BenchmarkResult:
@@ -728,7 +680,7 @@ def compare(options: BenchmarkOptions) -> BenchmarkResult:
     from deepflows.genomics.regions import resolve_regions
 
     started = time.monotonic()
-    confident = Regions.from_bed(_require(options.confident, "confident BED"))
+    confident = Regions.from_bed(_require(options.confident, "confident BED"), needed_for="nothing is compared")
     strata = {name: Regions.from_bed(_require(path, f"stratification BED '{name}'")) for name, path in options.stratify}
     fasta = open_reference(options.ref)
     truth_stats, query_stats, matching = RecordStats(), RecordStats(), MatchStats()
@@ -743,15 +695,15 @@ def compare(options: BenchmarkOptions) -> BenchmarkResult:
             )
         windows: dict[str, list[tuple[int, int]]] = {}
         if options.regions:
-            for iv in resolve_regions(options.regions, lengths):
+            for iv in resolve_regions(options.regions, lengths, options.ref):
                 windows.setdefault(iv.contig, []).append((iv.start, iv.end))
             if not windows:
                 raise UserError(f"--regions {' '.join(options.regions)}: no interval")
         else:
             windows = {contig: [(0, length)] for contig, length in lengths.items()}
         with tempfile.TemporaryDirectory(prefix="deepflows-benchmark-") as tmp:
-            truth_reader = open_vcf(options.truth, Path(tmp), pass_only=True)
-            query_reader = open_vcf(options.query, Path(tmp), pass_only=False)
+            truth_reader = open_vcf(options.truth, Path(tmp), pass_only=True, sample=options.truth_sample)
+            query_reader = open_vcf(options.query, Path(tmp), pass_only=False, sample=options.query_sample)
             try:
                 whole = [] if options.regions else list(windows)
                 _check_contigs(options.truth, truth_reader, lengths, options.ref, whole)
@@ -859,11 +811,6 @@ def _membership(
         confident.overlaps_many(contig, starts, ends),
         {name: regions.overlaps_many(contig, starts, ends) for name, regions in strata.items()},
     )
-
-
-def _first_line(err: Exception) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 # ---------------------------------------------------------------------------------------------------

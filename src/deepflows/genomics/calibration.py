@@ -47,10 +47,14 @@ def run(args: argparse.Namespace) -> None:
         plot(rows, args.plot)
 
 
-def allele_key(fasta, contig: str, start: int, ref: str, alt: str) -> tuple:
+def allele_key(fasta, contig: str, start: int, ref: str, alt: str, path: str = "") -> tuple:
+    """The normalised (contig, start, ref, alt); a REF that is not the reference's is refused, naming `path`."""
     from deepflows.genomics.variants import Variant, normalize
 
-    v = normalize(Variant(contig, start, ref, (alt,)), fasta)
+    try:
+        v = normalize(Variant(contig, start, ref, (alt,)), fasta)
+    except ValueError as err:
+        raise UserError(f"{path}: {err}; is it for reference {fasta.filename.decode()}?") from None
     return v.contig, v.start, v.ref, v.alts[0]
 
 
@@ -64,34 +68,34 @@ def truth_dosages(truth: str, fasta, contigs: list[str]) -> Counter:
             for v in reader.fetch(contig):
                 for allele in v.genotype or ():
                     if allele > 0:
-                        dosage[allele_key(fasta, v.contig, v.start, v.ref, v.alts[allele - 1])] += 1
+                        dosage[allele_key(fasta, v.contig, v.start, v.ref, v.alts[allele - 1], truth)] += 1
     return dosage
 
 
 def called_dosages(path: str, fasta, confident):
     """(GQ, {normalised candidate allele: called copies}) per genotyped record inside `confident`."""
-    import pysam
+    from deepflows.genomics.variants import genotype_sample, open_variant_file, vcf_records
 
-    with pysam.VariantFile(path) as vcf:
-        for rec in vcf:
+    with open_variant_file(path, indexed=False) as vcf:
+        index = genotype_sample(vcf, path)
+        for rec in vcf_records(vcf, path):
             if not confident.overlaps(rec.contig, rec.start, rec.stop):
                 continue
-            sample = rec.samples[0]
+            sample = rec.samples[index]
             gq, gt = sample.get("GQ"), sample.get("GT")
             if gq is None or gt is None or None in gt:
                 continue
             called = Counter(gt)
-            yield gq, {allele_key(fasta, rec.contig, rec.start, rec.ref, alt): called[i + 1]
+            yield gq, {allele_key(fasta, rec.contig, rec.start, rec.ref, alt, path): called[i + 1]
                        for i, alt in enumerate(rec.alts)}  # fmt: skip
 
 
 def calibration(calls_vcf: str, truth: str, confident_bed: str, ref: str) -> list[dict]:
-    import pysam
-
+    from deepflows.genomics.io import open_reference
     from deepflows.genomics.variants import Regions
 
-    fasta = pysam.FastaFile(ref)
-    confident = Regions.from_bed(confident_bed)
+    fasta = open_reference(ref)
+    confident = Regions.from_bed(confident_bed, needed_for="no call would be counted")
     dosage = truth_dosages(truth, fasta, confident.contigs)
     bins = {b: {"n": 0, "errors": 0, "expected": 0.0} for b in BINS}
     for gq, alleles in called_dosages(calls_vcf, fasta, confident):

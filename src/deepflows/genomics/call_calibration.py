@@ -87,9 +87,8 @@ def site_outcomes(probs_path: str, truth: str, confident_bed: str, fasta) -> tup
 
 def fit_call_temperature(model_dir: str, ref: str, sets: list[tuple[str, str, str]]) -> dict:
     """Fit T on the sets' sites and write it into model_dir/model.json; returns what was written."""
-    import pysam
-
     from deepflows.genomics.call_variants import open_probs
+    from deepflows.genomics.io import open_reference
     from deepflows.nn.calibration import fit_temperature, mean_nll
     from deepflows.nn.model_dir import MODEL_JSON, read_model_json, write_json
 
@@ -101,7 +100,7 @@ def fit_call_temperature(model_dir: str, ref: str, sets: list[tuple[str, str, st
         made_with = (dict(open_probs(probs).attrs).get("model") or {}).get("sha256")
         if made_with != meta.get("sha256"):
             raise UserError(f"{probs}: called with another model (sha256 {made_with}), not {model_dir}")
-    fasta = pysam.FastaFile(ref)
+    fasta = open_reference(ref)
     distributions, truths = [], []
     for probs, truth, confident in sets:
         d, t = site_outcomes(probs, truth, confident, fasta)

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from deepflows.errors import UserError
+from deepflows.errors import UserError, abbreviated
 from deepflows.genomics.haplotypes import (
     HOM_REF,
     Genotype,
@@ -18,6 +18,7 @@ from deepflows.genomics.haplotypes import (
     cluster_by_span,
     match_cluster,
 )
+from deepflows.genomics.io import open_reference
 from deepflows.genomics.variants import Regions, Variant, VcfReader, ambiguous_span, normalize
 
 # (start 0-based, ref, alts) as make_examples finds them.
@@ -66,20 +67,15 @@ class TruthLabeler:
         max_gap: int = 10,
         max_variants: int = 12,
     ):
-        import pysam
-
         self.truth_vcf = Path(truth_vcf)
         self.max_gap = max_gap
         self.max_variants = max_variants
-        self.confident = Regions.from_bed(confident_bed)
-        if not self.confident.contigs:
-            raise UserError(f"{confident_bed}: no intervals, so no candidate could get a label")
+        self.confident = Regions.from_bed(confident_bed, needed_for="no candidate could get a label")
         self.counts = LabelCounts()
         self._truth = VcfReader(truth_vcf)
-        try:
-            self._fasta = pysam.FastaFile(str(fasta_path))
-        except (OSError, ValueError) as err:
-            raise UserError(f"{fasta_path}: cannot open as an indexed FASTA ({err})") from err
+        self._fasta = open_reference(fasta_path)
+        _share_contigs(confident_bed, self.confident.contigs, fasta_path, self._fasta.references)
+        _share_contigs(truth_vcf, self._truth.contigs, fasta_path, self._fasta.references)
 
     def genotypes(self, contig: str, candidates: Sequence[Candidate]) -> list[Genotype | None]:
         """Per candidate, its genotype over (ref, *alts), or None when not wholly in a confident region.
@@ -144,6 +140,13 @@ class TruthLabeler:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _share_contigs(path, names: list[str], ref_path, ref_names: Sequence[str]) -> None:
+    """`20` against `chr20` would leave every candidate unlabelled (no examples) or hom-ref, without a word."""
+    if names and not set(names) & set(ref_names):
+        raise UserError(f"{path}: no contig in common with reference {ref_path} (it has {abbreviated(names)}; the "
+                        f"reference has {abbreviated(ref_names)})")  # fmt: skip
 
 
 def label_for_alt_indices(genotype: Genotype, alt_indices: Sequence[int]) -> int:

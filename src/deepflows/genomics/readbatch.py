@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from deepflows.errors import UserError
+from deepflows.genomics.io import reading_reads
 
 # SAM flags: unmapped, secondary, QC-fail, duplicate, supplementary.
 SKIP_FLAGS = 0x4 | 0x100 | 0x200 | 0x400 | 0x800
@@ -76,7 +76,7 @@ def fetch_reads(alignments, path, contig: str, start: int, end: int, min_mapq: i
     seqs: list[bytes] = []
     quals: list[bytes] = []
     seq_offsets = [0]
-    try:
+    with reading_reads(alignments, path, f"{contig}:{start + 1}-{end}"):
         for read in alignments.fetch(contig, max(0, start), end):
             if read.flag & SKIP_FLAGS or read.mapping_quality < min_mapq:
                 continue
@@ -99,8 +99,6 @@ def fetch_reads(alignments, path, contig: str, start: int, end: int, min_mapq: i
             seqs.append(sequence.encode("ascii"))
             quals.append(bytes(qualities) if qualities is not None else bytes(len(sequence)))
             seq_offsets.append(seq_offsets[-1] + len(sequence))
-    except OSError as err:
-        raise UserError(f"{path}: cannot read {contig}:{start + 1}-{end} ({err}); truncated or corrupt file?") from None
     seq = BASE_CODES[np.frombuffer(b"".join(seqs), dtype=np.uint8)]
     return ReadBatch(
         start=np.asarray(starts, dtype=np.int64),

@@ -30,66 +30,79 @@ class Interval:
         return f"{self.contig}:{self.start + 1}-{self.end}"
 
 
-def parse_region(text: str, contig_lengths: dict[str, int]) -> Interval:
-    """`chr`, `chr:pos` or `chr:start-end` (1-based inclusive) -> Interval checked against the reference."""
+def parse_region(text: str, contig_lengths: dict[str, int], reference: str | Path | None = None) -> Interval:
+    """`chr`, `chr:pos` or `chr:start-end` (1-based inclusive) -> Interval checked against the reference
+    (named in messages when given)."""
     match = _REGION.match(text.strip())
     if not match:
         raise UserError(f"region '{text}': expected chr, chr:pos or chr:start-end")
     contig = match["contig"]
     if contig not in contig_lengths:
-        raise UserError(f"region '{text}': contig '{contig}' is not in the reference ({_some(contig_lengths)})")
+        raise UserError(f"region '{text}': contig '{contig}' is not in {_reference(reference)} "
+                        f"({_some(contig_lengths)})")  # fmt: skip
     length = contig_lengths[contig]
     if match["start"] is None:
         return Interval(contig, 0, length)
     start = int(match["start"].replace(",", "")) - 1
     end = int(match["end"].replace(",", "")) if match["end"] else start + 1
-    if start < 0 or end <= start:
-        raise UserError(f"region '{text}': empty or inverted interval")
+    if start < 0:
+        raise UserError(f"region '{text}': positions are 1-based; start must be >= 1")
+    if end <= start:
+        raise UserError(f"region '{text}': empty or inverted interval (end before start)")
     if end > length:
-        raise UserError(f"region '{text}': ends past the end of {contig} ({length:,} bp)")
+        raise UserError(f"region '{text}': ends past the end of {contig} ({length:,} bp in {_reference(reference)})")
     return Interval(contig, start, end)
 
 
-def read_bed(path: str | Path, contig_lengths: dict[str, int] | None = None) -> list[Interval]:
-    """BED intervals (first three columns; plain or gzipped); contigs are checked when lengths are given."""
-    from deepflows.tables import open_text
+def read_bed(path: str | Path, contig_lengths: dict[str, int] | None = None,
+             reference: str | Path | None = None) -> list[Interval]:  # fmt: skip
+    """BED intervals (first three columns; plain or gzipped); contigs are checked when lengths are given
+    (and the reference named in messages when given). Problems name the file and line: `PATH: line N: ...`."""
+    from deepflows.tables import read_lines
 
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: BED file not found")
     intervals = []
-    with open_text(path) as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip() or line.startswith(("#", "track", "browser")):
-                continue
-            fields = line.split("\t") if "\t" in line else line.split()
-            try:
-                interval = Interval(fields[0], int(fields[1]), int(fields[2]))
-            except (IndexError, ValueError):
-                raise UserError(f"{path}:{number}: not a BED line (expected contig, start, end)") from None
-            if interval.end < interval.start or interval.start < 0:
-                raise UserError(f"{path}:{number}: end before start")
-            if contig_lengths is not None:
-                if interval.contig not in contig_lengths:
-                    raise UserError(
-                        f"{path}:{number}: contig '{interval.contig}' is not in the reference ({_some(contig_lengths)})"
-                    )
-                if interval.end > contig_lengths[interval.contig]:
-                    raise UserError(f"{path}:{number}: interval ends past the end of {interval.contig}")
-            intervals.append(interval)
+    for number, line in read_lines(path):
+        if not line.strip() or line.startswith(("#", "track", "browser")):
+            continue
+        fields = line.split("\t") if "\t" in line else line.split()
+        try:
+            interval = Interval(fields[0], int(fields[1]), int(fields[2]))
+        except (IndexError, ValueError):
+            raise UserError(f"{path}: line {number}: not a BED line (expected contig, start, end as "
+                            f"tab-separated whole numbers; got {line.strip()[:40]!r})") from None  # fmt: skip
+        if interval.start < 0:
+            raise UserError(f"{path}: line {number}: start {interval.start} is negative")
+        if interval.end < interval.start:
+            raise UserError(f"{path}: line {number}: end {interval.end} is before start {interval.start}")
+        if contig_lengths is not None:
+            if interval.contig not in contig_lengths:
+                raise UserError(f"{path}: line {number}: contig '{interval.contig}' is not in "
+                                f"{_reference(reference)} ({_some(contig_lengths)})")  # fmt: skip
+            if interval.end > contig_lengths[interval.contig]:
+                raise UserError(f"{path}: line {number}: interval ends past the end of {interval.contig} "
+                                f"({contig_lengths[interval.contig]:,} bp in {_reference(reference)})")  # fmt: skip
+        intervals.append(interval)
     return intervals
 
 
-def resolve_regions(specs: list[str] | None, contig_lengths: dict[str, int]) -> list[Interval]:
-    """Command-line regions (BED paths or chr:start-end strings; none = whole reference), merged and sorted."""
+def resolve_regions(specs: list[str] | None, contig_lengths: dict[str, int],
+                    reference: str | Path | None = None) -> list[Interval]:  # fmt: skip
+    """Command-line regions (BED paths or chr:start-end strings; none = whole reference), merged and sorted.
+    A BED without intervals is refused: it would make empty output that looks like a result."""
     if not specs:
         return [Interval(c, 0, n) for c, n in contig_lengths.items()]
     intervals: list[Interval] = []
     for spec in specs:
         if spec.endswith((".bed", ".bed.gz")) or Path(spec).is_file():
-            intervals.extend(read_bed(spec, contig_lengths))
+            found = read_bed(spec, contig_lengths, reference)
+            if not any(iv.length for iv in found):
+                raise UserError(f"{spec}: no intervals (an empty BED, or only empty intervals)")
+            intervals.extend(found)
         else:
-            intervals.append(parse_region(spec, contig_lengths))
+            intervals.append(parse_region(spec, contig_lengths, reference))
     return merge(intervals, order=list(contig_lengths))
 
 
@@ -139,3 +152,7 @@ def windows(region: Interval, size: int) -> list[Interval]:
 
 def _some(contig_lengths: dict[str, int]) -> str:
     return f"reference has {abbreviated(contig_lengths)}"
+
+
+def _reference(reference: str | Path | None) -> str:
+    return f"the reference {reference}" if reference else "the reference"

@@ -7,17 +7,15 @@ do not overlap on a haplotype. Coordinates are 0-based half-open.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 from collections import Counter
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from deepflows.errors import UserError, abbreviated
-from deepflows.genomics.io import fetch_sequence, require_file
+from deepflows.genomics.io import fetch_sequence
 from deepflows.genomics.regions import Interval
-from deepflows.genomics.variants import Variant, VcfReader, ambiguous_span, normalize
+from deepflows.genomics.variants import Variant, VcfReader, ambiguous_span, indexed_vcf, normalize
 
 log = logging.getLogger(__name__)
 
@@ -122,12 +120,11 @@ def _two_alt_alleles(seq: str, i: int, spectrum: VariantSpectrum,
 def truth_variants(path: str, regions: list[Interval], fasta, rng: np.random.Generator,
                    workdir: str) -> list[list[Variant]]:
     """The sample's genotypes from a VCF, per region: normalised, phased (at random where unphased)."""
-    indexed = _indexed_vcf(path, workdir)
-    _check_truth_contigs(path, indexed, fasta)
     ref_name = fasta.filename.decode()
     skipped: Counter[str] = Counter()
     per_region = []
-    with VcfReader(indexed) as reader:
+    with VcfReader(indexed_vcf(path, workdir), name=path) as reader:
+        _check_truth_contigs(path, reader, fasta)
         for region in regions:
             chosen = []
             for v in reader.fetch(region.contig, region.start, region.end):
@@ -145,8 +142,14 @@ def truth_variants(path: str, regions: list[Interval], fasta, rng: np.random.Gen
             per_region.append(drop_conflicts(sorted(chosen, key=_position), skipped))
         skipped["symbolic"] += reader.skipped_symbolic
         skipped["filtered (not PASS)"] += reader.skipped_filtered
+    skipped = +skipped  # without the zero counts
+    reasons = ", ".join(f"{n} {why}" for why, n in sorted(skipped.items()))
+    if skipped and not any(per_region):  # a sample without variants would look like a result
+        raise UserError(f"{path}: no usable variant in the simulated regions (skipped {reasons})")
+    if not any(per_region):
+        log.warning("%s: no variant in the simulated regions: the sample matches the reference there", path)
     if skipped:
-        log.info("%s: skipped %s", path, ", ".join(f"{n} {why}" for why, n in sorted(skipped.items())))
+        log.info("%s: skipped %s", path, reasons)
     return per_region
 
 
@@ -186,36 +189,15 @@ def drop_conflicts(variants: list[Variant], skipped: Counter) -> list[Variant]:
     return kept
 
 
-def _indexed_vcf(path: str, workdir: str) -> str:
-    """`path` when it has a tabix/CSI index, else an indexed bgzipped copy in the scratch folder."""
-    import pysam
-
-    require_file(path, "truth VCF")
-    if any(os.path.exists(path + ext) for ext in (".tbi", ".csi")):
-        return path
-    copy = os.path.join(workdir, "truth-input.vcf" + (".gz" if path.endswith(".gz") else ""))
-    shutil.copyfile(path, copy)
-    try:
-        return pysam.tabix_index(copy, preset="vcf", force=True)
-    except (OSError, ValueError):
-        raise UserError(f"{path}: cannot index VCF; is it sorted by position, and bgzipped if compressed?") from None
-
-
-def _check_truth_contigs(path: str, indexed: str, fasta) -> None:
+def _check_truth_contigs(path: str, reader: VcfReader, fasta) -> None:
     """The VCF must name contigs as the reference does; name both sides if not.
 
     A reference may be a leading piece of the VCF's contig (test references often cut a chromosome):
     that is logged, and REF checks of each record catch a real assembly mismatch. A VCF contig shorter
     than the reference's cannot be the same assembly.
     """
-    import pysam
-
     ref_lengths = dict(zip(fasta.references, fasta.lengths))
-    try:
-        with pysam.VariantFile(indexed) as vcf:
-            vcf_lengths = {name: contig.length for name, contig in vcf.header.contigs.items()}
-    except (OSError, ValueError) as err:
-        raise UserError(f"{path}: cannot open as VCF ({err})") from None
+    vcf_lengths = reader.contig_lengths()
     ref_name = fasta.filename.decode()
     shared = [name for name in vcf_lengths if name in ref_lengths]
     if vcf_lengths and not shared:

@@ -57,7 +57,7 @@ def simulate(opts: SimulationOptions) -> None:
     started = time.perf_counter()
     fasta = open_reference(opts.ref)
     lengths = dict(zip(fasta.references, fasta.lengths))
-    regions = simulated_regions(opts.regions, opts.exclude, lengths)
+    regions = simulated_regions(opts.regions, opts.exclude, lengths, opts.ref)
     log.info("simulating %d region(s), %s bp", len(regions), f"{sum(r.length for r in regions):,}")
     with staged_outputs(opts.out_prefix) as stage:
         variant_rng = np.random.default_rng([opts.seed, 0])
@@ -84,11 +84,11 @@ def simulate(opts: SimulationOptions) -> None:
 
 
 def simulated_regions(regions: list[str] | None, exclude: list[str] | None,
-                      lengths: dict[str, int]) -> list[Interval]:
-    """--region (default: every contig) minus --exclude, merged and in reference order."""
-    chosen = resolve_regions(regions, lengths)
+                      lengths: dict[str, int], reference: str | None = None) -> list[Interval]:
+    """--region (default: every contig) minus --exclude, merged and in reference order (named in messages)."""
+    chosen = resolve_regions(regions, lengths, reference)
     if exclude:
-        chosen = subtract(chosen, resolve_regions(exclude, lengths))
+        chosen = subtract(chosen, resolve_regions(exclude, lengths, reference))
     if not chosen:
         raise UserError(f"--region {' '.join(regions or ['(all)'])}: nothing left to simulate after --exclude")
     return chosen

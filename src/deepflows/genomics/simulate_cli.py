@@ -16,7 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("--ref", required=True, metavar="FASTA", help="reference FASTA, plain or bgzipped (.fai built if missing)")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--truth", metavar="VCF", help="take the sample's genotypes from this VCF (first sample)")
+    source.add_argument("--truth", metavar="VCF",
+                        help="take the sample's genotypes from this VCF (one sample; plain, gzipped or bgzipped)")
     source.add_argument("--random-variants", action="store_true", help="draw a germline-like set of variants")
     add("--variant-rate", type=float, default=1e-3, metavar="P",
         help="variants per bp with --random-variants (default: %(default)s)")
