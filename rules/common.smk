@@ -8,7 +8,16 @@ from pathlib import Path
 
 from snakemake import __version__ as SNAKEMAKE_VERSION
 
-from deepflows.config import ConfigError, validate_merged
+from deepflows.config import (
+    CACHE_DIR,
+    ConfigError,
+    check_input,
+    check_inputs,
+    index_files,
+    input_paths,
+    resolve_shipped,
+    validate_merged,
+)
 
 try:
     _validated = validate_merged(
@@ -17,6 +26,9 @@ try:
         getattr(workflow.config_settings, "overwrite_config", None),
         schema_path=Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml",
     )
+    # Every input the run reads is there (with the indexes no stage builds) before any job: one line naming
+    # the config key, not Snakemake's missing-input report, nor a job failing hours in.
+    check_inputs(_validated, workflow.basedir)
 except ConfigError as _err:
     # One line instead of Snakemake's traceback: the message already names the file and key.
     sys.exit(f"error: {_err}")
@@ -60,28 +72,28 @@ def shard_paths(wildcards):
     return _shard_paths(wildcards.sample, wildcards.mode)
 
 
-def _index_of(path):
-    """The index files that must sit beside an indexed input."""
-    if path.endswith(".cram"):
-        return [f"{path}.crai"]
-    if path.endswith(".bam"):
-        return [f"{path}.bai"]
-    if path.endswith(".vcf.gz"):
-        return [f"{path}.tbi"]
-    if path.endswith(".gz"):  # bgzipped FASTA
-        return [f"{path}.fai", f"{path}.gzi"]
-    return [f"{path}.fai"]
+def _index_of(path, kind, generated=False):
+    """The index files to ask for beside an indexed input (kind: fasta, reads, vcf): all of them when a rule
+    makes the file (make_reference, simulate make them with it), else only those rule download fetches.
+    A configured file's other indexes are checked before the run (deepflows.config.check_inputs): asking for
+    one that make-examples would build itself (.bai, .fai) would stop the run for want of a rule."""
+    indexes = index_files(path, kind)
+    return indexes if generated else [i for i in indexes if i.removeprefix(f"{CACHE_DIR}/") in DOWNLOADS]
 
 
 def reference_inputs(wildcards):
     fasta = config["reference"]["fasta"] or f"results/{wildcards.sample}/reference/demo.fa"
-    return {"ref": fasta, "ref_index": _index_of(fasta)}
+    return {"ref": fasta, "ref_index": _index_of(fasta, "fasta", generated=not config["reference"]["fasta"])}
+
+
+def _truth_inputs(vcf, generated=False):
+    return {"truth": vcf, "truth_index": _index_of(vcf, "vcf", generated)}
 
 
 def simulate_inputs(wildcards):
     inputs = reference_inputs(wildcards)
     if config["reads"]["simulate"]["variants"] == "truth":
-        inputs.update(truth=config["truth"]["vcf"], truth_index=_index_of(config["truth"]["vcf"]))
+        inputs.update(_truth_inputs(config["truth"]["vcf"]))
     return inputs
 
 
@@ -102,10 +114,10 @@ def truth_paths(wildcards):
 
 def make_examples_inputs(wildcards):
     reads = reads_path(wildcards)
-    inputs = reference_inputs(wildcards) | {"reads": reads, "reads_index": _index_of(reads)}
+    inputs = reference_inputs(wildcards) | {"reads": reads, "reads_index": _index_of(reads, "reads", SIMULATED)}
     if wildcards.mode == "training":
         vcf, bed = truth_paths(wildcards)
-        inputs.update(truth=vcf, truth_index=_index_of(vcf), confident=bed)
+        inputs.update(_truth_inputs(vcf, SIMULATED), confident=bed)
     if config["make_examples"]["regions_bed"]:
         inputs["regions_bed"] = config["make_examples"]["regions_bed"]
     return inputs
@@ -129,7 +141,7 @@ def make_examples_region_args(wildcards, input):
 
 # --- Calling: call_variants -> postprocess -> benchmark (rules/variants.smk) -----------------------------
 
-from deepflows.nn.model_dir import MODEL_JSON, WEIGHTS
+from deepflows.nn.model_dir import MODEL_JSON, model_description
 
 
 def calls_path(sample=SAMPLE):
@@ -141,25 +153,20 @@ def benchmark_summary_path(sample=SAMPLE):
 
 
 def model_dir():
-    """`model` as given; a relative path missing from the working directory is looked up in the deepflows
-    checkout, where the shipped models live (resources/models/), so `-d DIR` runs find them too."""
-    path = Path(config["model"])
-    if not path.is_absolute() and not path.exists() and (Path(workflow.basedir) / path).exists():
-        return str(Path(workflow.basedir) / path)
-    return str(path)
+    """`model` as given, or found in the deepflows checkout (shipped models: resources/models/)."""
+    return resolve_shipped(config["model"], workflow.basedir)
 
 
 def model_inputs(wildcards):
-    """The model directory's files. Checked here (when a run needs calls) rather than at parse time, so
-    runs that never call variants do not need a model; one line instead of Snakemake's missing-input report."""
+    """The model directory's files. A run whose default target calls variants had its model checked before it
+    started; this catches the others (calls asked for by name) with the same one line."""
     directory = model_dir()
-    for name in (MODEL_JSON, WEIGHTS):
-        if not Path(directory, name).is_file():
-            sys.exit(
-                f"error: model: {config['model']}: not a model directory (no {name}); set `model` to a directory"
-                " written by `deepflows train` (model.json + weights.msgpack)"
-            )
-    return {"model_json": str(Path(directory, MODEL_JSON)), "weights": str(Path(directory, WEIGHTS))}
+    try:
+        check_input("model", directory, "model")
+    except ConfigError as err:
+        sys.exit(f"error: {err}")
+    weights = model_description(directory)["weights"]
+    return {"model_json": str(Path(directory, MODEL_JSON)), "weights": str(Path(directory, weights))}
 
 
 def calling_shard_paths(wildcards):
@@ -200,7 +207,7 @@ def benchmark_inputs(wildcards):
         sys.exit("error: truth.vcf, truth.confident_bed: both must be set to benchmark the calls of real reads")
     vcf, bed = truth
     calls = calls_path(wildcards.sample)
-    inputs = reference_inputs(wildcards) | {"truth": vcf, "truth_index": _index_of(vcf), "confident": bed}
+    inputs = reference_inputs(wildcards) | _truth_inputs(vcf, SIMULATED) | {"confident": bed}
     inputs |= {"calls": calls, "calls_index": f"{calls}.tbi"}
     inputs |= {f"stratify_{i}": path for i, (_, path) in enumerate(_strata())}
     if config["make_examples"]["regions_bed"]:
@@ -423,7 +430,7 @@ def default_targets():
 def training_simulate_inputs(wildcards):
     inputs = reference_inputs(wildcards)
     if TRAINING["variants"] == "truth":
-        inputs.update(truth=config["truth"]["vcf"], truth_index=_index_of(config["truth"]["vcf"]))
+        inputs.update(_truth_inputs(config["truth"]["vcf"]))
     return inputs
 
 
@@ -507,7 +514,6 @@ def eval_shard_paths(wildcards):
 # Snakemake fetch entry NAME (and the index entries beside it); a path key pointing elsewhere (a local copy)
 # leaves the entry unused.
 
-CACHE_DIR = "resources/cache"
 DOWNLOADS = config["download"]["files"]
 
 
@@ -533,41 +539,20 @@ def download_checksum_args(wildcards):
 
 
 def cached_inputs():
-    """{path under resources/cache/: config key} for every input of the run that lives in the cache, index
-    files beside them included (what the download rule will be asked for)."""
-    keys = {
-        "reference.fasta": config["reference"]["fasta"],
-        "reads.path": config["reads"]["path"],
-        "truth.vcf": config["truth"]["vcf"],
-        "truth.confident_bed": config["truth"]["confident_bed"],
-        "make_examples.regions_bed": config["make_examples"]["regions_bed"],
-    } | {f"benchmark.stratify.{name}": path for name, path in BENCHMARK["stratify"].items()}
+    """{path under resources/cache/: config key} for every input of the run that rule download fetches,
+    index files beside them included."""
     found = {}
-    for key, path in keys.items():
-        if not path or not path.startswith(f"{CACHE_DIR}/"):
-            continue
-        indexed = key in ("reference.fasta", "reads.path", "truth.vcf")
-        for each in [path, *(_index_of(path) if indexed else [])]:
-            found[each.removeprefix(f"{CACHE_DIR}/")] = key
+    for key, path, kind in input_paths(config, workflow.basedir):
+        for each in [path, *_index_of(path, kind)]:
+            if each.startswith(f"{CACHE_DIR}/") and not Path(each).exists():
+                found[each.removeprefix(f"{CACHE_DIR}/")] = key
     return found
 
 
-def _check_downloads():
-    """One line per problem before anything runs: a cache path the run reads that is neither there nor an
-    entry of download.files stops the run; a missing entry without a checksum gets a warning (the download rule
-    refuses it unless download.allow_unverified)."""
-    unverified = []
-    for name, key in cached_inputs().items():
-        if Path(CACHE_DIR, name).exists():
-            continue
-        if name not in DOWNLOADS:
-            sys.exit(
-                f"error: {key}: {CACHE_DIR}/{name} is not there and download.files has no entry {name!r} to fetch"
-                " it; add one, or point the key at a local copy"
-            )
-        entry = DOWNLOADS[name]
-        if not (entry["sha256"] or entry["md5"]):
-            unverified.append(name)
+def _warn_unverified_downloads():
+    """A file to fetch without a checksum gets a warning up front: the download rule refuses it unless
+    download.allow_unverified (a cache path without an entry stopped the run already: check_inputs)."""
+    unverified = [name for name in cached_inputs() if not (DOWNLOADS[name]["sha256"] or DOWNLOADS[name]["md5"])]
     if unverified and not config["download"]["allow_unverified"]:
         print(
             f"deepflows: warning: download.files: {len(unverified)} file(s) without sha256 or md5"
@@ -577,4 +562,4 @@ def _check_downloads():
         )
 
 
-_check_downloads()
+_warn_unverified_downloads()

@@ -38,7 +38,7 @@ rule ingest_image:
 rule focus:
     input:
         images=expand("results/imaging/{{batch}}/images/{image}.ome.zarr", image=sorted(IMAGING_SOURCES)),
-        model=f"{IMAGING['model']}/model.json",
+        model=Path(resolve_shipped(IMAGING["model"], workflow.basedir), "model.json"),
     output:
         directory("results/imaging/{batch}/focus"),
     params:

@@ -177,7 +177,7 @@ rule eval_check_shards:
 rule train_model:
     input:
         store=training_store_path("{sample}"),
-        config=config["train"]["config"],
+        config=resolve_shipped(config["train"]["config"], workflow.basedir),
     output:
         protected(directory(trained_model_path("{sample}"))),
     params:

@@ -413,10 +413,20 @@ def test_cli_writes_hap_py_csv_json_and_errors(tmp_path, fasta):
     ]
     assert found[0]["ref"] == REFERENCE[350] and found[0]["type"] == "SNP" and found[0]["filter_rows"] == "ALL,PASS"
 
-    # same inputs, same bytes
+    # a benchmark is never overwritten; same inputs, same bytes
     first = {p.name: p.read_bytes() for p in out.iterdir()}
-    assert _cli(tmp_path, fasta, truth, query, bed, "--stratify", f"homopolymer={strat}") == 0
+    assert _cli(tmp_path, fasta, truth, query, bed, "--stratify", f"homopolymer={strat}") == 2
     assert {p.name: p.read_bytes() for p in out.iterdir()} == first
+    again = tmp_path / "again"
+    again.mkdir()
+    assert _cli(again, fasta, truth, query, bed, "--stratify", f"homopolymer={strat}") == 0
+    second = {p.name: p.read_bytes() for p in (again / "out").iterdir()}
+    command = {name: json.loads(files["summary.json"]).pop("command") for name, files in (("1", first), ("2", second))}
+    assert command["1"] != command["2"]  # the output directory is named in the command, the rest is the same
+    assert {k: v for k, v in second.items() if k != "summary.json"} == {k: v for k, v in first.items()
+                                                                       if k != "summary.json"}  # fmt: skip
+    assert ({k: v for k, v in json.loads(second["summary.json"]).items() if k != "command"}
+            == {k: v for k, v in json.loads(first["summary.json"]).items() if k != "command"})  # fmt: skip
 
 
 @pytest.mark.parametrize("form", ["plain", "bgzip-no-index", "gzip", "bcf-no-index"])

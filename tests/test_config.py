@@ -132,7 +132,12 @@ def test_file_errors_name_the_file(tmp_path):
     bad = _write(tmp_path, "make_examples:\n  shards: [1\n")
     with pytest.raises(ConfigError, match=r"config\.yaml: not valid YAML at line \d+"):
         load_config(bad)
-    assert load_config(_write(tmp_path, "", "empty.yaml"))["sample"] == "demo"
+    # Snakemake refuses an empty config file, so validate-config does too; a directory is not a config
+    with pytest.raises(ConfigError, match=r"empty\.yaml: empty config file"):
+        load_config(_write(tmp_path, "# only a comment\n", "empty.yaml"))
+    with pytest.raises(ConfigError, match=r": cannot read config: Is a directory"):
+        load_config(tmp_path)
+    assert load_config(_write(tmp_path, "{}", "braces.yaml"))["sample"] == "demo"
 
 
 def test_merged_config_blames_the_file_with_the_bad_key(tmp_path):
@@ -159,3 +164,151 @@ def test_validate_config_stage(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["make_examples"]["shards"] == 4
     with pytest.raises(ConfigError, match="shards: 'four'"):
         dfconfig.run(parser.parse_args([str(_write(tmp_path, {"make_examples": {"shards": "four"}}))]))
+
+
+# --- Input paths: everything the run reads is there, before any job (validate-config and the Snakefile) ---------
+
+
+@pytest.fixture
+def inputs(tmp_path, monkeypatch):
+    """A working directory with a reference, reads, a truth set and BEDs (indexes beside them), as cwd."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("ref.fa", "ref.fa.fai", "r.bam", "r.bam.bai", "t.vcf.gz", "t.vcf.gz.tbi", "t.bed", "lc.bed", "i1.png"):
+        Path(name).write_text("x")
+    return tmp_path
+
+
+REAL = {
+    "reference": {"fasta": "ref.fa"},
+    "reads": {"path": "r.bam"},
+    "truth": {"vcf": "t.vcf.gz", "confident_bed": "t.bed"},
+}
+
+
+def _merge(base: dict, change: dict) -> dict:
+    merged = dict(base)
+    for key, value in change.items():
+        merged[key] = _merge(base.get(key, {}), value) if isinstance(value, dict) and key in base else value
+    return merged
+
+
+def _checked(data: dict) -> str | None:
+    """The one-line problem check_inputs finds in the config `data` (validated first), or None."""
+    try:
+        dfconfig.check_inputs(validate_config(data, "x.yaml"))
+    except ConfigError as err:
+        assert "\n" not in str(err)
+        return str(err)
+    return None
+
+
+def test_inputs_that_are_there_pass(inputs):
+    assert _checked(_merge(REAL, {"benchmark": {"stratify": {"lc": "lc.bed"}}})) is None
+    # generated inputs (demo reference, simulated reads) are not demanded; the shipped model is found in the
+    # checkout from any working directory
+    assert _checked({}) is None
+    assert dfconfig.input_paths(validate_config({}, "x")) == [
+        ("model", str(ROOT / "resources" / "models" / "wgs-illumina"), "model")
+    ]
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ({"reads": {"path": "/data/x.bam"}}, "reads.path: /data/x.bam: not found"),
+        ({"reference": {"fasta": "no.fa"}}, "reference.fasta: no.fa: not found"),
+        ({"truth": {"vcf": "no.vcf.gz"}}, "truth.vcf: no.vcf.gz: not found"),
+        ({"truth": {"confident_bed": "no.bed"}}, "truth.confident_bed: no.bed: not found"),
+        ({"make_examples": {"regions_bed": "no.bed"}}, "make_examples.regions_bed: no.bed: not found"),
+        ({"benchmark": {"stratify": {"lc": "lc.bed", "sd": "sd.bed"}}}, "benchmark.stratify.sd: sd.bed: not found"),
+        ({"model": "no/model"}, "model: no/model: not found"),
+        ({"model": "t.bed"}, "model: t.bed: not a model directory (a file; expected model.json + weights.msgpack)"),
+        ({"imaging": {"images": ["no/*.png"]}}, "imaging.images[0]: no/*.png: no image file matches"),
+        ({"imaging": {"images": ["i*.png"], "model": "no/focus"}}, "imaging.model: no/focus: not found"),
+        ({"imaging": {"images": ["i1.png", "ref.fa"]}}, "imaging.images[1]: ref.fa: not a PNG or TIFF file"),
+        ({"imaging": {"images": ["*.b*"]}}, "imaging.images[0]: *.b*: matches lc.bed, not a PNG or TIFF"),
+        ({"training_data": {"enabled": True}, "train": {"config": "no.yaml"}}, "train.config: no.yaml: not found"),
+    ],
+)
+def test_missing_input_names_the_key(inputs, change, expected):
+    assert _checked(_merge(REAL, change)) == expected
+
+
+def test_a_directory_is_not_an_input_file(inputs):
+    (inputs / "d.bed").mkdir()
+    problem = _checked(_merge(REAL, {"truth": {"confident_bed": "d.bed"}}))
+    assert problem == "truth.confident_bed: d.bed: is a directory, not a file"
+
+
+def test_model_is_demanded_only_when_the_run_calls_variants(inputs):
+    training = _merge(REAL, {"model": "no/model", "make_examples": {"training": True}})
+    assert _checked(training) is None
+
+
+def test_model_directory_is_checked_like_call_variants_would(inputs):
+    model = inputs / "m"
+    model.mkdir()
+    assert _checked(_merge(REAL, {"model": "m"})) == "model: m: not a model directory (no model.json)"
+    (model / "model.json").write_text("[]")
+    assert _checked(_merge(REAL, {"model": "m"})) == (
+        "model: m/model.json: unreadable model description (a JSON list, not an object)"
+    )
+
+
+def test_indexes_the_stages_build_are_not_demanded(inputs, monkeypatch):
+    for name in ("r.bam.bai", "ref.fa.fai", "t.vcf.gz.tbi"):
+        (inputs / name).unlink()
+    # make-examples builds the .bai and .fai beside a file in a writable folder; benchmark indexes a copy
+    assert _checked(REAL) is None
+    monkeypatch.setattr(dfconfig, "_writable_folder", lambda path: False)
+    assert _checked(REAL) == (
+        "reference.fasta: ref.fa: no index (ref.fa.fai) and its folder is not writable to build one;"
+        " run `samtools faidx ref.fa`"
+    )
+    (inputs / "ref.fa.fai").write_text("x")
+    assert _checked(REAL) == (
+        "reads.path: r.bam: no index (r.bam.bai) and its folder is not writable to build one;"
+        " run `samtools index r.bam`"
+    )
+    (inputs / "r.bai").write_text("x")  # samtools' other name for it
+    assert _checked(REAL) is None
+
+
+def test_training_data_plans_from_the_reference_index(inputs):
+    """training_data reads the .fai when the run starts (its chunks), so no stage can build it in time."""
+    (inputs / "ref.fa.fai").unlink()
+    planned = {"reference": {"fasta": "ref.fa"}, "training_data": {"enabled": True}}
+    assert _checked(planned) == (
+        "reference.fasta: ref.fa: no index (ref.fa.fai): training_data plans its chunks from it;"
+        " run `samtools faidx ref.fa`"
+    )
+
+
+def test_labels_need_the_truth_index(inputs):
+    (inputs / "t.vcf.gz.tbi").unlink()
+    training = _merge(REAL, {"make_examples": {"training": True}})
+    assert _checked(training) == (
+        "truth.vcf: t.vcf.gz: no index (t.vcf.gz.tbi) for make-examples' labels; run `tabix -p vcf t.vcf.gz`"
+    )
+    (inputs / "t.vcf.gz.csi").write_text("x")
+    assert _checked(training) is None
+
+
+def test_cache_paths_are_fetched_not_demanded(inputs):
+    entry = {"url": "https://example.org/r.bam", "md5": "0" * 32}
+    cached = _merge(REAL, {"reads": {"path": "resources/cache/x/r.bam"}})
+    assert _checked(cached) == (
+        "reads.path: resources/cache/x/r.bam is not there and download.files has no entry 'x/r.bam' to fetch it;"
+        " add one, or point the key at a local copy"
+    )
+    assert _checked(_merge(cached, {"download": {"files": {"x/r.bam": entry}}})) is None
+
+
+def test_validate_config_names_the_file_and_key(inputs, capsys):
+    from deepflows.cli import main
+
+    config = _write(inputs, _merge(REAL, {"reads": {"path": "/data/x.bam"}}), "run.yaml")
+    assert main(["validate-config", str(config)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"deepflows validate-config: error: {config}: reads.path: /data/x.bam: not found"]
+    assert main(["validate-config", str(_write(inputs, REAL, "ok.yaml"))]) == 0

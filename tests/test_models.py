@@ -127,3 +127,104 @@ def test_read_set_reads_are_a_set():
     assert not np.allclose(model(changed), logits)
     for shape in ((1, 12, 20, 7), (2, 6, 3, 7)):
         assert model(np.zeros(shape, np.uint8)).shape == (shape[0], 3)
+
+
+# --- Model directories (deepflows.nn.model_dir): a broken one is refused with one line naming the file ---------
+
+TINY_CNN = {"widths": [4, 8], "hidden": 8}
+
+
+def _saved(directory, options=TINY_CNN, architecture="small_cnn"):
+    from deepflows.nn.model_dir import save_model
+
+    model = build_model(architecture, options, 7, 0)
+    save_model(directory, model, {"architecture": architecture, "options": options, "input_shape": [10, 21, 7],
+                                  "channels": [f"c{i}" for i in range(7)]})  # fmt: skip
+    return directory
+
+
+def _edit_json(directory, change):
+    import json
+
+    meta = json.loads((directory / "model.json").read_text())
+    (directory / "model.json").write_text(json.dumps(change(meta)))
+
+
+def _reseal(directory):
+    """model.json's sha256 made to match the weights as they are now (a hand-edited model directory)."""
+    import hashlib
+
+    digest = hashlib.sha256((directory / "weights.msgpack").read_bytes()).hexdigest()
+    _edit_json(directory, lambda meta: {**meta, "sha256": digest})
+
+
+def _refusal(directory) -> str:
+    from deepflows.nn.model_dir import load_model
+
+    with pytest.raises(UserError) as info:
+        load_model(directory)
+    assert "\n" not in str(info.value)
+    return str(info.value)
+
+
+def test_saved_model_loads_with_its_weights(tmp_path):
+    from deepflows.nn.model_dir import load_model
+
+    saved = _saved(tmp_path / "m")
+    model, meta = load_model(saved)
+    original = build_model("small_cnn", TINY_CNN, 7, 0)
+    x = np.random.default_rng(1).integers(0, 255, (2, 10, 21, 7), dtype=np.uint8)
+    original.eval()
+    np.testing.assert_allclose(np.asarray(model(x)), np.asarray(original(x)), rtol=1e-6)
+    assert meta["architecture"] == "small_cnn"
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        (lambda meta: [], "model.json: unreadable model description (a JSON list, not an object)"),
+        (lambda meta: {k: v for k, v in meta.items() if k != "sha256"}, "model.json: no 'sha256' (a model"),
+        (lambda meta: {k: v for k, v in meta.items() if k != "options"}, "model.json: no 'options'"),
+        (lambda meta: {**meta, "input_shape": "10x21x7"}, "model.json: 'input_shape' must be a list of positive"),
+        (lambda meta: {**meta, "options": None}, "model.json: 'options' must be an object"),
+        (lambda meta: {**meta, "weights": "../other/weights.msgpack"}, "model.json: 'weights' must be a file name"),
+        (lambda meta: {**meta, "sha256": 5}, "model.json: 'sha256' must be a sha256"),
+        (lambda meta: {**meta, "calibration": "hot"}, "model.json: 'calibration' must be an object"),
+        (lambda meta: {**meta, "architecture": "resnet"}, "model.json: unknown model architecture 'resnet'"),
+    ],
+)
+def test_broken_model_json_is_one_line(tmp_path, change, expected):
+    saved = _saved(tmp_path / "m")
+    _edit_json(saved, change)
+    assert _refusal(saved).startswith(f"{saved}/{expected}")
+
+
+def test_not_a_model_directory(tmp_path):
+    (tmp_path / "file").write_text("x")
+    assert _refusal(tmp_path / "file").endswith("file: not a model directory (a file; expected model.json + "
+                                                "weights.msgpack)")  # fmt: skip
+    assert "none: not a model directory (no such directory" in _refusal(tmp_path / "none")
+    assert _refusal(tmp_path) == f"{tmp_path}: not a model directory (no model.json)"
+    (tmp_path / "model.json").write_bytes(b"\xff\xfe binary")
+    assert _refusal(tmp_path).startswith(f"{tmp_path}/model.json: unreadable model description")
+
+
+def test_damaged_or_foreign_weights_are_refused(tmp_path):
+    saved = _saved(tmp_path / "m")
+    weights = saved / "weights.msgpack"
+    blob = weights.read_bytes()
+    weights.write_bytes(blob[: len(blob) // 2])
+    assert _refusal(saved) == f"{weights}: sha256 does not match model.json; corrupt or replaced weights"
+    _reseal(saved)  # truncated, and model.json edited to match
+    assert _refusal(saved).startswith(f"{weights}: unreadable weights (")
+    # the weights of another model of the same architecture: every array is there, of another shape
+    other = _saved(tmp_path / "wide", {"widths": [4, 16], "hidden": 8})
+    weights.write_bytes((other / "weights.msgpack").read_bytes())
+    _reseal(saved)
+    message = _refusal(saved)
+    assert message.startswith(f"{weights}: weights do not fit architecture 'small_cnn' (") and "expected" in message
+    # model.json of another architecture over these weights
+    _edit_json(saved, lambda meta: {**meta, "architecture": "focus_cnn", "options": {}})
+    assert _refusal(saved).startswith(f"{weights}: weights do not fit architecture 'focus_cnn' (no ")
+    (saved / "weights.msgpack").unlink()
+    assert _refusal(saved) == f"{weights}: model weights not found"

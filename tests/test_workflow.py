@@ -65,6 +65,11 @@ def test_dry_run_default_config(tmp_path, model_dir):
     }  # fmt: skip
     assert "results/demo/examples/calling/manifest.json" in run.stdout
     assert "--shard 3/4 --out results/demo/examples/calling/examples-00003-of-00004.zarr" in run.stdout
+    # indexes that rules make are in the DAG: simulate's .bai (temporary) and make_reference's .fai
+    inputs = re.findall(r"^rule make_examples:\n\s+input: (.*)", run.stdout, re.MULTILINE)
+    assert len(inputs) == 4 and all(line.split(", ") == ["results/demo/reference/demo.fa",
+        "results/demo/reference/demo.fa.fai", "results/demo/reads/simulated.bam",
+        "results/demo/reads/simulated.bam.bai"] for line in inputs)  # fmt: skip
     call = re.search(r"deepflows call-variants .*", run.stdout)[0]
     assert call.count("examples/calling/examples-") == 4
     assert f"--model {model_dir} --out results/demo/calls/probs.zarr --batch-size 512" in call
@@ -96,12 +101,22 @@ def test_dry_run_gvcf(tmp_path, model_dir):
     assert {"results/demo/calls/calls.g.vcf.gz", "results/demo/calls/calls.g.vcf.gz.tbi"} <= set(all_inputs)
 
 
-def test_missing_model_fails_with_one_line(tmp_path):
-    run = snakemake(tmp_path, "-n", "--config", "model=no/such/model")
+def one_error(run) -> str:
+    """The run failed with exactly one `error:` line, no traceback and no missing-input report: that line."""
     assert run.returncode != 0
     errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and errors[0].startswith("error: model: no/such/model: not a model directory"), run.stderr
-    assert "Traceback" not in run.stderr and "MissingInputException" not in run.stderr
+    assert len(errors) == 1, run.stderr
+    assert "Traceback" not in run.stderr and "MissingInputException" not in run.stderr, run.stderr
+    return errors[0]
+
+
+def test_missing_model_fails_with_one_line(tmp_path):
+    run = snakemake(tmp_path, "-n", "--config", "model=no/such/model")
+    assert one_error(run) == "error: model: no/such/model: not found"
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "model.json").write_text("[]")  # checked before the run, as call-variants would
+    run = snakemake(tmp_path, "-n", "--config", "model=m")
+    assert one_error(run) == "error: model: m/model.json: unreadable model description (a JSON list, not an object)"
 
 
 def test_dry_run_follows_config(tmp_path):
@@ -122,7 +137,7 @@ REAL_READS = {"reference": {"fasta": "ref.fa"}, "reads": {"path": "r.bam"}, "mak
 
 
 def test_dry_run_real_reads_skip_simulation(tmp_path, model_dir):
-    for name in ("ref.fa", "ref.fa.fai", "r.bam", "r.bam.bai"):
+    for name in ("ref.fa", "r.bam"):  # no .fai, no .bai: make-examples builds them beside the files
         (tmp_path / name).touch()
     cfg = write_config(tmp_path, {**REAL_READS, "model": str(model_dir)})
     run = snakemake(tmp_path, "-n", "-p", configfile=cfg)
@@ -131,6 +146,25 @@ def test_dry_run_real_reads_skip_simulation(tmp_path, model_dir):
     assert "simulate" not in counts and "make_reference" not in counts
     assert "--reads r.bam --ref ref.fa --regions c:1-100 --shard 0/4" in run.stdout
     assert counts["postprocess"] == 1 and "benchmark" not in counts  # no truth configured: calls only
+    inputs = re.findall(r"^rule make_examples:\n\s+input: (.*)", run.stdout, re.MULTILINE)
+    assert len(inputs) == 4 and all(line.split(", ") == ["ref.fa", "r.bam"] for line in inputs)
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ({"reads": {"path": "/data/x.bam"}}, "reads.path: /data/x.bam: not found"),
+        ({"reference": {"fasta": "no.fa"}}, "reference.fasta: no.fa: not found"),
+        ({"truth": {"vcf": "no.vcf.gz", "confident_bed": "t.bed"}}, "truth.vcf: no.vcf.gz: not found"),
+        ({"make_examples": {"training": True, "regions": []}, "truth": {"vcf": "t.vcf.gz", "confident_bed": "t.bed"}},
+         "truth.vcf: t.vcf.gz: no index (t.vcf.gz.tbi) for make-examples' labels; run `tabix -p vcf t.vcf.gz`"),
+    ],
+)
+def test_missing_input_fails_before_any_job_with_one_line(tmp_path, model_dir, change, expected):
+    for name in ("ref.fa", "r.bam", "t.vcf.gz", "t.bed"):
+        (tmp_path / name).touch()
+    cfg = write_config(tmp_path, {**REAL_READS, "model": str(model_dir), **change})
+    assert one_error(snakemake(tmp_path, "-n", configfile=cfg)) == f"error: {expected}"
 
 
 def test_dry_run_benchmark_of_real_reads(tmp_path, model_dir):
@@ -251,3 +285,23 @@ def test_tiny_end_to_end(tmp_path, model_dir):
     done = next(line for line in (run.stdout + run.stderr).splitlines() if line.startswith("deepflows: done."))
     assert "Calls for sample 'tiny': results/tiny/calls/calls.vcf.gz" in done
     assert re.search(r"benchmark: results/tiny/benchmark/summary.csv \(PASS F1: SNP \S+, INDEL \S+\)", done), done
+
+    # `deepflows benchmark` never overwrites a benchmark; a new --out directory appears whole, or not at all.
+    truth = "results/tiny/reads/simulated"
+    args = [str(BIN / "deepflows"), "benchmark", "--truth", f"{truth}.truth.vcf.gz", "--confident",
+            f"{truth}.confident.bed", "--query", "results/tiny/calls/calls.vcf.gz", "--ref",
+            "results/tiny/reference/demo.fa", "--out"]  # fmt: skip
+    before = (tmp_path / "results/tiny/benchmark/summary.csv").read_bytes()
+    again = subprocess.run([*args, "results/tiny/benchmark"], cwd=tmp_path, capture_output=True, text=True)
+    assert again.returncode == 2 and again.stderr.strip().splitlines() == [
+        "deepflows benchmark: error: results/tiny/benchmark: already exists and holds a benchmark (summary.csv);"
+        " remove it or choose another --out"
+    ]
+    assert (tmp_path / "results/tiny/benchmark/summary.csv").read_bytes() == before
+    fresh = subprocess.run([*args, "bench2"], cwd=tmp_path, capture_output=True, text=True)
+    assert fresh.returncode == 0, fresh.stderr
+    assert sorted(p.name for p in (tmp_path / "bench2").iterdir()) == ["errors.tsv", "summary.csv", "summary.json"]
+    assert (tmp_path / "bench2/summary.csv").read_bytes() == before and not list(tmp_path.glob("bench2.tmp-*"))
+    (tmp_path / "file").write_text("x")
+    refused = subprocess.run([*args, "file"], cwd=tmp_path, capture_output=True, text=True)
+    assert refused.returncode == 2 and "file: already exists; remove it or choose another --out" in refused.stderr

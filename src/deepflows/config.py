@@ -1,8 +1,11 @@
-"""Pipeline config: load YAML, fill schema defaults, validate; `deepflows validate-config CONFIG`.
+"""Pipeline config: load YAML, fill schema defaults, validate, check the input paths; `deepflows
+validate-config CONFIG`.
 
 The JSON Schema (workflow/schemas/config.schema.yaml) is the single description of every key. Errors are
 one line naming the file, the key path and the problem, e.g.
-`config/config.yaml: make_examples.shards: 'four' is not of type 'integer'`.
+`config/config.yaml: make_examples.shards: 'four' is not of type 'integer'`, or
+`config/my-run.yaml: reads.path: /data/x.bam: not found`: validate-config and the Snakefile (whose line names
+the key only) check that every input the run reads is there, with the indexes that no stage builds itself.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +22,8 @@ import yaml
 from deepflows.errors import UserError
 
 # The schema sits in the repository (the workflow always runs from a checkout); --schema overrides it.
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
 
 
 class ConfigError(UserError):
@@ -127,7 +132,8 @@ def validate_config(
     return cfg
 
 
-def read_yaml(path: str | Path) -> Any:
+def read_yaml(path: str | Path, allow_empty: bool = True) -> Any:
+    """The YAML document of `path` ({} for an empty file, unless not `allow_empty`); one line if unreadable."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -139,12 +145,14 @@ def read_yaml(path: str | Path) -> Any:
         mark = getattr(err, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(f"{path}: not valid YAML{at}: {getattr(err, 'problem', err)}") from None
+    if data is None and not allow_empty:
+        raise ConfigError(f"{path}: empty config file (Snakemake refuses one); give at least one key, e.g. sample")
     return {} if data is None else data
 
 
 def load_config(path: str | Path, schema_path: str | Path | None = None) -> dict:
     """Read a YAML config file and return it validated, with defaults filled in."""
-    return validate_config(read_yaml(path), path, load_schema(schema_path))
+    return validate_config(read_yaml(path, allow_empty=False), path, load_schema(schema_path))
 
 
 def validate_merged(config: dict, files, overrides: dict | None = None, schema_path=None) -> dict:
@@ -165,6 +173,157 @@ def validate_merged(config: dict, files, overrides: dict | None = None, schema_p
         raise
 
 
+# --- Input paths: everything the run reads is there before any job starts --------------------------------
+
+CACHE_DIR = "resources/cache"
+
+
+def resolve_shipped(path: str, checkout: str | Path = REPO_ROOT) -> str:
+    """`path` as given; a relative path missing from the working directory is looked up in the deepflows
+    checkout, where the shipped models and training configs live, so `-d DIR` runs find them too."""
+    if Path(path).is_absolute() or Path(path).exists() or not (Path(checkout) / path).exists():
+        return path
+    return str(Path(checkout) / path)
+
+
+def index_files(path: str, kind: str) -> list[str]:
+    """The usual index files beside an indexed input of `kind` (reads, vcf or labels, fasta); none for others."""
+    if kind == "reads":
+        return [f"{path}.crai" if path.endswith(".cram") else f"{path}.bai"]
+    if kind in ("vcf", "labels"):
+        return [f"{path}.tbi"]
+    if kind in ("fasta", "planned_fasta"):
+        return [f"{path}.fai", f"{path}.gzi"] if path.endswith(".gz") else [f"{path}.fai"]
+    return []
+
+
+def input_paths(cfg: dict, checkout: str | Path = REPO_ROOT) -> list[tuple[str, str, str]]:
+    """(config key, path, kind) of every configured input the config's run reads (generated ones, the demo
+    reference and simulated reads, are not in the config). Kinds: fasta, reads, vcf, labels (a truth VCF that
+    make-examples reads for labels), planned_fasta (a reference whose .fai training_data reads before the run),
+    file, model (a model directory), images (a file or glob)."""
+    simulated = cfg["reads"]["path"] is None
+    training = cfg["make_examples"]["training"]
+    labels = training and not simulated  # make-examples reads the truth by region: it needs the .tbi
+    training_data = cfg["training_data"]["enabled"]  # its chunks are planned from the .fai as the run starts
+    items = [
+        ("reference.fasta", cfg["reference"]["fasta"], "planned_fasta" if training_data else "fasta"),
+        ("reads.path", cfg["reads"]["path"], "reads"),
+        ("truth.vcf", cfg["truth"]["vcf"], "labels" if labels else "vcf"),
+        ("truth.confident_bed", cfg["truth"]["confident_bed"], "file"),
+        ("make_examples.regions_bed", cfg["make_examples"]["regions_bed"], "file"),
+        *((f"benchmark.stratify.{name}", path, "file") for name, path in sorted(cfg["benchmark"]["stratify"].items())),
+    ]
+    if not (training or training_data):  # the run calls variants
+        items.append(("model", resolve_shipped(cfg["model"], checkout), "model"))
+    if training_data:
+        items.append(("train.config", resolve_shipped(cfg["train"]["config"], checkout), "file"))
+    if cfg["imaging"]["images"]:
+        items += [(f"imaging.images[{i}]", spec, "images") for i, spec in enumerate(cfg["imaging"]["images"])]
+        items.append(("imaging.model", resolve_shipped(cfg["imaging"]["model"], checkout), "model"))
+    return [(key, path, kind) for key, path, kind in items if path]
+
+
+def check_inputs(cfg: dict, checkout: str | Path = REPO_ROOT) -> None:
+    """Raise ConfigError ('KEY: PATH: problem') for the first input of the config's run that is missing,
+    unreadable or without an index that its stage cannot build."""
+    for key, path, kind in input_paths(cfg, checkout):
+        check_input(key, path, kind, cfg["download"]["files"])
+
+
+def check_input(key: str, path: str, kind: str, downloads: dict | None = None) -> None:
+    """One input (`kind` as in input_paths). A path under resources/cache/ with an entry in `downloads`
+    (download.files) is fetched by the workflow (rule download), as are its indexes that have entries."""
+    downloads = downloads or {}
+
+    def cached(name: str) -> bool:
+        return name.startswith(f"{CACHE_DIR}/") and name.removeprefix(f"{CACHE_DIR}/") in downloads
+
+    if path.startswith(f"{CACHE_DIR}/") and not Path(path).exists() and not cached(path):
+        name = path.removeprefix(f"{CACHE_DIR}/")
+        raise ConfigError(f"{key}: {path} is not there and download.files has no entry {name!r} to fetch it;"
+                          " add one, or point the key at a local copy")  # fmt: skip
+    problem = None if cached(path) else _path_problem(path, kind)
+    problem = problem or _index_problem(path, kind, lambda name: cached(name) or Path(name).exists())
+    if problem:
+        raise ConfigError(f"{key}: {problem}")
+
+
+def _path_problem(path: str, kind: str) -> str | None:
+    """'PATH: what is wrong with the input itself', or None."""
+    if kind == "images":
+        return _images_problem(path)
+    if not Path(path).exists():
+        return f"{path}: not found"
+    if kind == "model":
+        return _model_problem(path)
+    if Path(path).is_dir():
+        return f"{path}: is a directory, not a file"
+    return None if os.access(path, os.R_OK) else f"{path}: not readable (permission denied)"
+
+
+def _images_problem(spec: str) -> str | None:
+    """A file or glob of imaging.images must name PNG or TIFF files, at least one."""
+    from glob import glob
+
+    from deepflows.imaging.io import IMAGE_SUFFIXES
+
+    found = glob(spec) or ([spec] if Path(spec).is_file() else [])
+    if not found:
+        return f"{spec}: no image file matches"
+    other = [name for name in found if not name.lower().endswith(IMAGE_SUFFIXES)]
+    if not other:
+        return None
+    return f"{spec}: not a PNG or TIFF file" if other == [spec] else f"{spec}: matches {other[0]}, not a PNG or TIFF"
+
+
+def _model_problem(path: str) -> str | None:
+    """What call-variants or focus would refuse before reading the weights (their sha256 is checked then)."""
+    from deepflows.nn.model_dir import model_description
+
+    try:
+        meta = model_description(path)
+    except UserError as err:
+        return str(err)
+    weights = Path(path, meta["weights"])
+    return None if weights.is_file() else f"{weights}: model weights not found"
+
+
+def _index_problem(path: str, kind: str, present) -> str | None:
+    """'PATH: ...' for a missing index that no stage builds, or None. Every stage that opens the reference, and
+    make-examples for the reads, builds a missing .fai/.gzi or .bai/.crai beside its file when that folder is
+    writable. make-examples reads a labels truth VCF by region and never indexes it (benchmark and simulate
+    index a temporary copy of an unindexed truth)."""
+    if kind == "labels":
+        if present(f"{path}.tbi") or present(f"{path}.csi"):
+            return None
+        return f"{path}: no index ({path}.tbi) for make-examples' labels; run `tabix -p vcf {path}`"
+    if kind == "planned_fasta":
+        if present(f"{path}.fai"):
+            return None
+        return f"{path}: no index ({path}.fai): training_data plans its chunks from it; run `samtools faidx {path}`"
+    if kind == "reads":  # any index htslib finds (genomics.io.open_reads)
+        names = [f"{path}{ext}" for ext in (".bai", ".csi", ".crai")] + [f"{path.removesuffix('.bam')}.bai"]
+        found = any(map(present, names))
+    elif kind == "fasta":
+        found = all(map(present, index_files(path, kind)))
+    else:
+        return None
+    if found or _writable_folder(path):
+        return None
+    tool = "samtools faidx" if kind == "fasta" else "samtools index"
+    index = index_files(path, kind)[0]
+    return f"{path}: no index ({index}) and its folder is not writable to build one; run `{tool} {path}`"
+
+
+def _writable_folder(path: str) -> bool:
+    """Whether a file can be made beside `path` (the nearest existing folder, for a file still to be fetched)."""
+    folder = Path(path).absolute().parent
+    while not folder.exists():
+        folder = folder.parent
+    return os.access(folder, os.W_OK)
+
+
 # --- `deepflows validate-config` -------------------------------------------------------------------------
 
 
@@ -176,4 +335,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     cfg = load_config(args.config, args.schema)
+    try:
+        check_inputs(cfg)  # relative paths as Snakemake sees them: from the working directory
+    except ConfigError as err:
+        raise ConfigError(f"{args.config}: {err}") from None
     print(json.dumps(cfg, indent=2) if args.show else f"{args.config}: ok")

@@ -2,22 +2,27 @@
 
 Writes DIR/summary.csv (hap.py's columns; SNP and INDEL x ALL and PASS, and per stratification with a
 leading Subset column), DIR/summary.json (the same figures, matching statistics, inputs) and
-DIR/errors.tsv (every FN and FP with a reason); nothing on error.
+DIR/errors.tsv (every FN and FP with a reason); nothing on error. A new DIR is written under a temporary name
+and renamed when complete; an existing DIR (Snakemake makes the folder of a rule's outputs) may not hold a
+benchmark already: results are never overwritten.
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from deepflows.errors import UserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
-    add("--truth", required=True, metavar="VCF", help="truth VCF (first sample; PASS records only), indexed or not")
+    add("--truth", required=True, metavar="VCF", help="truth VCF (PASS records only), indexed or not")
     add("--confident", required=True, metavar="BED", help="confident regions of the truth set")
     add("--query", required=True, metavar="VCF",
-        help="calls to assess (first sample), plain or bgzipped; an unindexed file is indexed as a temporary copy")
+        help="calls to assess, plain or bgzipped; an unindexed file is indexed as a temporary copy")
+    add("--truth-sample", metavar="NAME", help="the truth VCF's sample to compare (needed when it has several)")
+    add("--query-sample", metavar="NAME", help="the query VCF's sample to assess (needed when it has several)")
     add("--ref", required=True, metavar="FASTA", help="reference FASTA, plain or bgzipped (.fai built if missing)")
     add("--regions", nargs="+", action="extend", metavar="REGION",
         help="only compare records overlapping these: chr, chr:start-end (1-based inclusive) or a BED file")
@@ -33,8 +38,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def parse_stratify(specs: list[str]) -> list[tuple[str, str]]:
     """`NAME=BED` (or just BED, named after its file) -> [(name, path)], names unique."""
-    from pathlib import Path
-
     strata: list[tuple[str, str]] = []
     for spec in specs:
         name, sep, path = spec.partition("=")
@@ -48,9 +51,27 @@ def parse_stratify(specs: list[str]) -> list[tuple[str, str]]:
     return strata
 
 
+OUTPUTS = ("summary.csv", "summary.json", "errors.tsv")
+
+
+def check_out(out: str) -> Path:
+    """--out before any work: a new directory, or an existing one that holds no benchmark output yet."""
+    from deepflows.outputs import check_new_output, check_output_dir
+
+    out = Path(out)
+    if not out.is_dir():
+        return check_new_output(out)
+    found = [name for name in OUTPUTS if (out / name).exists()]
+    if found:
+        raise UserError(f"{out}: already exists and holds a benchmark ({found[0]}); remove it or choose another --out")
+    return check_output_dir(out)
+
+
 def run(args: argparse.Namespace) -> None:
     from deepflows.genomics.benchmark import BenchmarkOptions, Limits, run_benchmark
+    from deepflows.outputs import atomic_output
 
+    out = check_out(args.out)
     if args.max_gap < 0:
         raise UserError(f"--max-gap {args.max_gap}: must not be negative")
     if not 1 <= args.max_calls <= 16:
@@ -63,5 +84,12 @@ def run(args: argparse.Namespace) -> None:
         regions=args.regions,
         stratify=parse_stratify(args.stratify),
         limits=Limits(max_gap=args.max_gap, max_calls=args.max_calls),
+        truth_sample=args.truth_sample,
+        query_sample=args.query_sample,
     )
-    run_benchmark(options, args.out, getattr(args, "command_line", "deepflows benchmark"))
+    command_line = getattr(args, "command_line", "deepflows benchmark")
+    if out.is_dir():  # the three files, each renamed into place (genomics.benchmark.write_outputs)
+        run_benchmark(options, out, command_line)
+        return
+    with atomic_output(out) as tmp:  # the whole directory, or nothing
+        run_benchmark(options, tmp, command_line)
