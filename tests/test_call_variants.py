@@ -189,7 +189,7 @@ def test_probs_store_checks(shards, model_dir, tmp_path):
     out = tmp_path / "probs.zarr"
     assert call(shards, model_dir, out) == 0
     shutil.rmtree(out / "alt_indices")
-    with pytest.raises(UserError, match="lacks array"):
+    with pytest.raises(UserError, match="array alt_indices is missing"):
         open_probs(out)
     with pytest.raises(UserError, match="not a deepflows probs store"):
         open_probs(shards[0])

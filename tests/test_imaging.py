@@ -83,6 +83,50 @@ def test_bad_images_get_one_line(tmp_path, case):
     assert str(path) in str(err.value) and "\n" not in str(err.value)
 
 
+def test_lzw_tiff_is_read(tmp_path):
+    """LZW (ImageJ's and many microscopes' default) needs imagecodecs, part of the imaging extra."""
+    field = synthetic_field((90, 120), seed=3)
+    tifffile.imwrite(tmp_path / "lzw.tif", field, compression="lzw")
+    with tifffile.TiffFile(tmp_path / "lzw.tif") as tif:
+        assert tif.pages[0].compression == tifffile.COMPRESSION.LZW
+    pixels, axes = read_image(tmp_path / "lzw.tif")
+    assert axes == "yx" and pixels.dtype == np.uint16 and np.array_equal(pixels, field)
+
+
+def test_png_beyond_pils_decompression_bomb_limit_is_read(tmp_path):
+    """13,400 x 13,400 (180 Mpx, above the 179 Mpx where PIL refuses; 180 MB decoded, a 250 kB file): read
+    whole, without PIL's warning, into one writable array."""
+    import warnings
+
+    side = 13_400
+    Image.MAX_IMAGE_PIXELS = None  # to write it
+    image = np.zeros((side, side), np.uint8)
+    image[123, 4567] = 200
+    Image.fromarray(image).save(tmp_path / "big.png")
+    del image
+    Image.MAX_IMAGE_PIXELS = 89_478_485  # PIL's default, as in a fresh process
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pixels, axes = read_image(tmp_path / "big.png")
+    assert axes == "yx" and pixels.shape == (side, side) and pixels.flags.writeable
+    assert pixels[123, 4567] == 200 and int(pixels.sum(dtype=np.int64)) == 200
+
+
+def test_image_larger_than_memory_is_refused_before_reading(tmp_path):
+    """A 200-byte PNG may claim a million by a million pixels: refused from its header, not by the OOM killer."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 1_000_000, 1_000_000, 8, 0, 0, 0, 0)  # 8-bit grey
+    (tmp_path / "claim.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+                                         + chunk(b"IDAT", zlib.compress(bytes(100))) + chunk(b"IEND", b""))  # fmt: skip
+    with pytest.raises(UserError, match=r"claim\.png: 1000000 x 1000000 x 1 uint8 values need 931\.3 GiB decoded"):
+        read_image(tmp_path / "claim.png")
+
+
 def test_ingest_writes_ngff_multiscales_in_chunks(tmp_path):
     stack = np.stack([synthetic_field((300, 200), seed=s) for s in (3, 4)])
     tifffile.imwrite(tmp_path / "z.tif", stack, metadata={"axes": "ZYX"})

@@ -328,7 +328,7 @@ def test_bad_inputs_one_line_and_no_output(reference, tmp_path, capsys):
     (tmp_path / "exists.vcf.gz").write_text("x")
     cases = {
         "probs store not found": (tmp_path / "none.zarr", ref, "out.vcf.gz"),
-        "lacks array(s) allele_depth": (lacking, ref, "out.vcf.gz"),
+        "array allele_depth is missing": (lacking, ref, "out.vcf.gz"),
         "needs 0 1 0,1": (incomplete, ref, "out.vcf.gz"),
         "does not match reference": (mismatch, ref, "out.vcf.gz"),
         "contig(s) chrX not in reference": (other_contig, ref, "out.vcf.gz"),

@@ -134,7 +134,7 @@ def test_no_tune_regions_gives_an_empty_tune_split(shards, tmp_path):
         ("incomplete", "bad.zarr: shard is incomplete"),
         ("unlabelled", "bad.zarr: shard has no labels"),
         ("twice", "a.zarr: shard given twice"),
-        ("corrupt", "b.zarr: cannot read examples"),
+        ("corrupt", "b.zarr: chunk inputs/c/"),
         ("tune-elsewhere", "--tune-regions chrX:1-100: no example starts inside them"),
         ("realigned", "bad.zarr: made with --realign, unlike the shards before it"),
     ],

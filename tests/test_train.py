@@ -271,15 +271,15 @@ def test_bad_inputs(store, tmp_path, capsys):
     bad(lambda c: c["training"].update(batch_size=0), "training.batch_size: 0 is less than the minimum of 1")
     assert not (tmp_path / "w").exists()  # nothing is left behind by a refused config
 
-    # a store without labels, without a tune split, not a training store at all
+    # a store whose label array or tune split was deleted (its manifest lists them), not a training store at all
     unlabelled = tmp_path / "unlabelled.zarr"
     shutil.copytree(store, unlabelled)
     shutil.rmtree(unlabelled / "train" / "label")
-    assert "no 'label' array" in _message(capsys, args(unlabelled, good))
+    assert "array train/label is missing" in _message(capsys, args(unlabelled, good))
     no_tune = tmp_path / "no_tune.zarr"
     shutil.copytree(store, no_tune)
     shutil.rmtree(no_tune / "tune")
-    assert "no 'tune' split" in _message(capsys, args(no_tune, good))
+    assert "group tune is missing" in _message(capsys, args(no_tune, good))
     assert "not a deepflows training store" in _message(capsys, args(store / "train", good))
     assert main(["train", "--examples", str(store), "--config", str(good), "--workdir", str(tmp_path / "w"),
                  "--steps", "0"]) == 2  # fmt: skip

@@ -21,6 +21,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "make-reference": ("deepflows.genomics.refgen", "write a synthetic reference FASTA with human-like repeats"),
     "make-examples": ("deepflows.genomics.make_examples", "candidate variants -> pileup images in a Zarr shard"),
     "check-shards": ("deepflows.store.check_shards", "verify that every shard of a sample is complete"),
+    "verify": ("deepflows.store.verify", "check Zarr stores deepflows wrote against their integrity manifests"),
     "shuffle-examples": ("deepflows.store.shuffle", "labelled shards -> one shuffled training store + tuning split"),
     "train": ("deepflows.nn.train", "train a pileup classifier on a training store"),
     "download": ("deepflows.download", "fetch a file (http, https, file URL) and verify its checksum"),

@@ -5,7 +5,7 @@ before any work. Examples stream through in fixed-size batches (chunk-aligned re
 reader thread decoding the next batch while the current one runs), so memory is a few batches whatever
 the sample's size; the last partial batch is zero-padded so the jitted function compiles once.
 
-Output store (schema `deepflows.probs`, version 1), written under `<out>.tmp-<pid>` and renamed when
+Output store (schema `deepflows.probs`, version 1), written under a temporary name and renamed when
 complete:
 - `probs` [N, 3] float32: softmax over (0, 1, 2 copies of the example's alt combination), in the
   examples' order (shard 0 first);
@@ -13,16 +13,15 @@ complete:
   `depth`, `allele_depth`;
 - attributes: schema, schema_version, n_examples, sample, shape, channels, model (name, sha256,
   architecture, path), examples (each shard's path and n_examples), sources (the shards' reads and
-  reference fingerprints), deepflows_version, command, device, stats and `complete: true` (written last).
+  reference fingerprints), deepflows_version, command, device, stats and, written last, `complete: true` and
+  the integrity manifest of every chunk (deepflows.store.integrity), checked by `open_probs`.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import queue
-import shutil
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -95,28 +94,23 @@ class _RowBuffer:
 
 
 class ProbsWriter(TemporaryGroup):
-    """Writes a probs store of `n` rows under `<out>.tmp-<pid>`; `commit()` renames it into place.
+    """Writes a probs store of `n` rows under a temporary name; `commit()` renames it into place.
 
     As a context manager, leaving the block by an exception removes the temporary group.
     """
 
     def __init__(self, out: str | Path, n: int, attrs: dict, chunk: int = CHUNK):
-        import zarr
+        self.n, self.chunk = n, max(1, min(chunk, n))
+        super().__init__(check_output(out), {**attrs, "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
+                                             "n_examples": n})  # fmt: skip
 
-        self.out, self.n = check_output(out), n
-        self.tmp = self.out.with_name(f"{self.out.name}.tmp-{os.getpid()}")
-        shutil.rmtree(self.tmp, ignore_errors=True)
-        group = zarr.open_group(str(self.tmp), mode="w", zarr_format=3)
-        group.attrs.update({**attrs, "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "n_examples": n,
-                            "complete": False})  # fmt: skip
-        self.group = group
-        chunk = max(1, min(chunk, n))
-        probs = group.create_array("probs", shape=(n, 3), chunks=(chunk, 3), dtype="float32")
+    def create_arrays(self, group) -> None:
+        probs = group.create_array("probs", shape=(self.n, 3), chunks=(self.chunk, 3), dtype="float32")
         self.probs = _RowBuffer(probs, np.float32)
         dtypes = {**dict.fromkeys(STRING_FIELDS, str), **dict.fromkeys(INT_FIELDS, "int64")}
         self.meta = {}
         for key in META_FIELDS:
-            array = group.create_array(key, shape=(n,), chunks=(chunk,), dtype=dtypes[key])
+            array = group.create_array(key, shape=(self.n,), chunks=(self.chunk,), dtype=dtypes[key])
             self.meta[key] = _RowBuffer(array, object if dtypes[key] is str else np.int64)
 
     def add_probs(self, probs: np.ndarray) -> None:
@@ -127,13 +121,13 @@ class ProbsWriter(TemporaryGroup):
             self.meta[key].append(np.asarray(fields[key]))
 
     def commit(self, extra_attrs: dict | None = None) -> int:
-        for buffer in (self.probs, *self.meta.values()):
-            buffer.flush()
-        written = {key: buffer.offset for key, buffer in {"probs": self.probs, **self.meta}.items()}
-        if set(written.values()) != {self.n}:
-            raise RuntimeError(f"probs store rows written {written}, expected {self.n}")
-        self.group.attrs.update({**(extra_attrs or {}), "complete": True})
-        self.tmp.rename(self.out)
+        with self.removed_on_error():
+            for buffer in (self.probs, *self.meta.values()):
+                buffer.flush()
+            written = {key: buffer.offset for key, buffer in {"probs": self.probs, **self.meta}.items()}
+            if set(written.values()) != {self.n}:
+                raise RuntimeError(f"probs store rows written {written}, expected {self.n}")
+        self.finalise(extra_attrs or {})
         return self.n
 
 

@@ -71,14 +71,14 @@ def make_examples(args) -> dict:
     from deepflows.genomics.labels import label_for_alt_indices
     from deepflows.genomics.pileup_image import CHANNELS, PileupShape
     from deepflows.genomics.regions import parse_shard, resolve_regions, shard_regions
-    from deepflows.store.examples import ShardWriter, file_fingerprint
+    from deepflows.store.examples import ShardWriter, file_fingerprint, region_plan
 
     started = time.perf_counter()
     shard_index, shard_count = parse_shard(args.shard)
     reference = open_reference(args.ref)
     contig_lengths = dict(zip(reference.references, reference.lengths))
     reads = open_reads(args.reads, args.ref)
-    regions = resolve_regions(args.regions, contig_lengths)
+    regions = resolve_regions(args.regions, contig_lengths, args.ref)
     owned = shard_regions(regions, shard_index, shard_count)
     check_contigs(args.reads, reads, args.ref, reference, sorted({r.contig for r in owned}))
     labeler = _labeler(args) if args.truth else None
@@ -91,6 +91,7 @@ def make_examples(args) -> dict:
         "shard_index": shard_index,
         "shard_count": shard_count,
         "regions": [str(r) for r in owned],
+        "region_plan": region_plan(regions),  # the whole run's: shards of other runs are told apart
         "sources": {
             "reads": file_fingerprint(args.reads),
             "reference": file_fingerprint(args.ref),

@@ -4,7 +4,8 @@ Written images follow NGFF 0.5 (Zarr v3; the metadata under the group attribute 
 entry with axes named and typed in NGFF order (t, c, z, y, x; those the image has), a scale transform per
 level (each level halves y and x), and `omero` channel labels. NGFF 0.4 groups (Zarr v2, `multiscales` at
 the top of the attributes) are read as well. A group is written under a temporary name and renamed when
-complete, so a reader never sees half an image.
+complete, so a reader never sees half an image; its integrity manifest (deepflows.store.integrity) lets every
+reader check each chunk before use.
 """
 
 from __future__ import annotations
@@ -43,20 +44,19 @@ def read_image(path: str | Path) -> tuple[np.ndarray, str]:
 
             with tifffile.TiffFile(path) as tif:
                 series = tif.series[0]
-                pixels, axes = series.asarray(), series.axes.upper()
+                _check_memory(path, series.shape, series.dtype)
+                pixels, axes = series.asarray(), series.axes.upper()  # one array, decoded in place
             axes = axes.translate(str.maketrans("SQIP", "CZZZ"))
         elif suffix == ".png":
-            from PIL import Image
-
-            with Image.open(path) as im:
-                im.load()
-                pixels = np.asarray(im)
+            pixels = _read_png(path)
             axes = "YX" if pixels.ndim == 2 else "YXC"
         else:
             raise UserError(f"{path}: not a PNG or TIFF image (suffix {suffix or 'none'})")
     except UserError:
         raise
     except Exception as err:  # noqa: BLE001 - PIL and tifffile raise many types for truncated or corrupt files
+        if "imagecodecs" in str(err):  # tifffile: a compression (LZW, ZSTD, JPEG...) it decodes only with it
+            raise UserError(f"{path}: {err} (pip install imagecodecs; part of deepflows[imaging])") from None
         raise UserError(f"{path}: unreadable or truncated image ({type(err).__name__}: {err})") from None
     axes = axes.lower()
     if len(set(axes)) != len(axes) or not set(axes) <= set(AXIS_ORDER):
@@ -68,6 +68,38 @@ def read_image(path: str | Path) -> tuple[np.ndarray, str]:
     if pixels.dtype == bool or pixels.dtype.kind not in "uif":
         raise UserError(f"{path}: unsupported pixel type {pixels.dtype}")
     return pixels, axes
+
+
+def _read_png(path: Path) -> np.ndarray:
+    """A PNG's pixels as one writable array. PIL's own export (np.asarray: tobytes) holds two more whole
+    copies at its peak; copying in strips of rows holds only the decoded image and the array."""
+    from PIL import Image, ImageMode
+
+    # Deliberately no pixel limit: PIL's decompression-bomb guard (about 89 Mpx warns, 179 Mpx fails) is for
+    # servers opening strangers' uploads; a 20,000 x 20,000 field or slide scan is an ordinary input here.
+    # Memory is the real limit, checked against the image's decoded size instead.
+    Image.MAX_IMAGE_PIXELS = None
+    with Image.open(path) as im:
+        mode = ImageMode.getmode(im.mode)
+        _check_memory(path, (im.height, im.width, len(mode.bands)), np.dtype(mode.typestr))
+        im.load()
+        first = np.asarray(im.crop((0, 0, im.width, 1)))
+        pixels = np.empty((im.height, *first.shape[1:]), first.dtype)
+        rows = max(1, (16 << 20) // max(1, first.nbytes))  # strips of about 16 MB
+        for top in range(0, im.height, rows):
+            pixels[top : top + rows] = np.asarray(im.crop((0, top, im.width, min(im.height, top + rows))))
+    return pixels
+
+
+def _check_memory(path: Path, shape, dtype) -> None:
+    """Refuse an image whose decoded pixels would not fit in this machine's memory (a tiny file can claim
+    any size), before trying."""
+    need = int(np.prod(shape, dtype=np.float64)) * np.dtype(dtype).itemsize
+    have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > have:
+        values = f"{' x '.join(map(str, shape))} {np.dtype(dtype).name} values"
+        raise UserError(f"{path}: {values} need {need / 2**30:.1f} GiB decoded, more than this machine's "
+                        f"{have / 2**30:.1f} GiB of memory")  # fmt: skip
 
 
 def _multiscales(axes: str, levels: int, scale: dict[str, float], translation: dict[str, float], name: str) -> dict:
@@ -103,6 +135,9 @@ class OmeZarrWriter:
         import dask.array as da
         import zarr
 
+        from deepflows.store.examples import naming
+        from deepflows.store.integrity import seal
+
         image = image if isinstance(image, da.Array) else da.from_array(image)
         if image.ndim != len(self.axes):
             raise ValueError(f"image has {image.ndim} dimensions but axes are '{self.axes}'")
@@ -135,10 +170,13 @@ class OmeZarrWriter:
                 n = image.shape[self.axes.index("c")]
                 names = self.channel_names or [f"channel {i}" for i in range(n)]
                 ome["omero"] = {"channels": [{"label": str(name)} for name in names]}
-            group.attrs.update({"ome": ome, "deepflows": self.attrs})
+            # Last: the attributes and the manifest of every chunk (deepflows.store.integrity), then the rename.
+            seal(group, self.tmp, {"ome": ome, "deepflows": self.attrs})
             self.tmp.rename(self.out)
-        except BaseException:
+        except BaseException as err:
             shutil.rmtree(self.tmp, ignore_errors=True)
+            if isinstance(err, OSError) and err.filename is None:  # a write on a full disk: name the output
+                raise naming(err, self.out) from err
             raise
         return self.out
 
@@ -149,6 +187,8 @@ def open_ome_zarr(path: str | Path) -> tuple[list, str, dict]:
     import dask.array as da
     import zarr
 
+    from deepflows.store.integrity import MADE_BY, verify
+
     path = Path(path)
     try:
         group = zarr.open_group(str(path), mode="r")
@@ -158,6 +198,8 @@ def open_ome_zarr(path: str | Path) -> tuple[list, str, dict]:
     meta = attrs.get("ome", attrs)  # 0.5 nests the metadata under "ome"; 0.4 keeps it at the top
     if not meta.get("multiscales"):
         raise UserError(f"{path}: not an OME-Zarr image (no multiscales metadata)")
+    # Images deepflows wrote carry a manifest and are checked chunk by chunk; those of other tools cannot be.
+    verify(path, attrs, required="deepflows" in attrs, made_by=MADE_BY["ome"])
     multiscales = meta["multiscales"][0]
     try:
         axes = "".join(a["name"] if isinstance(a, dict) else a for a in multiscales["axes"])
@@ -175,8 +217,11 @@ def ingest(source: str | Path, out: str | Path, chunks: int = 1024, levels: int 
 
     pixels, axes = read_image(source)
     levels = max(1, min(levels, int(np.log2(max(1, min(pixels.shape[-2:])))) + 1))
-    digest = hashlib.sha256(Path(source).read_bytes()).hexdigest()
-    attrs = {"source": {"path": str(source), "sha256": digest}, "dtype": str(pixels.dtype)}
+    digest = hashlib.sha256()
+    with open(source, "rb") as handle:  # streamed: a large uncompressed TIFF is not held in memory twice
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    attrs = {"source": {"path": str(source), "sha256": digest.hexdigest()}, "dtype": str(pixels.dtype)}
     return OmeZarrWriter(out, axes, chunks=chunks, levels=levels, scale=scale, attrs=attrs).write(pixels)
 
 

@@ -5,19 +5,27 @@ Group layout (schema version 1):
 - per-example metadata arrays of length N: `contig`, `start`, `end` (0-based half-open), `ref`, `alts`
   (comma-joined), `alt_indices` (comma-joined 0-based indices into alts), `depth`, `allele_depth`
   (comma-joined read counts: ref then each alt), and `label` when a truth set was given
-- attributes: schema, schema_version, channels, shape, shard `i/n`, regions, sources (path, size,
-  sha256), parameters, deepflows version, command line, `complete: true` written last.
+- attributes: schema, schema_version, channels, shape, shard `i/n`, regions (this shard's), region_plan
+  (the whole run's, see `region_plan`), sources (path, size, sha256), parameters, deepflows version, command
+  line; written last, with `complete: true`, the integrity manifest of every chunk (deepflows.store.integrity),
+  which every reader checks before work.
+
+A set of shards is read together only when its shards agree on everything that made their examples
+(`featurisation`); every shard is checked, and the odd one is named.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from deepflows.errors import UserError
+from deepflows.store import integrity
 
 SCHEMA = "deepflows.examples"
 SCHEMA_VERSION = 1
@@ -27,10 +35,43 @@ META_CHUNK = 4096
 
 
 class TemporaryGroup:
-    """A Zarr group written at `self.tmp` and renamed into place by the subclass's commit(); leaving a
-    `with` block by an exception removes it, so a failed run never leaves a partial output."""
+    """A Zarr group written beside `<out>` under a temporary name (deepflows.outputs.temporary_path) and renamed
+    to `<out>` by `finalise()`.
 
+    Cleanup is armed before anything is created: a failure while the group and its arrays are created (disk
+    full), while finalising, or inside a `with` block removes the temporary, so a failed run never leaves a
+    partial output. Subclasses create their arrays in `create_arrays(group)`, called by this constructor.
+    """
+
+    out: Path
     tmp: Path
+
+    def __init__(self, out: str | Path, attrs: dict):
+        import zarr
+
+        from deepflows.outputs import remove_stale_temporaries, temporary_path
+
+        self.out = Path(out)
+        self.tmp = temporary_path(self.out)
+        with self.removed_on_error():
+            remove_stale_temporaries(self.out)  # of runs killed with -9
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            self.group = zarr.open_group(str(self.tmp), mode="w", zarr_format=3)
+            self.group.attrs.update({**attrs, "complete": False})
+            self.create_arrays(self.group)
+
+    def create_arrays(self, group) -> None:
+        """Create the subclass's arrays in the new group (a failure here removes the temporary)."""
+
+    def removed_on_error(self):
+        return removed_on_error(self.tmp, self.out)
+
+    def finalise(self, attrs: dict) -> None:
+        """Write `attrs`, `complete: true` and the integrity manifest (deepflows.store.integrity), then rename
+        the group into place; a failure on the way (disk full while writing attributes) removes the temporary."""
+        with self.removed_on_error():
+            integrity.seal(self.group, self.tmp, {**attrs, "complete": True})
+            self.tmp.rename(self.out)
 
     def abort(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
@@ -41,11 +82,34 @@ class TemporaryGroup:
     def __exit__(self, exc_type, exc, tb):
         if exc_type is not None:
             self.abort()
+            if isinstance(exc, OSError) and exc.filename is None:
+                raise naming(exc, self.out) from exc
         return False
 
 
+@contextmanager
+def removed_on_error(tmp: Path, out: Path):
+    """Removes the temporary store `tmp` when the block fails, whatever the exception (KeyboardInterrupt too)."""
+    try:
+        yield
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if err.filename is None:
+            raise naming(err, out) from err
+        raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def naming(err: OSError, out: Path) -> OSError:
+    """`err` as an error about `out`: a write on a full disk names no file, and the user's line should say
+    which output could not be written."""
+    return OSError(err.errno, err.strerror or str(err), str(out))
+
+
 class ShardWriter(TemporaryGroup):
-    """Streams examples into `<out>.tmp-<pid>` and renames it to `<out>` on `commit()`.
+    """Streams examples into a temporary group and renames it to `<out>` on `commit()`.
 
     Used as a context manager: leaving the block by an exception removes the temporary group, so a
     failed run never leaves a partial shard behind.
@@ -53,33 +117,30 @@ class ShardWriter(TemporaryGroup):
 
     def __init__(self, out: str | Path, image_shape: tuple[int, int, int], attrs: dict, labelled: bool,
                  chunk_size: int = 64):  # fmt: skip
-        import os
+        if Path(out).exists():
+            raise UserError(f"{out}: already exists; remove it or choose another --out")
+        self.image_shape, self.labelled, self.chunk_size = tuple(image_shape), labelled, chunk_size
+        super().__init__(out, {**attrs, "schema": SCHEMA, "schema_version": SCHEMA_VERSION})
 
+    def create_arrays(self, group) -> None:
         import zarr
 
-        self.out = Path(out)
-        if self.out.exists():
-            raise UserError(f"{self.out}: already exists; remove it or choose another --out")
-        self.tmp = self.out.with_name(f"{self.out.name}.tmp-{os.getpid()}")
-        shutil.rmtree(self.tmp, ignore_errors=True)
-        self.group = zarr.open_group(str(self.tmp), mode="w", zarr_format=3)
-        self.group.attrs.update({**attrs, "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "complete": False})
-        self.inputs = self.group.create_array(
+        self.inputs = group.create_array(
             "inputs",
-            shape=(0, *image_shape),
-            chunks=(chunk_size, *image_shape),
+            shape=(0, *self.image_shape),
+            chunks=(self.chunk_size, *self.image_shape),
             dtype="uint8",
             # uint8 pileups: level-1 zstd compresses ~20x at ~1 ms per example; higher levels and
             # bit-shuffling measured slower and no smaller on real pileups.
             compressors=zarr.codecs.BloscCodec(cname="zstd", clevel=1, shuffle="noshuffle"),
         )
-        self.buffer = np.zeros((chunk_size, *image_shape), dtype=np.uint8)
+        self.buffer = np.zeros((self.chunk_size, *self.image_shape), dtype=np.uint8)
         self.buffered = 0
         # Metadata is streamed too (in larger chunks), so memory does not grow with the region.
         dtypes = {**dict.fromkeys(STRING_FIELDS, str), **dict.fromkeys(INT_FIELDS, "int64")}
-        if labelled:
+        if self.labelled:
             dtypes["label"] = "int8"
-        self.meta_arrays = {k: self.group.create_array(k, shape=(0,), chunks=(META_CHUNK,), dtype=dt)
+        self.meta_arrays = {k: group.create_array(k, shape=(0,), chunks=(META_CHUNK,), dtype=dt)
                             for k, dt in dtypes.items()}  # fmt: skip
         self.meta: dict[str, list] = {k: [] for k in dtypes}
 
@@ -106,11 +167,11 @@ class ShardWriter(TemporaryGroup):
 
     def commit(self, extra_attrs: dict | None = None) -> int:
         """Flush, mark complete, rename into place; returns the number of examples."""
-        self._flush_images()
-        self._flush_meta()
+        with self.removed_on_error():
+            self._flush_images()
+            self._flush_meta()
         n = int(self.inputs.shape[0])
-        self.group.attrs.update({**(extra_attrs or {}), "n_examples": n, "complete": True})
-        self.tmp.rename(self.out)
+        self.finalise({**(extra_attrs or {}), "n_examples": n})
         return n
 
 
@@ -137,6 +198,8 @@ def open_complete_group(path: str | Path, schema: str, version: int, name: str, 
         raise UserError(f"{path}: {kind} schema version {attrs.get('schema_version')}, expected {version}")
     if not attrs.get("complete"):
         raise UserError(f"{path}: {name} is incomplete (its writer did not finish)")
+    # Every chunk present and intact before any work: Zarr would read a missing one as zeros.
+    integrity.verify(path, attrs, made_by=integrity.MADE_BY.get(schema, ""))
     return group
 
 
@@ -146,14 +209,13 @@ def open_shard(path: str | Path):
 
 
 def check_shard_set(paths: list[str | Path]) -> list[tuple[Path, object]]:
-    """Open every shard and check they are one complete i/n set; returns (path, group) in shard order."""
+    """Open every shard and check they are one complete i/n set made the same way (see `featurisation`);
+    returns (path, group) in shard order."""
     if not paths:
         raise UserError("no shards given")
     groups = [open_shard(p) for p in paths]
-    counts = {g.attrs["shard_count"] for g in groups}
-    if len(counts) != 1:
-        raise UserError(f"shards come from different shard counts: {sorted(counts)}")
-    total = counts.pop()
+    _check_agreement([(Path(p), dict(g.attrs)) for p, g in zip(paths, groups)])  # the shard count among it
+    total = groups[0].attrs["shard_count"]
     by_index = {}
     for path, group in zip(paths, groups):
         index = group.attrs["shard_index"]
@@ -163,11 +225,64 @@ def check_shard_set(paths: list[str | Path]) -> list[tuple[Path, object]]:
     missing = [f"{i}/{total}" for i in range(total) if i not in by_index]
     if missing:
         raise UserError(f"missing shard(s) {', '.join(missing)} of {total}")
-    samples = {(g.attrs["sources"]["reads"]["sha256"], tuple(g.attrs["channels"]), tuple(g.attrs["shape"]))
-               for g in groups}  # fmt: skip
-    if len(samples) != 1:
-        raise UserError("shards were made from different reads or image shapes")
     return [by_index[i] for i in range(total)]
+
+
+def _check_agreement(shards: list[tuple[Path, dict]]) -> None:
+    """Refuse, naming the odd shard and the field, a set whose shards differ in their `featurisation`. The odd
+    shard is the one whose value the fewest shards share (so a wrong shard 0 is named, not shard 1)."""
+    made = [featurisation(attrs) for _, attrs in shards]
+    keys = list(dict.fromkeys(k for m in made for k in m))
+    for key in keys:
+        values = [json.dumps(m.get(key), sort_keys=True) for m in made]
+        if len(set(values)) == 1:
+            continue
+        share = {v: values.count(v) for v in values}
+        odd = min(reversed(range(len(values))), key=lambda i: share[values[i]])
+        ref = next(i for i, v in enumerate(values) if v != values[odd] and share[v] == max(share.values()))
+        (odd_path, odd_attrs), (ref_path, ref_attrs) = shards[odd], shards[ref]
+        raise UserError(f"{odd_path}: made with {_describe(key, odd_attrs)} but shard {ref_attrs.get('shard_index')}/"
+                        f"{ref_attrs.get('shard_count')} ({ref_path}) with {_describe(key, ref_attrs)}")  # fmt: skip
+
+
+def featurisation(attrs: dict) -> dict[str, object]:
+    """What every shard of one set must share: the sample, the checksums of what the examples were made from
+    (reads, reference, truth), the region plan of the run, every make-examples parameter (realign, seed,
+    thresholds), the image layout and the deepflows version (the featurizer's code)."""
+    sources = attrs.get("sources") or {}
+    return {
+        "sample": attrs.get("sample"),
+        # a source is the same file whatever its path: its checksum
+        **{name: (fingerprint or {}).get("sha256") for name, fingerprint in sorted(sources.items())},
+        "region plan": attrs.get("region_plan"),
+        "shard count": attrs.get("shard_count"),
+        **dict(sorted((attrs.get("parameters") or {}).items())),
+        "channels": attrs.get("channels"),
+        "shape": attrs.get("shape"),
+        "deepflows_version": attrs.get("deepflows_version"),
+    }
+
+
+def _describe(key: str, attrs: dict) -> str:
+    """`key` of a shard as the messages show it (a source by its path and checksum)."""
+    value = featurisation(attrs).get(key)
+    source = (attrs.get("sources") or {}).get(key)
+    if value is None:
+        return f"no {key}"
+    if isinstance(source, dict):
+        return f"{key} {source.get('path')} (sha256 {str(value)[:12]})"
+    if key == "region plan" and isinstance(value, dict):
+        return (f"a region plan of {value.get('intervals')} interval(s), {value.get('bases')} bp "
+                f"(sha256 {str(value.get('sha256'))[:12]})")  # fmt: skip
+    return f"{key}={value}"
+
+
+def region_plan(regions) -> dict:
+    """The whole run's regions, as every shard records them (`region_plan`): a digest of the region list, with
+    its size, so that shards of runs over other regions are told apart without copying the list into each."""
+    names = [str(r) for r in regions]
+    digest = hashlib.sha256("\n".join(names).encode()).hexdigest()
+    return {"intervals": len(names), "bases": int(sum(r.length for r in regions)), "sha256": digest}
 
 
 def open_examples(paths: list[str | Path]):

@@ -21,7 +21,7 @@ seed, bucket size and chunk size give the same store whatever order the shards a
 Output: one Zarr v3 group, written as `<out>.tmp-<pid>` and renamed when complete:
 
     train.zarr/            attrs: schema deepflows.training_store v1, splits (examples and class counts),
-      train/               tune_regions, tune_margin, seed, bucket_size, sources, complete
+      train/               tune_regions, tune_margin, seed, bucket_size, sources, complete, integrity
         inputs  [N, H, W, C] uint8, chunks of --chunk-size along N
         contig start end ref alts alt_indices depth allele_depth  [N]
         label   [N] int8
@@ -53,9 +53,11 @@ from deepflows.store.examples import (
     SCHEMA,
     SCHEMA_VERSION,
     STRING_FIELDS,
+    naming,
     open_shard,
     realigned,
 )
+from deepflows.store.integrity import seal
 
 log = logging.getLogger("deepflows.shuffle")
 
@@ -470,10 +472,13 @@ def shuffle_examples(shards, out, *, tune_regions=(), tune_margin=0, seed=0, buc
             "deepflows_version": __version__,
             "command": command,
         }
-        root.update_attributes({**{k: v for k, v in summary.items() if k != "store"}, "complete": True})
+        # Last: the manifest of every chunk written above (deepflows.store.integrity), then the rename.
+        seal(root, tmp, {**{k: v for k, v in summary.items() if k != "store"}, "complete": True})
         tmp.rename(out)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, OSError) and err.filename is None:  # a write on a full disk: name the output
+            raise naming(err, out) from err
         raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
