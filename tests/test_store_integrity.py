@@ -47,6 +47,7 @@ def shard_attrs(index: int = 0, count: int = 1, **changes) -> dict:
 
 
 def make_shard(path: Path, index: int = 0, count: int = 1, n: int = N, labelled: bool = True, **changes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
     with ShardWriter(path, SHAPE, shard_attrs(index, count, **changes), labelled=labelled, chunk_size=2) as writer:
         for i in range(n):
             writer.add(np.full(SHAPE, i + 1, np.uint8), label=i % 3 if labelled else None, contig="c1",
@@ -317,6 +318,7 @@ def test_call_variants_on_a_full_disk_leaves_nothing(tmp_path, monkeypatch, caps
     shape = (10, 21, len(CHANNELS))
     attrs = {**shard_attrs(), "channels": list(CHANNELS), "shape": list(shape)}
     shard = tmp_path / "in" / "s.zarr"
+    shard.parent.mkdir()
     with ShardWriter(shard, shape, attrs, labelled=False, chunk_size=2) as writer:
         writer.add(np.zeros(shape, np.uint8), contig="c1", start=1, end=2, ref="A", alts="G", alt_indices="0",
                    depth=1, allele_depth="1,2")  # fmt: skip

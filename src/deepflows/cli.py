@@ -60,8 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser(stage)
     args = parser.parse_args(argv)
     args.command_line = "deepflows " + " ".join(argv)
-    # Progress goes to stderr (a rule's log file under Snakemake); errors are the single last line.
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # Progress goes to stderr (a rule's log file under Snakemake); errors are the single last line. The log
+    # writes to its own copy of stderr, so that it still flows while htslib's stderr is held back
+    # (deepflows.genomics.io.htslib_call) and htslib's noise can be kept off the user's screen.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
+                        stream=_own_stderr())  # fmt: skip
     try:
         importlib.import_module(args._module).run(args)
     except UserError as err:
@@ -76,6 +79,16 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(args.stage, f"internal error, please report it: {type(err).__name__}: {err} "
                                  f"(traceback in {_save_traceback(args.stage)})", 3)  # fmt: skip
     return 0
+
+
+def _own_stderr():
+    """A line-buffered stream on a duplicate of file descriptor 2 (sys.stderr itself where it has none)."""
+    import os
+
+    try:
+        return os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1)
+    except (AttributeError, OSError, ValueError):  # a replaced sys.stderr (pytest's capture, an IDE)
+        return sys.stderr
 
 
 def describe_os_error(err: OSError) -> str:

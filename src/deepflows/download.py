@@ -25,7 +25,7 @@ import urllib.request
 from pathlib import Path
 
 from deepflows.errors import UserError
-from deepflows.outputs import check_output_dir
+from deepflows.outputs import make_output_dir
 
 log = logging.getLogger("deepflows.download")
 
@@ -98,8 +98,7 @@ def download(url: str, out: str | Path, sha256: str | None = None, md5: str | No
             return {"out": str(out), "url": url, "bytes": out.stat().st_size, **actual, "fetched": False}
         log.info("%s: present but its checksum differs from the expected one; fetching it again", out)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    check_output_dir(out.parent)
+    make_output_dir(out.parent)
     tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
     hashes = {"sha256": hashlib.sha256(), "md5": hashlib.md5()}
     started = time.monotonic()

@@ -70,6 +70,18 @@ def check_output_dir(directory: str | Path) -> Path:
     return directory
 
 
+def make_output_dir(directory: str | Path) -> Path:
+    """Create `directory` (and its parents) if needed and check that outputs can be created in it."""
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise UserError(f"{directory}: exists and is not a directory")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"{directory}: cannot create the output directory ({err.strerror})") from None
+    return check_output_dir(directory)
+
+
 def check_new_output(out: str | Path, option: str = "--out", suffix: str | None = None, kind: str = "") -> Path:
     """An output that must not exist yet, in a writable directory; when `suffix` is given it must end so
     (`kind` says what the file is, e.g. "a bgzipped VCF")."""
@@ -83,19 +95,33 @@ def check_new_output(out: str | Path, option: str = "--out", suffix: str | None 
 
 
 @contextmanager
+def removed_on_error(tmp: str | Path, out: str | Path) -> Iterator[None]:
+    """Removes the temporary `tmp` of `out` when the block fails, whatever the exception (KeyboardInterrupt
+    too). A write on a full disk raises an OSError that names no file: it is raised again naming `out`, so
+    that the user's line says which output could not be written."""
+    try:
+        yield
+    except OSError as err:
+        remove(tmp)
+        if err.filename is None:
+            raise OSError(err.errno, err.strerror or str(err), str(out)) from err
+        raise
+    except BaseException:
+        remove(tmp)
+        raise
+
+
+@contextmanager
 def atomic_output(out: str | Path) -> Iterator[Path]:
     """Yields the temporary path to write `out` (a file or a directory) to; renames it into place when the
-    block ends normally and removes it when the block ends by an exception, KeyboardInterrupt included."""
+    block ends normally and removes it when the block ends by an exception (`removed_on_error`)."""
     out = Path(out)
     tmp = temporary_path(out)
     remove_stale_temporaries(out)
     remove(tmp)
-    try:
+    with removed_on_error(tmp, out):
         yield tmp
         os.replace(tmp, out)
-    except BaseException:
-        remove(tmp)
-        raise
 
 
 def write_text(out: str | Path, text: str) -> None:

@@ -27,7 +27,6 @@ import itertools
 import json
 import logging
 import math
-import os
 import tempfile
 import time
 from collections import Counter
@@ -48,6 +47,7 @@ from deepflows.genomics.variants import (
     indexed_vcf,
     normalize,
 )
+from deepflows.outputs import make_output_dir, write_text
 
 log = logging.getLogger(__name__)
 
@@ -872,29 +872,14 @@ def summary_json(result: BenchmarkResult, options: BenchmarkOptions, command_lin
 
 def write_outputs(result: BenchmarkResult, out_dir: str | Path, options: BenchmarkOptions, command_line: str) -> None:
     """summary.csv, summary.json and errors.tsv in `out_dir`, each written to a temporary name first."""
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out}: exists and is not a directory")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UserError(f"{out}: cannot create the output directory ({err.strerror})") from None
+    out = make_output_dir(out_dir)
     contents = {
         "summary.csv": summary_csv(result),
         "summary.json": summary_json(result, options, command_line),
         "errors.tsv": errors_tsv(result),
     }
-    temporary = {name: out / f".{name}.tmp-{os.getpid()}" for name in contents}
-    try:
-        for name, text in contents.items():
-            temporary[name].write_text(text)
-        for name in contents:
-            os.replace(temporary[name], out / name)
-    except OSError as err:
-        raise UserError(f"{out}: cannot write the results ({err.strerror})") from None
-    finally:
-        for path in temporary.values():
-            path.unlink(missing_ok=True)
+    for name, text in contents.items():
+        write_text(out / name, text)
 
 
 def run_benchmark(options: BenchmarkOptions, out_dir: str | Path, command_line: str = "") -> BenchmarkResult:

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from deepflows.errors import UserError
+from deepflows.outputs import check_new_output
 from deepflows.store.examples import TemporaryGroup, realigned
 
 SCHEMA = "deepflows.probs"
@@ -101,7 +102,7 @@ class ProbsWriter(TemporaryGroup):
 
     def __init__(self, out: str | Path, n: int, attrs: dict, chunk: int = CHUNK):
         self.n, self.chunk = n, max(1, min(chunk, n))
-        super().__init__(check_output(out), {**attrs, "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
+        super().__init__(check_new_output(out), {**attrs, "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
                                              "n_examples": n})  # fmt: skip
 
     def create_arrays(self, group) -> None:
@@ -129,15 +130,6 @@ class ProbsWriter(TemporaryGroup):
                 raise RuntimeError(f"probs store rows written {written}, expected {self.n}")
         self.finalise(extra_attrs or {})
         return self.n
-
-
-def check_output(out: str | Path) -> Path:
-    out = Path(out)
-    if out.exists():
-        raise UserError(f"{out}: already exists; remove it or choose another --out")
-    if not out.parent.is_dir():
-        raise UserError(f"{out.parent}: output directory not found")
-    return out
 
 
 def open_probs(path: str | Path):
@@ -175,7 +167,7 @@ def call_variants(examples: list[str], model_dir: str, out: str, batch_size: int
     started = time.perf_counter()
     # Checks before work: every shard present and complete, the output free, the model fits.
     shards = check_shard_set(examples)
-    check_output(out)
+    check_new_output(out)
     first = shards[0][1].attrs
     shape, channels = list(first["shape"]), list(first["channels"])
     model, meta = load_model(model_dir)

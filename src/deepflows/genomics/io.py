@@ -512,6 +512,25 @@ def htslib_call(path, action: str, *, explain: Callable[[str], str | None] | Non
         held.release(path, failed)
 
 
+def htslib_writing(out) -> contextlib.AbstractContextManager:
+    """Around htslib's writes of `out` (BGZF, BAM, sorting, indexes): a failure is one line naming it, with
+    htslib's words held back. htslib reports a failed write without its errno, so a full file system is
+    recognised by its free space."""
+
+    def explain(diagnosis: str) -> str:
+        return f"{out}: cannot write it ({_no_space(out) or diagnosis})"
+
+    return htslib_call(out, "cannot write it", explain=explain)
+
+
+def _no_space(out) -> str | None:
+    directory = Path(out).absolute().parent
+    while not directory.is_dir() and directory != directory.parent:
+        directory = directory.parent
+    stats = os.statvfs(directory)
+    return "No space left on device" if stats.f_bavail * stats.f_frsize < 1 << 20 else None
+
+
 def compression(path: Path) -> tuple[bool, bool]:
     """(gzip, BGZF) from the first bytes of a file."""
     with open(path, "rb") as handle:

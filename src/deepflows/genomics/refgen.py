@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 
 from deepflows.errors import UserError
-from deepflows.outputs import check_output_dir
+from deepflows.outputs import atomic_output, check_output_dir
 
 log = logging.getLogger(__name__)
 
@@ -69,24 +68,18 @@ def generate_reference(length: int, seed: int) -> np.ndarray:
 
 
 def write_fasta(path: str, contigs: dict[str, np.ndarray]) -> None:
-    """FASTA with 60-column lines plus its .fai, written under temporary names and renamed."""
+    """FASTA with 60-column lines plus its .fai, each written under a temporary name and renamed."""
     import pysam
 
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
+    # The index is renamed into place first: it is never older than the FASTA it describes.
+    with atomic_output(path) as tmp, atomic_output(f"{path}.fai") as tmp_index:
         with open(tmp, "wb") as out:
             for name, seq in contigs.items():
                 data = seq.tobytes()
                 out.write(f">{name}\n".encode())
                 out.write(b"\n".join(data[i:i + FASTA_LINE] for i in range(0, len(data), FASTA_LINE)))
                 out.write(b"\n")
-        pysam.faidx(tmp)
-        os.replace(tmp, path)
-        os.replace(tmp + ".fai", path + ".fai")
-    finally:
-        for leftover in (tmp, tmp + ".fai"):
-            if os.path.exists(leftover):
-                os.remove(leftover)
+        pysam.faidx(str(tmp), "--fai-idx", str(tmp_index))
 
 
 def random_codes(n: int, gc: float | np.ndarray, rng: np.random.Generator) -> np.ndarray:

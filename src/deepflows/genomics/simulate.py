@@ -23,12 +23,13 @@ import numpy as np
 
 from deepflows import __version__
 from deepflows.errors import UserError
-from deepflows.genomics.io import fetch_sequence, open_reference
+from deepflows.genomics.io import fetch_sequence, htslib_writing, open_reference
 from deepflows.genomics.regions import Interval, merge, resolve_regions
 from deepflows.genomics.sim_align import align_with_bwa, align_with_mappy, bam_header, sort_and_index
 from deepflows.genomics.sim_reads import ReadModel, simulate_reads
 from deepflows.genomics.sim_variants import VariantSpectrum, describe_variants, random_variants, truth_variants
 from deepflows.genomics.variants import Variant
+from deepflows.outputs import removed_on_error
 
 log = logging.getLogger(__name__)
 
@@ -67,16 +68,18 @@ def simulate(opts: SimulationOptions) -> None:
             per_region = random_variants(regions, fasta, opts.spectrum, variant_rng)
         variants = [v for group in per_region for v in group]
         log.info("%s", describe_variants(variants))
-        write_truth_vcf(stage.path(".truth.vcf.gz"), variants, lengths, opts)
+        with htslib_writing(opts.out_prefix + ".truth.vcf.gz"):
+            write_truth_vcf(stage.path(".truth.vcf.gz"), variants, lengths, opts)
         write_bed(stage.path(".confident.bed"), confident_regions(regions, fasta))
         pairs = simulate_reads(regions, per_region, fasta, opts.reads, opts.seed)
         header = bam_header(lengths, opts.sample, opts.command_line)
         unsorted = os.path.join(stage.workdir, "unsorted.bam")
-        if opts.aligner == "bwa":
-            align_with_bwa(pairs, opts.ref, header, opts.threads, stage.workdir, unsorted)
-        else:
-            align_with_mappy(pairs, opts.ref, header, opts.reads, opts.threads, unsorted)
-        sort_and_index(unsorted, stage.path(".bam"), opts.threads, stage.workdir)
+        with htslib_writing(opts.out_prefix + ".bam"):
+            if opts.aligner == "bwa":
+                align_with_bwa(pairs, opts.ref, header, opts.threads, stage.workdir, unsorted)
+            else:
+                align_with_mappy(pairs, opts.ref, header, opts.reads, opts.threads, unsorted)
+            sort_and_index(unsorted, stage.path(".bam"), opts.threads, stage.workdir)
     log.info("wrote %s.{bam,truth.vcf.gz,confident.bed} in %.1f s", opts.out_prefix, time.perf_counter() - started)
 
 
@@ -151,10 +154,11 @@ def staged_outputs(prefix: str) -> Iterator[_Stage]:
         raise UserError(f"{prefix}: output directory {directory} does not exist")
     workdir = tempfile.mkdtemp(prefix=f".{os.path.basename(prefix)}.", suffix=".tmp", dir=directory)
     try:
-        stage = _Stage(prefix, workdir)
-        yield stage
-        for suffix in OUTPUT_SUFFIXES:
-            os.replace(stage.path(suffix), prefix + suffix)
+        with removed_on_error(workdir, prefix):  # a write on a full disk names no file: name the outputs
+            stage = _Stage(prefix, workdir)
+            yield stage
+            for suffix in OUTPUT_SUFFIXES:
+                os.replace(stage.path(suffix), prefix + suffix)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

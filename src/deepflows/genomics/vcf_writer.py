@@ -99,23 +99,26 @@ def write_vcf_gz(out: str | Path, header: list[str], lines: Iterable[str]) -> No
     at the end; nothing is left behind on failure. Lines must already be sorted."""
     import pysam
 
+    from deepflows.genomics.io import htslib_writing
+
     out = Path(out)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}.gz")
     tmp_index = Path(f"{tmp}.tbi")
     index = Path(f"{out}.tbi")
     placed = False
     try:
-        with pysam.BGZFile(str(tmp), "wb") as handle:
-            handle.write(("\n".join(header) + "\n").encode())
-            block: list[str] = []
-            for line in lines:
-                block.append(line)
-                if len(block) == 4096:
+        with htslib_writing(out):
+            with pysam.BGZFile(str(tmp), "wb") as handle:
+                handle.write(("\n".join(header) + "\n").encode())
+                block: list[str] = []
+                for line in lines:
+                    block.append(line)
+                    if len(block) == 4096:
+                        handle.write(("\n".join(block) + "\n").encode())
+                        block.clear()
+                if block:
                     handle.write(("\n".join(block) + "\n").encode())
-                    block.clear()
-            if block:
-                handle.write(("\n".join(block) + "\n").encode())
-        pysam.tabix_index(str(tmp), preset="vcf", force=True, index=str(tmp_index))
+            pysam.tabix_index(str(tmp), preset="vcf", force=True, index=str(tmp_index))
         # The index goes first and is newer than the data, so a VCF in place always has its index.
         tmp_index.rename(index)
         placed = True

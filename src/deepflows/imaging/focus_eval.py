@@ -28,7 +28,7 @@ import numpy as np
 
 from deepflows.errors import UserError
 from deepflows.imaging.defocus import LEVELS
-from deepflows.outputs import check_output_dir, save_figure, write_text
+from deepflows.outputs import make_output_dir, save_figure, write_text
 
 
 def sharpness_features(patches: np.ndarray) -> np.ndarray:
@@ -111,9 +111,7 @@ def run(args: argparse.Namespace) -> None:
     from deepflows.tables import write_tsv
 
     log = logging.getLogger("deepflows.focus_eval")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    check_output_dir(out)
+    out = make_output_dir(args.out)
     log.info("fitting the baseline and scoring the test fields")
     train_paths, test_paths = expand_images(args.train_images), expand_images(args.test_images)
     overlap = {p.resolve() for p in train_paths} & {p.resolve() for p in test_paths}

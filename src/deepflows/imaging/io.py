@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from glob import glob
 from pathlib import Path
 
 import numpy as np
 
 from deepflows.errors import UserError
+from deepflows.outputs import check_new_output
 
 NGFF_VERSION = "0.5"
 AXIS_ORDER = "tczyx"
@@ -118,7 +118,7 @@ def _multiscales(axes: str, levels: int, scale: dict[str, float], translation: d
 
 
 class OmeZarrWriter:
-    """Writes a Dask or NumPy image as an NGFF 0.5 multiscale group at `<out>.tmp-<pid>`, renamed to `<out>`
+    """Writes a Dask or NumPy image as an NGFF 0.5 multiscale group under a temporary name, renamed to `<out>`
     by `write()` once every level is complete; an exception on the way removes the temporary group."""
 
     def __init__(self, out: str | Path, axes: str, chunks: int = 1024, levels: int = 1,
@@ -127,23 +127,20 @@ class OmeZarrWriter:
         self.out, self.axes, self.chunks, self.levels = Path(out), axes, int(chunks), int(levels)
         self.scale, self.translation = scale or {}, translation or {}
         self.channel_names, self.attrs = channel_names, attrs or {}
-        if self.out.exists():
-            raise UserError(f"{self.out}: already exists; remove it or choose another output")
-        self.tmp = self.out.with_name(f"{self.out.name}.tmp-{os.getpid()}")
+        check_new_output(self.out)
 
     def write(self, image, compute_kwargs: dict | None = None) -> Path:
         import dask.array as da
         import zarr
 
-        from deepflows.store.examples import naming
+        from deepflows.outputs import atomic_output
         from deepflows.store.integrity import seal
 
         image = image if isinstance(image, da.Array) else da.from_array(image)
         if image.ndim != len(self.axes):
             raise ValueError(f"image has {image.ndim} dimensions but axes are '{self.axes}'")
-        shutil.rmtree(self.tmp, ignore_errors=True)
-        try:
-            group = zarr.open_group(str(self.tmp), mode="w", zarr_format=3)
+        with atomic_output(self.out) as tmp:
+            group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
             chunks = tuple(self.chunks if a in "yx" else 1 for a in self.axes)
             level_image = image
             for level in range(self.levels):
@@ -171,13 +168,7 @@ class OmeZarrWriter:
                 names = self.channel_names or [f"channel {i}" for i in range(n)]
                 ome["omero"] = {"channels": [{"label": str(name)} for name in names]}
             # Last: the attributes and the manifest of every chunk (deepflows.store.integrity), then the rename.
-            seal(group, self.tmp, {"ome": ome, "deepflows": self.attrs})
-            self.tmp.rename(self.out)
-        except BaseException as err:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            if isinstance(err, OSError) and err.filename is None:  # a write on a full disk: name the output
-                raise naming(err, self.out) from err
-            raise
+            seal(group, tmp, {"ome": ome, "deepflows": self.attrs})
         return self.out
 
 

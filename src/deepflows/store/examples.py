@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from deepflows.errors import UserError
+from deepflows.outputs import check_new_output, remove, remove_stale_temporaries, removed_on_error, temporary_path
 from deepflows.store import integrity
 
 SCHEMA = "deepflows.examples"
@@ -49,13 +48,11 @@ class TemporaryGroup:
     def __init__(self, out: str | Path, attrs: dict):
         import zarr
 
-        from deepflows.outputs import remove_stale_temporaries, temporary_path
-
         self.out = Path(out)
         self.tmp = temporary_path(self.out)
         with self.removed_on_error():
             remove_stale_temporaries(self.out)  # of runs killed with -9
-            shutil.rmtree(self.tmp, ignore_errors=True)
+            remove(self.tmp)
             self.group = zarr.open_group(str(self.tmp), mode="w", zarr_format=3)
             self.group.attrs.update({**attrs, "complete": False})
             self.create_arrays(self.group)
@@ -73,39 +70,13 @@ class TemporaryGroup:
             integrity.seal(self.group, self.tmp, {**attrs, "complete": True})
             self.tmp.rename(self.out)
 
-    def abort(self) -> None:
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
     def __enter__(self):
+        self._block = self.removed_on_error()
+        self._block.__enter__()
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        if exc_type is not None:
-            self.abort()
-            if isinstance(exc, OSError) and exc.filename is None:
-                raise naming(exc, self.out) from exc
-        return False
-
-
-@contextmanager
-def removed_on_error(tmp: Path, out: Path):
-    """Removes the temporary store `tmp` when the block fails, whatever the exception (KeyboardInterrupt too)."""
-    try:
-        yield
-    except OSError as err:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if err.filename is None:
-            raise naming(err, out) from err
-        raise
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def naming(err: OSError, out: Path) -> OSError:
-    """`err` as an error about `out`: a write on a full disk names no file, and the user's line should say
-    which output could not be written."""
-    return OSError(err.errno, err.strerror or str(err), str(out))
+        return self._block.__exit__(exc_type, exc, tb)
 
 
 class ShardWriter(TemporaryGroup):
@@ -117,8 +88,7 @@ class ShardWriter(TemporaryGroup):
 
     def __init__(self, out: str | Path, image_shape: tuple[int, int, int], attrs: dict, labelled: bool,
                  chunk_size: int = 64):  # fmt: skip
-        if Path(out).exists():
-            raise UserError(f"{out}: already exists; remove it or choose another --out")
+        check_new_output(out)
         self.image_shape, self.labelled, self.chunk_size = tuple(image_shape), labelled, chunk_size
         super().__init__(out, {**attrs, "schema": SCHEMA, "schema_version": SCHEMA_VERSION})
 

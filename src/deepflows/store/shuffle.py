@@ -36,9 +36,7 @@ import argparse
 import json
 import logging
 import math
-import os
 import re
-import shutil
 import struct
 import time
 from dataclasses import dataclass
@@ -47,13 +45,13 @@ from pathlib import Path
 import numpy as np
 
 from deepflows.errors import UserError
+from deepflows.outputs import remove, remove_stale_temporaries, removed_on_error, temporary_path, write_text
 from deepflows.store.examples import (
     INT_FIELDS,
     META_CHUNK,
     SCHEMA,
     SCHEMA_VERSION,
     STRING_FIELDS,
-    naming,
     open_shard,
     realigned,
 )
@@ -110,10 +108,7 @@ def run(args: argparse.Namespace) -> None:
         command=getattr(args, "command_line", "deepflows shuffle-examples"),
     )
     if args.summary:
-        out = Path(args.summary)
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(json.dumps(summary, indent=2) + "\n")
-        tmp.rename(out)
+        write_text(args.summary, json.dumps(summary, indent=2) + "\n")
     log.info("%s", json.dumps(summary["splits"]))
 
 
@@ -381,107 +376,105 @@ def shuffle_examples(shards, out, *, tune_regions=(), tune_margin=0, seed=0, buc
     log.info("%d shards, %d examples: %d train, %d tune, %d left out near tuning regions; buckets %s",
              len(sources), counts.sum(), counts[0], counts[1], counts[2], n_buckets)  # fmt: skip
 
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-    scratch_parent = Path(tmp_dir) if tmp_dir else out.parent
-    scratch = scratch_parent / f".{out.name}.buckets-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.rmtree(scratch, ignore_errors=True)
+    tmp = temporary_path(out)
+    buckets_dir = (Path(tmp_dir) if tmp_dir else out.parent) / f".{out.name}.buckets"
+    scratch = temporary_path(buckets_dir)
+    for path in (out, buckets_dir):  # what runs killed with -9 left behind
+        remove_stale_temporaries(path)
+    remove(tmp)
+    remove(scratch)
     try:
-        scratch.mkdir(parents=True)
-        buckets = {split: [BucketFile(scratch / f"{split}-{b:06d}.bin") for b in range(n_buckets[split])]
-                   for split in SPLITS}  # fmt: skip
-        # Pass 1: scatter. One generator per split, drawn in the fixed source order.
-        scatter_rng = {split: np.random.default_rng([seed, 0, i]) for i, split in enumerate(SPLITS)}
-        # Blocks of at most 256 examples (about 40 MB of pileups): a few copies of one block are the memory of
-        # pass 1, whatever the bucket size.
-        block = min(256, bucket_size)
-        routed_labels = {split: np.zeros(len(CLASS_NAMES), np.int64) for split in SPLITS}
-        t1 = time.perf_counter()
-        for k, src in enumerate(sources):
-            for lo in range(0, src.n, block):
-                data = _read_block(src, lo, min(src.n, lo + block))
-                codes = route(data["contig"], data["start"], regions, tune_margin)
-                for i, split in enumerate(SPLITS):
-                    rows = np.flatnonzero(codes == i)
-                    if not rows.size:
-                        continue
-                    routed_labels[split] += np.bincount(data["label"][rows], minlength=3)[:3]
-                    chosen = scatter_rng[split].integers(0, n_buckets[split], rows.size)
-                    for b in np.unique(chosen):
-                        picked = rows[chosen == b]
-                        buckets[split][b].append({name: values[picked] for name, values in data.items()})
-            log.info("scattered shard %d/%d (%s, %d examples)", k + 1, len(sources), src.path, src.n)
-        scatter_seconds = time.perf_counter() - t1
+        with removed_on_error(tmp, out):
+            scratch.mkdir(parents=True)
+            buckets = {split: [BucketFile(scratch / f"{split}-{b:06d}.bin") for b in range(n_buckets[split])]
+                       for split in SPLITS}  # fmt: skip
+            # Pass 1: scatter. One generator per split, drawn in the fixed source order.
+            scatter_rng = {split: np.random.default_rng([seed, 0, i]) for i, split in enumerate(SPLITS)}
+            # Blocks of at most 256 examples (about 40 MB of pileups): a few copies of one block are the memory of
+            # pass 1, whatever the bucket size.
+            block = min(256, bucket_size)
+            routed_labels = {split: np.zeros(len(CLASS_NAMES), np.int64) for split in SPLITS}
+            t1 = time.perf_counter()
+            for k, src in enumerate(sources):
+                for lo in range(0, src.n, block):
+                    data = _read_block(src, lo, min(src.n, lo + block))
+                    codes = route(data["contig"], data["start"], regions, tune_margin)
+                    for i, split in enumerate(SPLITS):
+                        rows = np.flatnonzero(codes == i)
+                        if not rows.size:
+                            continue
+                        routed_labels[split] += np.bincount(data["label"][rows], minlength=3)[:3]
+                        chosen = scatter_rng[split].integers(0, n_buckets[split], rows.size)
+                        for b in np.unique(chosen):
+                            picked = rows[chosen == b]
+                            buckets[split][b].append({name: values[picked] for name, values in data.items()})
+                log.info("scattered shard %d/%d (%s, %d examples)", k + 1, len(sources), src.path, src.n)
+            scatter_seconds = time.perf_counter() - t1
 
-        # Pass 2: gather, one bucket in memory at a time.
-        t2 = time.perf_counter()
-        root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
-        splits = {}
-        for i, split in enumerate(SPLITS):
-            group = root.create_group(split)
-            writer = SplitWriter(group, int(counts[i]), image_shape, chunk_size)
-            for b, bucket in enumerate(buckets[split]):
-                data = bucket.read()
-                if not data:
-                    continue
-                n = len(data["label"])
-                order = np.random.default_rng([seed, 1, i, b]).permutation(n)
-                for lo in range(0, n, writer.step["inputs"]):  # the permuted copy is made a slice at a time
-                    picked = order[lo : lo + writer.step["inputs"]]
-                    writer.add({name: values[picked] for name, values in data.items()})
-                bucket.path.unlink()
-                del data
-            n = writer.close()
-            if n != counts[i] or not np.array_equal(writer.class_counts, routed_labels[split]):
-                raise RuntimeError(f"{split}: wrote {n} examples, routed {counts[i]}")  # a bug, not a user error
-            classes = {name: int(c) for name, c in zip(CLASS_NAMES, writer.class_counts)}
-            splits[split] = {"examples": n, "classes": classes, "buckets": n_buckets[split]}
-            group.update_attributes({
-                "schema": f"{STORE_SCHEMA}.split", "split": split, "n_examples": n, "class_counts": classes,
-                "channels": first["channels"], "shape": list(image_shape),
-            })  # fmt: skip
-            log.info("wrote %s: %d examples %s", split, n, classes)
-        gather_seconds = time.perf_counter() - t2
-        for i, split in enumerate(SPLITS):
-            splits[split]["bytes"] = _tree_bytes(tmp / split)
-            splits[split]["bytes_per_example"] = round(splits[split]["bytes"] / max(splits[split]["examples"], 1), 1)
-        summary = {
-            "store": str(out),
-            "schema": STORE_SCHEMA,
-            "schema_version": STORE_SCHEMA_VERSION,
-            "example_schema": {"schema": SCHEMA, "schema_version": SCHEMA_VERSION},
-            "channels": first["channels"],
-            "shape": list(image_shape),
-            "realign": realigned(first),
-            "class_names": list(CLASS_NAMES),
-            "splits": splits,
-            "left_out_near_tune": int(counts[2]),
-            "tune_regions": [str(r) for r in regions],
-            "tune_margin": tune_margin,
-            "seed": seed,
-            "bucket_size": bucket_size,
-            "chunk_size": chunk_size,
-            "sources": [
-                {"path": str(s.path), "examples": s.n, "train": c[0], "tune": c[1], "left_out": c[2],
-                 "sample": s.attrs.get("sample"), "regions": s.attrs.get("regions"),
-                 "sources": s.attrs.get("sources")}
-                for s, c in zip(sources, per_source)
-            ],
-            "stats": {"scatter_seconds": round(scatter_seconds, 3), "gather_seconds": round(gather_seconds, 3),
-                      "seconds": round(time.perf_counter() - started, 3)},
-            "deepflows_version": __version__,
-            "command": command,
-        }
-        # Last: the manifest of every chunk written above (deepflows.store.integrity), then the rename.
-        seal(root, tmp, {**{k: v for k, v in summary.items() if k != "store"}, "complete": True})
-        tmp.rename(out)
-    except BaseException as err:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(err, OSError) and err.filename is None:  # a write on a full disk: name the output
-            raise naming(err, out) from err
-        raise
+            # Pass 2: gather, one bucket in memory at a time.
+            t2 = time.perf_counter()
+            root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+            splits = {}
+            for i, split in enumerate(SPLITS):
+                group = root.create_group(split)
+                writer = SplitWriter(group, int(counts[i]), image_shape, chunk_size)
+                for b, bucket in enumerate(buckets[split]):
+                    data = bucket.read()
+                    if not data:
+                        continue
+                    n = len(data["label"])
+                    order = np.random.default_rng([seed, 1, i, b]).permutation(n)
+                    for lo in range(0, n, writer.step["inputs"]):  # the permuted copy is made a slice at a time
+                        picked = order[lo : lo + writer.step["inputs"]]
+                        writer.add({name: values[picked] for name, values in data.items()})
+                    bucket.path.unlink()
+                    del data
+                n = writer.close()
+                if n != counts[i] or not np.array_equal(writer.class_counts, routed_labels[split]):
+                    raise RuntimeError(f"{split}: wrote {n} examples, routed {counts[i]}")  # a bug, not a user error
+                classes = {name: int(c) for name, c in zip(CLASS_NAMES, writer.class_counts)}
+                splits[split] = {"examples": n, "classes": classes, "buckets": n_buckets[split]}
+                group.update_attributes({
+                    "schema": f"{STORE_SCHEMA}.split", "split": split, "n_examples": n, "class_counts": classes,
+                    "channels": first["channels"], "shape": list(image_shape),
+                })  # fmt: skip
+                log.info("wrote %s: %d examples %s", split, n, classes)
+            gather_seconds = time.perf_counter() - t2
+            for i, split in enumerate(SPLITS):
+                splits[split]["bytes"] = _tree_bytes(tmp / split)
+                splits[split]["bytes_per_example"] = round(splits[split]["bytes"] / max(splits[split]["examples"], 1), 1)
+            summary = {
+                "store": str(out),
+                "schema": STORE_SCHEMA,
+                "schema_version": STORE_SCHEMA_VERSION,
+                "example_schema": {"schema": SCHEMA, "schema_version": SCHEMA_VERSION},
+                "channels": first["channels"],
+                "shape": list(image_shape),
+                "realign": realigned(first),
+                "class_names": list(CLASS_NAMES),
+                "splits": splits,
+                "left_out_near_tune": int(counts[2]),
+                "tune_regions": [str(r) for r in regions],
+                "tune_margin": tune_margin,
+                "seed": seed,
+                "bucket_size": bucket_size,
+                "chunk_size": chunk_size,
+                "sources": [
+                    {"path": str(s.path), "examples": s.n, "train": c[0], "tune": c[1], "left_out": c[2],
+                     "sample": s.attrs.get("sample"), "regions": s.attrs.get("regions"),
+                     "sources": s.attrs.get("sources")}
+                    for s, c in zip(sources, per_source)
+                ],
+                "stats": {"scatter_seconds": round(scatter_seconds, 3), "gather_seconds": round(gather_seconds, 3),
+                          "seconds": round(time.perf_counter() - started, 3)},
+                "deepflows_version": __version__,
+                "command": command,
+            }
+            # Last: the manifest of every chunk written above (deepflows.store.integrity), then the rename.
+            seal(root, tmp, {**{k: v for k, v in summary.items() if k != "store"}, "complete": True})
+            tmp.rename(out)
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        remove(scratch)
     return summary
 
 
