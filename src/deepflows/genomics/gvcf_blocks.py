@@ -147,6 +147,7 @@ class BlockWriter:
         self.handle.write(("\n".join(header) + "\n").encode())
         self.contig: str | None = None
         self.pending: Blocks | None = None  # the last block so far: the next window may extend it
+        self.finished = False
 
     def add(self, contig: str, start: int, depth: np.ndarray, ref_depth: np.ndarray, excluded: np.ndarray) -> None:
         """The positions of [start, start + len(depth)) that are not `excluded`."""
@@ -169,9 +170,20 @@ class BlockWriter:
         rows = zip(blocks.start.tolist(), blocks.end.tolist(), blocks.gq.tolist(), blocks.min_dp.tolist(), pl)
         self.handle.write("".join(f"{contig}\t{s}\t{e}\t{g}\t{d}\t{p}\n" for s, e, g, d, p in rows).encode())
 
+    def finish(self) -> None:
+        """Write the last block and close the file (where a full disk shows): before the shard is committed, so
+        that a failure here leaves neither output."""
+        from deepflows.genomics.io import htslib_writing
+
+        with htslib_writing(self.out):
+            self._flush()
+            self.handle.close()
+        self.finished = True
+
     def commit(self) -> None:
-        self._flush()
-        self.handle.close()
+        """Finish (if not yet) and rename the file into place."""
+        if not self.finished:
+            self.finish()
         self.tmp.rename(self.out)
 
     def __enter__(self) -> Self:

@@ -138,6 +138,8 @@ def make_examples(args) -> dict:
         stats = {"n_candidates": n_candidates, "n_bases": n_bases, "seconds": round(elapsed, 3)}
         if labeler is not None:
             stats["labeler"] = labeler.stats()
+        if args.gvcf:
+            blocks.finish()
         n_examples = writer.commit({"stats": stats})
         if args.gvcf:
             blocks.commit()
