@@ -124,6 +124,22 @@ def atomic_output(out: str | Path) -> Iterator[Path]:
         os.replace(tmp, out)
 
 
+@contextmanager
+def output_directory(out: str | Path) -> Iterator[Path]:
+    """Where the files of the output directory `out` go. An existing directory (Snakemake makes the folders of
+    a rule's outputs) is used as it is: each file in it is written whole or not at all by its writer. A new
+    one is written under a temporary name and renamed when the block ends normally, so a failed run leaves
+    no directory behind."""
+    out = Path(out)
+    if out.is_dir():
+        yield check_output_dir(out)
+        return
+    make_output_dir(out.absolute().parent)
+    with atomic_output(check_new_output(out)) as tmp:
+        tmp.mkdir()
+        yield tmp
+
+
 def write_text(out: str | Path, text: str) -> None:
     """A whole text file, or none."""
     with atomic_output(out) as tmp:

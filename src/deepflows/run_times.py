@@ -30,8 +30,10 @@ def run(args: argparse.Namespace) -> None:
     stages: dict[str, list[Path]] = {}
     for item in args.benchmarks:
         stage, sep, path = item.partition("=")
-        if not sep or not stage or not Path(path).is_file():
-            raise UserError(f"{item}: expected STAGE=TSV with an existing benchmark file")
+        if not sep or not stage:
+            raise UserError(f"{item}: expected STAGE=TSV (a stage name, then its Snakemake benchmark file)")
+        if not Path(path).is_file():
+            raise UserError(f"{path}: benchmark file of stage {stage} {'is not a file' if Path(path).exists() else 'not found'}")
         stages.setdefault(stage, []).append(Path(path))
     rows = [{"stage": stage, **read_benchmarks(paths)} for stage, paths in stages.items()]
     write_tsv(rows, COLUMNS, args.out)

@@ -69,7 +69,7 @@ def check_out(out: str) -> Path:
 
 def run(args: argparse.Namespace) -> None:
     from deepflows.genomics.benchmark import BenchmarkOptions, Limits, run_benchmark
-    from deepflows.outputs import atomic_output
+    from deepflows.outputs import output_directory
 
     out = check_out(args.out)
     if args.max_gap < 0:
@@ -88,8 +88,5 @@ def run(args: argparse.Namespace) -> None:
         query_sample=args.query_sample,
     )
     command_line = getattr(args, "command_line", "deepflows benchmark")
-    if out.is_dir():  # the three files, each renamed into place (genomics.benchmark.write_outputs)
-        run_benchmark(options, out, command_line)
-        return
-    with atomic_output(out) as tmp:  # the whole directory, or nothing
-        run_benchmark(options, tmp, command_line)
+    with output_directory(out) as where:
+        run_benchmark(options, where, command_line)

@@ -28,7 +28,7 @@ import numpy as np
 
 from deepflows.errors import UserError
 from deepflows.imaging.defocus import LEVELS
-from deepflows.outputs import make_output_dir, save_figure, write_text
+from deepflows.outputs import output_directory, save_figure, write_text
 
 
 def sharpness_features(patches: np.ndarray) -> np.ndarray:
@@ -111,31 +111,34 @@ def run(args: argparse.Namespace) -> None:
     from deepflows.tables import write_tsv
 
     log = logging.getLogger("deepflows.focus_eval")
-    out = make_output_dir(args.out)
-    log.info("fitting the baseline and scoring the test fields")
     train_paths, test_paths = expand_images(args.train_images), expand_images(args.test_images)
     overlap = {p.resolve() for p in train_paths} & {p.resolve() for p in test_paths}
     if overlap:
         raise UserError(f"{min(overlap)}: given as both a training and a test image")
-    train = DefocusSet([load_field(p) for p in train_paths]).grid(seed=args.seed)
-    test_x, test_y, test_field, test_content = DefocusSet([load_field(p) for p in test_paths]).grid(seed=args.seed + 1)
-    baseline = SharpnessBaseline().fit(train[0][train[3]], train[1][train[3]])
     model, meta = load_model(args.model)
-    model_probs = Scorer(model)(test_x)
-    results = {"model": evaluate(model_probs, test_y, test_field, test_content),
-               "baseline": evaluate(baseline.probs(test_x), test_y, test_field, test_content, oracle_content=True)}  # fmt: skip
-    results["certainty"] = {"content_patches_mean": float(certainty(model_probs[test_content]).mean()),
-                            "empty_patches_mean": float(certainty(model_probs[~test_content]).mean())}  # fmt: skip
-    results["test_images"] = [str(p) for p in test_paths]
-    results["train_images"] = [str(p) for p in train_paths]
-    results["model_sha256"] = meta["sha256"]
-    write_text(out / "metrics.json", json.dumps(results, indent=2) + "\n")
-    rows = [{**{f"model_{k}": v for k, v in m.items()}, **{f"baseline_{k}": v for k, v in b.items()}, "level": m["level"]}
-            for m, b in zip(results["model"]["per_level"], results["baseline"]["per_level"])]  # fmt: skip
-    columns = ["level", "model_patches"] + [f"{w}_{k}" for k in ("patch_exact", "patch_within_one", "image_exact")
-                                            for w in ("model", "baseline")]  # fmt: skip
-    write_tsv(rows, columns, out / "per_level.tsv")
-    plot(results, out / "accuracy_per_level.png")
+    with output_directory(args.out) as out:
+        log.info("fitting the baseline and scoring the test fields")
+        train = DefocusSet([load_field(p) for p in train_paths]).grid(seed=args.seed)
+        test_x, test_y, test_field, test_content = DefocusSet([load_field(p) for p in test_paths]).grid(
+            seed=args.seed + 1)  # fmt: skip
+        baseline = SharpnessBaseline().fit(train[0][train[3]], train[1][train[3]])
+        model_probs = Scorer(model)(test_x)
+        results = {"model": evaluate(model_probs, test_y, test_field, test_content),
+                   "baseline": evaluate(baseline.probs(test_x), test_y, test_field, test_content,
+                                        oracle_content=True)}  # fmt: skip
+        results["certainty"] = {"content_patches_mean": float(certainty(model_probs[test_content]).mean()),
+                                "empty_patches_mean": float(certainty(model_probs[~test_content]).mean())}  # fmt: skip
+        results["test_images"] = [str(p) for p in test_paths]
+        results["train_images"] = [str(p) for p in train_paths]
+        results["model_sha256"] = meta["sha256"]
+        write_text(out / "metrics.json", json.dumps(results, indent=2) + "\n")
+        rows = [{**{f"model_{k}": v for k, v in m.items()}, **{f"baseline_{k}": v for k, v in b.items()},
+                 "level": m["level"]}
+                for m, b in zip(results["model"]["per_level"], results["baseline"]["per_level"])]  # fmt: skip
+        columns = ["level", "model_patches"] + [f"{w}_{k}" for k in ("patch_exact", "patch_within_one", "image_exact")
+                                                for w in ("model", "baseline")]  # fmt: skip
+        write_tsv(rows, columns, out / "per_level.tsv")
+        plot(results, out / "accuracy_per_level.png")
     for who in ("model", "baseline"):
         for scope in ("patch", "image"):
             m = results[who][scope]

@@ -59,6 +59,8 @@ def read_image(path: str | Path) -> tuple[np.ndarray, str]:
             raise UserError(f"{path}: {err} (pip install imagecodecs; part of deepflows[imaging])") from None
         raise UserError(f"{path}: unreadable or truncated image ({type(err).__name__}: {err})") from None
     axes = axes.lower()
+    if pixels.size == 0:
+        raise UserError(f"{path}: the image has no pixels (shape {' x '.join(map(str, pixels.shape))}, axes {axes})")
     if len(set(axes)) != len(axes) or not set(axes) <= set(AXIS_ORDER):
         raise UserError(f"{path}: unsupported image axes '{axes}' (expected some of t, c, z, y, x)")
     order = sorted(range(len(axes)), key=lambda i: AXIS_ORDER.index(axes[i]))

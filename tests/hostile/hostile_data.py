@@ -1,0 +1,260 @@
+"""The session's valid artefacts and the builders of small genomics and imaging inputs (used by conftest.py
+and by the cases that need a variant of them)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # tests/: synthetic.py
+sys.path.insert(0, str(HERE))
+
+from hostile_contract import stage_command, stage_env  # noqa: E402
+from synthetic import random_reference, tile_reads, write_bam  # noqa: E402
+
+REPO = HERE.parents[1]
+SHIPPED_MODEL = REPO / "resources" / "models" / "wgs-illumina"
+FOCUS_MODEL = REPO / "resources" / "models" / "focus-quality"
+CONTIG, LENGTH, READ_LENGTH, DEPTH = "chrA", 9000, 100, 30
+SITES = list(range(150, LENGTH - 150, 240))  # 0-based SNP positions: 37 of them, about 12 per shard of 3
+SHARDS = 3
+COMPLEMENT = {"A": "C", "C": "G", "G": "T", "T": "A"}
+BUILD_SECONDS: list[float] = []
+
+
+# --------------------------------------------------------------------------------------------- valid artefacts
+@dataclass
+class Valid:
+    """Paths of the session's valid artefacts (read-only for the cases)."""
+
+    dir: Path
+    ref: Path
+    ref_other: Path  # same contig names and lengths, other bases
+    bam: Path
+    cram: Path
+    truth: Path
+    truth_plain: Path  # the same truth, uncompressed
+    sites_only: Path  # the truth without FORMAT and sample columns (bgzipped, indexed)
+    bed: Path
+    shards: list[Path]
+    probs: Path
+    vcf: Path
+    labelled: Path
+    train_store: Path
+    png: Path
+    png2: Path  # another field (focus-eval wants its test images apart from its training images)
+    tif: Path
+    bench_tsv: Path  # a Snakemake `benchmark:` file, for run-times
+    config: Path  # a pipeline config naming the reference, reads, truth and model above
+    build_seconds: float
+
+    @property
+    def placeholders(self) -> dict:
+        return {"ref": self.ref, "ref_other": self.ref_other, "bam": self.bam, "cram": self.cram,
+                "truth": self.truth, "truth_plain": self.truth_plain, "sites_only": self.sites_only,
+                "bed": self.bed, "shards": self.shards, "probs": self.probs, "vcf": self.vcf,
+                "labelled": self.labelled, "train_store": self.train_store, "png": self.png, "tif": self.tif,
+                "png_url": self.png.as_uri(), "png_sha256": hashlib.sha256(self.png.read_bytes()).hexdigest(),
+                "bench_tsv": self.bench_tsv, "config": self.config, "regions_bed": self.bed, "png2": self.png2,
+                "model": SHIPPED_MODEL, "focus_model": FOCUS_MODEL,
+                "train_config": REPO / "config" / "model" / "read_set.yaml"}  # fmt: skip
+
+
+def run_valid(jobs: list[tuple[str, list]], cwd: Path, parallel: int = 3) -> None:
+    """Run valid stage commands (a few at a time); any failure is a fixture error, not a case's."""
+    pending, running = list(jobs), []
+    while pending or running:
+        while pending and len(running) < parallel:
+            stage, argv = pending.pop(0)
+            command = stage_command(stage, [str(a) for a in argv])
+            proc = subprocess.Popen(command, cwd=cwd, env=stage_env(), stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)  # fmt: skip
+            running.append((stage, argv, proc))
+        stage, argv, proc = running.pop(0)
+        _, err = proc.communicate(timeout=300)
+        if proc.returncode != 0:
+            raise RuntimeError(f"hostile fixture: valid `deepflows {stage} {' '.join(map(str, argv))}` failed "
+                               f"(rc {proc.returncode}):\n{err[-3000:]}")
+
+
+def sh(*command, cwd=None) -> None:
+    subprocess.run([str(c) for c in command], cwd=cwd, check=True, capture_output=True)
+
+
+def write_vcf(path: Path, ref: str, sites=SITES, sample: str | None = "truth", extra_sample: str | None = None,
+              genotype=None) -> Path:  # fmt: skip
+    """A VCF of SNPs at `sites` (1/1 at every third, else 0/1); `sample=None`: sites-only."""
+    genotype = genotype or (lambda k: "1/1" if k % 3 == 0 else "0/1")
+    header = ["##fileformat=VCFv4.2", f"##contig=<ID={CONTIG},length={LENGTH}>",
+              '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">']  # fmt: skip
+    columns = ["#CHROM", "POS", "ID", "REF", "ALT", "QUAL", "FILTER", "INFO"]
+    if sample:
+        columns += ["FORMAT", sample] + ([extra_sample] if extra_sample else [])
+    lines = header + ["\t".join(columns)]
+    for k, s in enumerate(sites):
+        record = [CONTIG, str(s + 1), ".", ref[s], COMPLEMENT[ref[s]], "50", "PASS", "."]
+        if sample:
+            record += ["GT", genotype(k)] + (["0/1" if k % 3 else "1/1"] if extra_sample else [])
+        lines.append("\t".join(record))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def bgzip_index(path: Path) -> Path:
+    """path.vcf -> path.vcf.gz (+ .tbi); the plain file is kept."""
+    import pysam
+
+    out = Path(str(path) + ".gz")
+    pysam.tabix_compress(str(path), str(out), force=True)
+    pysam.tabix_index(str(out), preset="vcf", force=True)
+    return out
+
+
+def write_config(path: Path, fasta, reads, truth=None, bed=None, model=SHIPPED_MODEL, sample="hostile") -> Path:
+    """A pipeline config (absolute paths) for validate-config and snakemake."""
+    import yaml
+
+    config = {"sample": sample, "reference": {"fasta": str(fasta)}, "reads": {"path": str(reads)},
+              "truth": {"vcf": str(truth) if truth else None, "confident_bed": str(bed) if bed else None},
+              "make_examples": {"shards": SHARDS}, "model": str(model)}  # fmt: skip
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def synthetic_bam(path: Path, ref: str, seed: int = 1) -> Path:
+    def edit(i, start, seq, cigar):
+        seq = list(seq)
+        for k, site in enumerate(SITES):
+            if start <= site < start + len(seq) and (i % 2 or k % 3 == 0):
+                seq[site - start] = COMPLEMENT[ref[site]]
+        return "".join(seq), cigar
+
+    reads = tile_reads(ref, 0, LENGTH, DEPTH, READ_LENGTH, "r", edit=edit, rng=np.random.default_rng(seed))
+    return write_bam(path, {CONTIG: LENGTH}, reads)
+
+
+def write_png(path: Path, shape=(256, 256), dtype=np.uint16, seed=0) -> Path:
+    """A smooth, textured 16-bit field (enough structure for focus patches)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0 : shape[0], 0 : shape[1]]
+    image = 20000 + 15000 * np.sin(x / 7.0) * np.cos(y / 5.0) + rng.normal(0, 2000, shape)
+    image = np.clip(image, 0, np.iinfo(dtype).max).astype(dtype)
+    Image.fromarray(image).save(path)
+    return path
+
+
+def build_valid(d: Path) -> Valid:
+    """Build every valid artefact under `d` with the stages under test."""
+    import tifffile
+    from PIL import Image
+
+    t0 = time.monotonic()
+    ref = random_reference(d / "ref.fa", {CONTIG: LENGTH}, seed=5)[CONTIG]
+    random_reference(d / "ref_other.fa", {CONTIG: LENGTH}, seed=6)
+    bam = synthetic_bam(d / "reads.bam", ref)
+    sh("samtools", "view", "-C", "-T", d / "ref.fa", "-o", d / "reads.cram", bam)
+    sh("samtools", "index", d / "reads.cram")
+    truth_plain = write_vcf(d / "truth.vcf", ref)
+    truth = bgzip_index(truth_plain)
+    sites_only = bgzip_index(write_vcf(d / "sites_only.vcf", ref, sample=None))
+    bed = d / "confident.bed"
+    bed.write_text(f"{CONTIG}\t0\t{LENGTH}\n")
+    png, png2 = write_png(d / "field.png"), write_png(d / "field2.png", seed=1)
+    tif = d / "field.tif"
+    tifffile.imwrite(tif, np.asarray(Image.open(png)))
+    bench_tsv = d / "make_examples.benchmark.tsv"
+    bench_tsv.write_text("s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+                         "12.5\t0:00:12\t300.1\t900.2\t280.0\t281.0\t0.1\t2.0\t95.0\t11.9\n")
+    config = write_config(d / "config.yaml", d / "ref.fa", bam, truth, bed)
+
+    examples = d / "examples"
+    examples.mkdir()
+    shards = [examples / f"examples-{i:05d}-of-{SHARDS:05d}.zarr" for i in range(SHARDS)]
+    labelled = d / "labelled" / "examples-00000-of-00001.zarr"
+    labelled.parent.mkdir()
+    common = ["--reads", bam, "--ref", d / "ref.fa", "--chunk-size", "4"]
+    run_valid([*(("make-examples", [*common, "--shard", f"{i}/{SHARDS}", "--out", shards[i]]) for i in range(SHARDS)),
+               ("make-examples", [*common, "--truth", truth, "--confident", bed, "--out", labelled])], d)  # fmt: skip
+    probs, train_store = d / "calls" / "probs.zarr", d / "train" / "train.zarr"
+    probs.parent.mkdir()
+    train_store.parent.mkdir()
+    run_valid([("call-variants", ["--examples", *shards, "--model", SHIPPED_MODEL, "--out", probs]),
+               ("shuffle-examples", [labelled, "--out", train_store, "--seed", "1",
+                                     "--tune-regions", f"{CONTIG}:1-3000"])], d)  # fmt: skip
+    vcf = d / "calls" / "calls.vcf.gz"
+    run_valid([("postprocess", ["--probs", probs, "--ref", d / "ref.fa", "--out", vcf])], d)
+    BUILD_SECONDS.append(time.monotonic() - t0)
+    return Valid(d, d / "ref.fa", d / "ref_other.fa", bam, d / "reads.cram", truth, truth_plain, sites_only, bed,
+                 shards, probs, vcf, labelled, train_store, png, png2, tif, bench_tsv, config,
+                 time.monotonic() - t0)  # fmt: skip
+
+
+
+
+# Shards of other runs, each to be mixed into the valid set in place of the valid shard of the same index:
+# name -> (shard index, shard count, make-examples options that differ from the valid run's, flags).
+VARIANT_RUNS = {
+    "run-other-region": (1, SHARDS, {"--regions": f"{CONTIG}:1-4500"}, []),  # 9c: another region plan
+    "run-no-realign": (2, SHARDS, {}, ["--no-realign"]),  # 9d: not the first shard
+    "run-other-seed": (1, SHARDS, {"--seed": "7"}, []),  # 9e
+    "run-other-reference": (1, SHARDS, {"--ref": "{ref_other}"}, []),  # 9e: same contigs, other bases
+    "run-other-reads": (1, SHARDS, {"--reads": "{bam_other}"}, []),  # other reads of the same reference
+    "run-six-shards": (1, 6, {}, []),  # another shard count
+}
+
+
+def build_variant_shards(valid: Valid, d: Path) -> dict[str, Path]:
+    """One shard of each of VARIANT_RUNS, named as the valid run names its shards, in the run's own directory."""
+    values = {"ref_other": valid.ref_other, "bam_other": synthetic_bam(d / "reads_other.bam", fetch(valid.ref), 11)}
+    jobs, paths = [], {}
+    for name, (index, count, overrides, flags) in VARIANT_RUNS.items():
+        path = d / name / f"examples-{index:05d}-of-{count:05d}.zarr"
+        path.parent.mkdir()
+        options = {"--reads": valid.bam, "--ref": valid.ref, "--shard": f"{index}/{count}", "--chunk-size": "4",
+                   **{k: v.format(**values) for k, v in overrides.items()}}  # fmt: skip
+        jobs.append(("make-examples", [*(x for kv in options.items() for x in kv), *flags, "--out", path]))
+        paths[name] = path
+    run_valid(jobs, d)
+    return paths
+
+
+def fetch(fasta: Path, contig: str = CONTIG) -> str:
+    import pysam
+
+    with pysam.FastaFile(str(fasta)) as handle:
+        return handle.fetch(contig)
+
+
+def examples_equal(a: Path, b: Path) -> None:
+    """Two example stores hold the same examples (arrays compared; attributes such as sources may differ)."""
+    import zarr
+
+    ga, gb = zarr.open_group(str(a), mode="r"), zarr.open_group(str(b), mode="r")
+    na, nb = ga["start"].shape[0], gb["start"].shape[0]
+    assert na == nb, f"accepted, but wrong: {na} examples in {a.name}, {nb} in the expected {b.name}"
+    for key in ("contig", "start", "ref", "alts", "inputs"):
+        assert np.array_equal(ga[key][:], gb[key][:]), f"accepted, but wrong: {a.name} and {b.name} differ in {key}"
+
+
+def concatenated(stores: list[Path]) -> dict:
+    """The examples of a shard set, in shard order, as one set of arrays (the set must not depend on the count)."""
+    import zarr
+
+    groups = [zarr.open_group(str(s), mode="r") for s in stores]
+    return {k: np.concatenate([g[k][:] for g in groups]) for k in ("contig", "start", "ref", "alts", "inputs")}
+
+
+def newer_than(index: Path, data: Path) -> None:
+    """Make `index` look fresh: newer than its data, so only its content can betray it."""
+    t = os.path.getmtime(data) + 10
+    os.utime(index, (t, t))

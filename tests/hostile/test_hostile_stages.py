@@ -1,0 +1,136 @@
+"""Every stage of `deepflows.cli.STAGES`, present and future: a missing input file is refused under the contract.
+
+MINIMAL holds, per stage, a command line that works on the session's valid artefacts, and the placeholders of
+its input files; each input is replaced in turn by a path that does not exist. A stage added to STAGES without
+an entry here fails `test_every_stage_has_an_entry`, which says what to add; an entry whose command line no
+longer parses (a new required option) fails `test_entry_parses`.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from hostile_cases import MISSING, Case, check_case, params, render_argv
+from hostile_data import SHIPPED_MODEL
+
+
+@dataclass
+class Minimal:
+    argv: str  # the command line after `deepflows`, stage first
+    inputs: tuple[str, ...]  # placeholders of its input files, each replaced in turn by a missing path
+    outputs: tuple[str, ...] = ()
+    make: object = None  # make(in_dir, valid, work) -> more placeholders (e.g. a model copy a stage writes to)
+    no_inputs: str = ""  # why a stage has no input file to take away (then `inputs` is empty)
+
+
+def model_copy(d, valid, work):
+    """fit-call-temperature writes into its model directory: never the shipped one."""
+    return {"model_copy": shutil.copytree(SHIPPED_MODEL, d / "model-copy")}
+
+
+MINIMAL: dict[str, Minimal] = {
+    "simulate": Minimal("simulate --ref {ref} --truth {truth} --depth 2 --read-length 100 --out-prefix {out}/sim",
+                        ("ref", "truth"), ("{out}/sim.bam", "{out}/sim.truth.vcf.gz", "{out}/sim.confident.bed")),
+    "make-reference": Minimal("make-reference --out {out}/ref.fa --length 2000", (), ("{out}/ref.fa",),
+                              no_inputs="it only writes a generated FASTA"),
+    "make-examples": Minimal("make-examples --reads {bam} --ref {ref} --truth {truth} --confident {bed} "
+                             "--regions {regions_bed} --chunk-size 4 --out {out}/ex.zarr",
+                             ("bam", "ref", "truth", "bed", "regions_bed"), ("{out}/ex.zarr",)),
+    "check-shards": Minimal("check-shards --out {out}/manifest.json {shards}", ("shards",), ("{out}/manifest.json",)),
+    "shuffle-examples": Minimal("shuffle-examples {labelled} --out {out}/train.zarr --seed 1", ("labelled",),
+                                ("{out}/train.zarr",)),
+    "train": Minimal("train --examples {train_store} --config {train_config} --workdir {out}/train --steps 1",
+                     ("train_store", "train_config"), ("{out}/train",)),
+    "download": Minimal("download --url {png_url} --sha256 {png_sha256} --out {out}/field.png", ("png_url",),
+                        ("{out}/field.png",)),
+    "validate-config": Minimal("validate-config {config}", ("config",)),
+    "call-variants": Minimal("call-variants --examples {shards} --model {model} --out {out}/probs.zarr",
+                             ("shards", "model"), ("{out}/probs.zarr",)),
+    "postprocess": Minimal("postprocess --probs {probs} --ref {ref} --out {out}/calls.vcf.gz", ("probs", "ref"),
+                           ("{out}/calls.vcf.gz", "{out}/calls.vcf.gz.tbi")),
+    "benchmark": Minimal("benchmark --truth {truth} --confident {bed} --query {vcf} --ref {ref} --out {out}/bench",
+                         ("truth", "bed", "vcf", "ref"), ("{out}/bench",)),
+    "run-times": Minimal("run-times --out {out}/run_times.tsv make_examples={bench_tsv}", ("bench_tsv",),
+                         ("{out}/run_times.tsv",)),
+    "gq-calibration": Minimal("gq-calibration --calls {vcf} --truth {truth} --confident {bed} --ref {ref} "
+                              "--out {out}/gq.tsv --plot {out}/gq.png", ("vcf", "truth", "bed", "ref"),
+                              ("{out}/gq.tsv", "{out}/gq.png")),
+    "fit-call-temperature": Minimal("fit-call-temperature --model {model_copy} --ref {ref} --set {probs} {truth} {bed}",
+                                    ("model_copy", "ref", "probs", "truth", "bed"), make=model_copy),
+    "ingest-image": Minimal("ingest-image --image {png} --out {out}/field.ome.zarr", ("png",),
+                            ("{out}/field.ome.zarr",)),
+    "focus-train": Minimal("focus-train --images {png} --out {out}/model --workdir {out}/work --steps 1", ("png",),
+                           ("{out}/model",)),
+    "focus": Minimal("focus --images {png} --model {focus_model} --out {out}/focus", ("png", "focus_model"),
+                     ("{out}/focus",)),
+    "focus-eval": Minimal("focus-eval --model {focus_model} --train-images {png} --test-images {png2} --out {out}/eval",
+                          ("focus_model", "png", "png2"), ("{out}/eval",)),
+    "provenance": Minimal("provenance --vcf {vcf} --out {out}/provenance.tsv", ("vcf",), ("{out}/provenance.tsv",)),
+    "verify": Minimal("verify {shards}", ("shards",)),
+}  # fmt: skip
+
+
+def stages_under_test() -> dict:
+    from deepflows.cli import STAGES
+
+    return STAGES
+
+
+def missing_value(key: str, value, d: Path):
+    """A path like `value` (same suffix; a URL stays a URL) that does not exist; for a list, its 2nd item."""
+    if isinstance(value, (list, tuple)):
+        items = list(value)
+        items[min(1, len(items) - 1)] = missing_value(key, items[min(1, len(items) - 1)], d)
+        return items
+    if key.endswith("_url"):
+        return (d / f"missing-{key}.png").as_uri()
+    suffix = "".join(Path(str(value)).suffixes[-2:]) if Path(str(value)).suffix else ""
+    return d / f"missing-{key}{suffix}"
+
+
+def missing_input_case(stage: str, key: str) -> Case:
+    entry = MINIMAL[stage]
+
+    def make(d, valid, work):
+        values = {**valid.placeholders, **((entry.make(d, valid, work) or {}) if entry.make else {})}
+        bad = missing_value(key, values[key], d)
+        name = Path(bad[min(1, len(bad) - 1)] if isinstance(bad, list) else str(bad)).name
+        return {**values, key: bad, "missing_name": name}
+
+    return Case(f"missing-input[{stage}:{key}]", stage, entry.argv, make, entry.outputs, ("{missing_name}",),
+                (MISSING,))
+
+
+CASES = [missing_input_case(stage, key) for stage, entry in MINIMAL.items() for key in entry.inputs]
+
+
+def test_every_stage_has_an_entry():
+    absent = sorted(set(stages_under_test()) - set(MINIMAL))
+    assert not absent, (f"stage(s) {', '.join(absent)} of deepflows.cli.STAGES have no entry in MINIMAL of "
+                        f"{__file__}: add a command line that works on the valid artefacts and name its input "
+                        f"files, so the hostile suite holds the new stage to the contract")  # fmt: skip
+    unexplained = sorted(s for s, e in MINIMAL.items() if not e.inputs and not e.no_inputs)
+    assert not unexplained, f"MINIMAL entries without input files must say why (no_inputs=...): {unexplained}"
+
+
+@pytest.mark.parametrize("stage", sorted(MINIMAL))
+def test_entry_parses(stage, valid, tmp_path):
+    """The entry's command line is accepted by the stage's own parser (so a missing input is what it tests)."""
+    from deepflows.cli import build_parser
+
+    if stage not in stages_under_test():
+        pytest.fail(f"stage {stage} is not in deepflows.cli.STAGES of the code under test")
+    values = {**valid.placeholders, "in": tmp_path, "out": tmp_path, "work": tmp_path, "model_copy": tmp_path}
+    argv = render_argv(MINIMAL[stage].argv, values)
+    try:
+        build_parser(stage).parse_args(argv)
+    except SystemExit as err:
+        pytest.fail(f"MINIMAL[{stage!r}] does not parse (exit {err.code}): deepflows {' '.join(argv)}")
+
+
+@pytest.mark.parametrize("case", params(CASES))
+def test_missing_input(case, valid, work):
+    check_case(case, valid, work)
