@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import multiprocessing
 import os
 import shutil
 import subprocess
@@ -200,7 +201,8 @@ def test_parallel_jobs_build_indexes_without_reading_half_a_one(sample, tmp_path
     for trial in range(3):
         bam = _copy(sample["bam"], tmp_path / f"reads{trial}.bam")
         fasta = _copy(sample["fasta_gz"], tmp_path / f"ref{trial}.fa.gz")
-        with ProcessPoolExecutor(6) as pool:
+        # spawned, not forked: JAX's threads may be running in this process, and a fork could deadlock on them
+        with ProcessPoolExecutor(6, mp_context=multiprocessing.get_context("spawn")) as pool:
             counts = list(pool.map(_open_and_fetch, [(str(bam), str(fasta))] * 6))
         assert len(set(counts)) == 1 and counts[0] > 1000
         assert Path(f"{bam}.bai").exists() and Path(f"{fasta}.fai").exists() and Path(f"{fasta}.gzi").exists()
