@@ -114,3 +114,12 @@ def test_a_rerun_removes_the_temporaries_of_killed_runs_only(tmp_path):
     with atomic_output(out) as tmp:
         tmp.mkdir()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["shard.zarr", alive.name, elsewhere.name])
+
+
+def test_an_error_inside_a_temporary_directory_names_the_output(tmp_path):
+    out = tmp_path / "bench"
+    with pytest.raises(OSError) as caught, atomic_output(out) as tmp:
+        tmp.mkdir()
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp / "summary.json"))
+    assert caught.value.filename == str(out / "summary.json") and caught.value.errno == errno.ENOSPC
+    assert list(tmp_path.iterdir()) == []

@@ -97,18 +97,29 @@ def check_new_output(out: str | Path, option: str = "--out", suffix: str | None 
 @contextmanager
 def removed_on_error(tmp: str | Path, out: str | Path) -> Iterator[None]:
     """Removes the temporary `tmp` of `out` when the block fails, whatever the exception (KeyboardInterrupt
-    too). A write on a full disk raises an OSError that names no file: it is raised again naming `out`, so
-    that the user's line says which output could not be written."""
+    too). An OSError is raised again naming the output the user asked for: a write on a full disk names no
+    file, and one inside the temporary names a path that no longer exists."""
     try:
         yield
     except OSError as err:
         remove(tmp)
-        if err.filename is None:
-            raise OSError(err.errno, err.strerror or str(err), str(out)) from err
+        named = _as_output(err.filename, Path(tmp), Path(out))
+        if named != err.filename:
+            raise OSError(err.errno, err.strerror or str(err), named) from err
         raise
     except BaseException:
         remove(tmp)
         raise
+
+
+def _as_output(filename, tmp: Path, out: Path) -> str:
+    """`filename` with the temporary `tmp` replaced by `out` (`out` itself when there is no file name)."""
+    if filename is None:
+        return str(out)
+    path = Path(filename)
+    if path == tmp or tmp in path.parents:
+        return str(out / path.relative_to(tmp))
+    return filename
 
 
 @contextmanager
