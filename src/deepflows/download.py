@@ -24,6 +24,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from deepflows.arguments import positive_float
 from deepflows.errors import UserError
 from deepflows.outputs import make_output_dir
 
@@ -43,7 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="fetch even without --sha256/--md5 (only the length is checked)")  # fmt: skip
     p.add_argument("--sha256-file", metavar="PATH",
                    help="also write the fetched file's sha256 here, as `sha256sum` does")  # fmt: skip
-    p.add_argument("--timeout", type=float, default=60.0, metavar="S",
+    p.add_argument("--timeout", type=positive_float, default=60.0, metavar="S",
                    help="give up when the server sends nothing for S seconds (default 60)")  # fmt: skip
 
 

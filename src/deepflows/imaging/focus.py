@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deepflows.arguments import non_negative_int, positive_int
 from deepflows.errors import UserError
 from deepflows.imaging.focus_model import PATCH, Scorer, aggregate, certainty
 from deepflows.outputs import atomic_output, check_new_output
@@ -186,9 +187,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--images", nargs="+", required=True, help="image files, directories, globs or OME-Zarr groups")
     p.add_argument("--model", required=True, help="model directory (e.g. resources/models/focus-quality)")
     p.add_argument("--out", required=True, help="output directory (must not exist)")
-    p.add_argument("--channel", type=int, default=0, help="channel to rate in multi-channel images (default 0)")
+    p.add_argument("--channel", type=non_negative_int, default=0, help="channel to rate in multi-channel images (default 0)")
     p.add_argument("--batch-size", type=int, default=128, help="patches per model call (default 128)")
-    p.add_argument("--threads", type=int, default=None, help="Dask threads (default: all cores)")
+    p.add_argument("--threads", type=positive_int, default=None, help="Dask threads (default: all cores)")
 
 
 def run(args: argparse.Namespace) -> None:

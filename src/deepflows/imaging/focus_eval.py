@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deepflows.arguments import seed
 from deepflows.errors import UserError
 from deepflows.imaging.defocus import LEVELS
 from deepflows.outputs import output_directory, save_figure, write_text
@@ -98,7 +99,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--test-images", nargs="+", required=True, help="held-out in-focus fields")
     p.add_argument("--out", required=True, help="directory for metrics.json, per_level.tsv and the figure")
-    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--seed", type=seed, default=7)
 
 
 def run(args: argparse.Namespace) -> None:

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deepflows.arguments import non_negative_float, positive_float, positive_int, seed
 from deepflows.errors import UserError
 from deepflows.imaging.io import expand_images
 
@@ -70,14 +71,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workdir", required=True, help="metrics.jsonl and checkpoints/; a rerun resumes from them")
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--learning-rate", type=float, default=3e-4)
+    p.add_argument("--learning-rate", type=positive_float, default=3e-4)
     p.add_argument("--eval-every", type=int, default=50)
-    p.add_argument("--val-columns", type=int, default=168, help="right-hand columns of each field kept for validation")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-columns", type=positive_int, default=168, help="right-hand columns of each field kept for validation")
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--model-options", type=json.loads, default={"dropout": 0.5},
                    help='focus_cnn options as JSON (default {"dropout": 0.5}; e.g. smaller widths for tests)')  # fmt: skip
     p.add_argument("--init", help="start from this focus model's weights (a continued run) instead of at random")
-    p.add_argument("--rps-weight", type=float, default=1.0, help="weight of the ranked probability score in the loss")
+    p.add_argument("--rps-weight", type=non_negative_float, default=1.0, help="weight of the ranked probability score in the loss")
     p.add_argument("--select", choices=("loss", "within_one"), default="loss",
                    help="validation figure that picks the exported step: loss, or within-one accuracy (then loss)")  # fmt: skip
     p.add_argument("--stop-at", type=int, help="stop after this step (checkpointed; rerun without it to go on)")

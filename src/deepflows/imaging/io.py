@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deepflows.arguments import positive_float
 from deepflows.errors import UserError
 from deepflows.outputs import check_new_output
 
@@ -253,7 +254,7 @@ def add_arguments(p) -> None:
     p.add_argument("--out", required=True, help="OME-Zarr group to write (e.g. results/x.ome.zarr)")
     p.add_argument("--chunks", type=int, default=1024, help="chunk edge in y and x (default 1024)")
     p.add_argument("--levels", type=int, default=3, help="multiscale levels, each halving y and x (default 3)")
-    p.add_argument("--pixel-size", type=float, default=1.0, help="y and x pixel size in micrometres")
+    p.add_argument("--pixel-size", type=positive_float, default=1.0, help="y and x pixel size in micrometres")
 
 
 def run(args) -> None:
