@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""GQ calibration of our calls on the simulated evaluation set (deepflows.genomics.calibration).
+"""GQ calibration of our calls on the simulated evaluation set (deepflows.genomics.benchmark.gq_calibration).
 
     python bench/gq_calibration.py        # the sim-eval calls bench/peers.py wrote
     python bench/gq_calibration.py --calls VCF --truth VCF --confident BED --ref FASTA
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from benchlib import DATA, OUT, ROOT
 
-from deepflows.genomics.calibration import calibration, markdown, plot
+from deepflows.genomics.benchmark.gq_calibration import calibration, markdown, plot
 
 EVAL = ROOT / "results" / "hg002-grch38" / "eval" / "standard"
 

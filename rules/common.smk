@@ -333,10 +333,10 @@ def label_args(wildcards, input):
 
 # --- Training data (rules/variants_train.smk) ---------------------------------------------------------------
 # The plan (chunks, evaluation and tuning regions) is a pure function of the config and the reference's
-# contig lengths: src/deepflows/genomics/training_plan.py.
+# contig lengths: src/deepflows/genomics/simulate/training_plan.py.
 
 from deepflows.errors import UserError
-from deepflows.genomics.training_plan import plan_training, reference_lengths
+from deepflows.genomics.simulate.training_plan import plan_training, reference_lengths
 
 _PLAN = {}
 

@@ -8,7 +8,7 @@
 # a set with `regions: tune` simulates the tuning regions instead (held-out calls for calibration).
 # Model: train_model trains on the store (target `trained_model`; GPU and time from profiles/); with
 # train.calibration_sets, calibrate_model fits its call temperature on eval sets simulated over the tune regions.
-# Rules only wire files; the chunk layout comes from deepflows.genomics.training_plan (rules/common.smk).
+# Rules only wire files; the chunk layout comes from deepflows.genomics.simulate.training_plan (rules/common.smk).
 
 
 rule training_data:

@@ -9,8 +9,8 @@ import zarr
 from synthetic import Read, write_bam
 
 from deepflows.cli import main
-from deepflows.genomics.allele_span import allele_span
-from deepflows.genomics.readbatch import encode_bases
+from deepflows.genomics.examples.allele_span import allele_span
+from deepflows.genomics.examples.readbatch import encode_bases
 
 #          0123456789012345678
 REPEATS = "GGACAAAAAAAAAACCTTCCTTCCTTCCTGGG"

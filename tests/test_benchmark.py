@@ -14,7 +14,7 @@ import pytest
 
 from deepflows.cli import main
 from deepflows.errors import UserError
-from deepflows.genomics.benchmark import COLUMNS, ERROR_COLUMNS, BenchmarkOptions, compare
+from deepflows.genomics.benchmark.compare import COLUMNS, ERROR_COLUMNS, BenchmarkOptions, compare
 from deepflows.genomics.haplotypes import apply_edits
 
 CONTIG = "chrB"
@@ -497,7 +497,7 @@ def test_bad_inputs_exit_2_and_write_nothing(tmp_path, fasta, capsys):
         assert message.startswith("deepflows benchmark: error: ") and expected in message, message
         assert not (tmp_path / "out").exists()
     with pytest.raises(UserError, match="used twice"):
-        from deepflows.genomics.benchmark_cli import parse_stratify
+        from deepflows.genomics.benchmark.cli import parse_stratify
 
         parse_stratify(["a=x.bed", "a=y.bed"])
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pysam
 import pytest
 
-from deepflows.genomics.calibration import calibration, write_tsv
+from deepflows.genomics.benchmark.gq_calibration import calibration, write_tsv
 
 REF = "ACGTTGCAAC" * 20
 HEADER = """##fileformat=VCFv4.2

@@ -12,7 +12,8 @@ import pytest
 from test_postprocess import SHA, write_probs
 
 from deepflows.cli import main
-from deepflows.genomics.call_calibration import site_outcomes, tempered
+from deepflows.genomics.calling.postprocess import tempered
+from deepflows.genomics.calling.temperature import site_outcomes
 
 REF = "ACGTTGCAAC" * 20
 HEADER = """##fileformat=VCFv4.2

@@ -13,8 +13,8 @@ import zarr
 
 from deepflows.cli import STAGES, main
 from deepflows.errors import UserError
-from deepflows.genomics.call_variants import META_FIELDS, _batches, open_probs, plan_batches
-from deepflows.genomics.pileup_image import CHANNELS
+from deepflows.genomics.calling.call_variants import META_FIELDS, _batches, open_probs, plan_batches
+from deepflows.genomics.examples.pileup_image import CHANNELS
 from deepflows.nn.model_dir import load_model, save_model
 from deepflows.nn.models import build_model
 from deepflows.store.examples import ShardWriter
@@ -84,8 +84,8 @@ def call(shards, model, out, *extra) -> int:
 
 
 def test_stage_is_registered():
-    assert STAGES["call-variants"][0] == "deepflows.genomics.call_variants"
-    assert STAGES["postprocess"][0] == "deepflows.genomics.postprocess"
+    assert STAGES["call-variants"][0] == "deepflows.genomics.calling.call_variants"
+    assert STAGES["postprocess"][0] == "deepflows.genomics.calling.postprocess"
 
 
 def test_probabilities_align_with_examples(shards, model_dir, tmp_path):

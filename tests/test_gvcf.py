@@ -16,7 +16,7 @@ from synthetic import random_reference
 from test_postprocess import CONTIGS, body, expected_lines, sites, write_probs
 
 from deepflows.cli import main
-from deepflows.genomics.gvcf_blocks import (
+from deepflows.genomics.calling.gvcf_blocks import (
     Block,
     Blocks,
     BlocksFile,
@@ -25,7 +25,7 @@ from deepflows.genomics.gvcf_blocks import (
     position_blocks,
     reference_confidence,
 )
-from deepflows.genomics.postprocess import postprocess as run_postprocess
+from deepflows.genomics.calling.postprocess import postprocess as run_postprocess
 
 # ----------------------------------------------------------------------------------------------- the model
 

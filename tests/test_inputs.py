@@ -24,11 +24,11 @@ from synthetic import random_reference, tile_reads, write_bam
 
 from deepflows.cli import main
 from deepflows.errors import UserError
-from deepflows.genomics import io
-from deepflows.genomics.calibration import called_dosages
-from deepflows.genomics.readbatch import fetch_reads
-from deepflows.genomics.regions import parse_region, read_bed, resolve_regions
-from deepflows.genomics.variants import (
+from deepflows.genomics.benchmark.gq_calibration import called_dosages
+from deepflows.genomics.examples.readbatch import fetch_reads
+from deepflows.genomics.io import hts
+from deepflows.genomics.io.regions import parse_region, read_bed, resolve_regions
+from deepflows.genomics.io.variants import (
     Regions,
     VcfReader,
     indexed_vcf,
@@ -107,9 +107,9 @@ def _one_error_line(err: list[str], *expected: str) -> None:
 
 def test_good_indexes_are_accepted(sample):
     for path in (sample["fasta"], sample["fasta_gz"]):
-        with io.open_reference(path) as fasta:
+        with hts.open_reference(path) as fasta:
             assert fasta.fetch(CONTIG, 100, 160) == sample["seq"][CONTIG][100:160]
-    with io.open_reads(sample["bam"], None) as reads:
+    with hts.open_reads(sample["bam"], None) as reads:
         assert reads.count(CONTIG, 0, 1000) > 100
 
 
@@ -119,12 +119,12 @@ def test_rewrapped_fasta_with_its_old_fai_is_refused(sample, tmp_path):
     _rewrap(sample["fasta"], fasta, 70)
     shutil.copyfile(f"{sample['fasta']}.fai", f"{fasta}.fai")
     _age(f"{fasta}.fai")
-    _refuses(lambda: io.open_reference(fasta), f"{fasta}.fai is older than {fasta}", f"samtools faidx {fasta}")
+    _refuses(lambda: hts.open_reference(fasta), f"{fasta}.fai is older than {fasta}", f"samtools faidx {fasta}")
     os.utime(f"{fasta}.fai")  # as new as the FASTA, still of the old layout
-    _refuses(lambda: io.open_reference(fasta), f"{fasta}.fai does not match {fasta}", "not 60 bases",
+    _refuses(lambda: hts.open_reference(fasta), f"{fasta}.fai does not match {fasta}", "not 60 bases",
              f"rebuild it with `samtools faidx {fasta}`")  # fmt: skip
     Path(f"{fasta}.fai").unlink()
-    with io.open_reference(fasta) as rebuilt:
+    with hts.open_reference(fasta) as rebuilt:
         assert rebuilt.fetch(CONTIG, 0, LENGTH) == sample["seq"][CONTIG]
 
 
@@ -134,7 +134,7 @@ def test_fai_of_another_fasta_is_refused(sample, tmp_path):
     other = tmp_path / "other.fa"
     random_reference(other, {"chr1": 5000, "chr2": 300}, seed=1)
     shutil.copyfile(f"{other}.fai", f"{fasta}.fai")
-    _refuses(lambda: io.open_reference(fasta), f"{fasta}.fai does not match {fasta}", "'chr1'")
+    _refuses(lambda: hts.open_reference(fasta), f"{fasta}.fai does not match {fasta}", "'chr1'")
 
 
 def test_bgzipped_fasta_indexes_are_checked_through_the_gzi(sample, tmp_path):
@@ -144,12 +144,12 @@ def test_bgzipped_fasta_indexes_are_checked_through_the_gzi(sample, tmp_path):
     pysam.tabix_compress(str(rewrapped), str(fasta))
     for ext in (".fai", ".gzi"):
         shutil.copyfile(f"{sample['fasta_gz']}{ext}", f"{fasta}{ext}")
-    _refuses(lambda: io.open_reference(fasta), f"{fasta}.fai does not match {fasta}")
+    _refuses(lambda: hts.open_reference(fasta), f"{fasta}.fai does not match {fasta}")
     Path(f"{fasta}.gzi").write_bytes(b"\x01" + bytes(7))  # a count with no pairs: not a .gzi
-    _refuses(lambda: io.open_reference(fasta), f"{fasta}.gzi: not a BGZF index")
+    _refuses(lambda: hts.open_reference(fasta), f"{fasta}.gzi: not a BGZF index")
     Path(f"{fasta}.gzi").unlink()  # a missing .gzi is built (with the .fai) like a missing .fai
     Path(f"{fasta}.fai").unlink()
-    with io.open_reference(fasta) as rebuilt:
+    with hts.open_reference(fasta) as rebuilt:
         assert rebuilt.fetch(CONTIG, 29_000, 29_100) == sample["seq"][CONTIG][29_000:29_100]
 
 
@@ -167,7 +167,7 @@ def test_corrupt_block_of_a_bgzipped_fasta_gives_htslibs_diagnosis(tmp_path):
     fasta.write_bytes(bytes(data))
     for ext in (".fai", ".gzi"):
         os.utime(f"{fasta}{ext}")
-    with io.open_reference(fasta) as reference:
+    with hts.open_reference(fasta) as reference:
         assert reference.fetch("chrB", 0, 100) == sequence[:100]
         _refuses(lambda: reference.fetch("chrB", 0, 400_000), f"{fasta}: cannot read chrB:1-400000: ", "CRC32")
 
@@ -175,13 +175,13 @@ def test_corrupt_block_of_a_bgzipped_fasta_gives_htslibs_diagnosis(tmp_path):
 def test_gzip_empty_and_non_fasta_references(sample, tmp_path):
     plain_gzip = tmp_path / "ref.fa.gz"
     plain_gzip.write_bytes(gzip.compress(sample["fasta"].read_bytes()))
-    _refuses(lambda: io.open_reference(plain_gzip), str(plain_gzip), "not with bgzip")
+    _refuses(lambda: hts.open_reference(plain_gzip), str(plain_gzip), "not with bgzip")
     empty = tmp_path / "empty.fa"
     empty.touch()
-    _refuses(lambda: io.open_reference(empty), f"{empty}: reference FASTA is empty")
+    _refuses(lambda: hts.open_reference(empty), f"{empty}: reference FASTA is empty")
     text = tmp_path / "notes.fa"
     text.write_text("these are not sequences\n")
-    _refuses(lambda: io.open_reference(text), f"{text}: cannot index", "Format error", "is it a FASTA file?")
+    _refuses(lambda: hts.open_reference(text), f"{text}: cannot index", "Format error", "is it a FASTA file?")
     assert not list(tmp_path.glob(".*.tmp"))  # the failed build left no temporary index
 
 
@@ -190,7 +190,7 @@ def test_gzip_empty_and_non_fasta_references(sample, tmp_path):
 
 def _open_and_fetch(paths: tuple[str, str]) -> int:
     bam, fasta = paths
-    with io.open_reference(fasta) as reference, io.open_reads(bam, None) as reads:
+    with hts.open_reference(fasta) as reference, hts.open_reads(bam, None) as reads:
         batch = fetch_reads(reads, bam, CONTIG, 0, LENGTH, 0)
         return len(batch) + len(reference.fetch(CONTIG, 0, 10))
 
@@ -263,20 +263,20 @@ def test_stale_bai_is_blamed_not_the_bam(sample, tmp_path, capfd):
 def test_bai_of_a_bam_with_other_contigs(sample, tmp_path):
     bam = write_bam(tmp_path / "one.bam", {CONTIG: LENGTH}, [])
     shutil.copyfile(f"{sample['bam']}.bai", f"{bam}.bai")
-    _refuses(lambda: io.open_reads(bam, None), f"{bam}.bai is not the index of {bam}", "2 references")
+    _refuses(lambda: hts.open_reads(bam, None), f"{bam}.bai is not the index of {bam}", "2 references")
 
 
 def test_bam_without_sq_lines_and_unsorted_bam(sample, tmp_path):
     no_sq = tmp_path / "nosq.bam"
     with pysam.AlignmentFile(str(no_sq), "wb", header={"HD": {"VN": "1.6"}}):
         pass
-    _refuses(lambda: io.open_reads(no_sq, None), f"{no_sq}: no @SQ lines")
+    _refuses(lambda: hts.open_reads(no_sq, None), f"{no_sq}: no @SQ lines")
     unsorted = tmp_path / "unsorted.bam"
     with pysam.AlignmentFile(str(sample["bam"])) as src, pysam.AlignmentFile(str(unsorted), "wb",
                                                                              template=src) as dst:  # fmt: skip
         for read in reversed(list(src)):
             dst.write(read)
-    _refuses(lambda: io.open_reads(unsorted, None), f"{unsorted}: cannot index", "Unsorted", "samtools sort")
+    _refuses(lambda: hts.open_reads(unsorted, None), f"{unsorted}: cannot index", "Unsorted", "samtools sort")
 
 
 def _cram(sample, tmp_path) -> Path:
@@ -309,7 +309,7 @@ def test_htslib_warnings_are_logged_after_success_and_dropped_on_failure(tmp_pat
         assert len(list(vcf_records(handle, vcf))) == 1
     assert "[W::" not in capfd.readouterr().err  # not printed raw ...
     assert any(str(vcf) in r.getMessage() and "GT" in r.getMessage() for r in caplog.records)  # ... but logged
-    with pytest.raises(UserError, match="a bad one"), io.htslib_call(vcf, "x"):
+    with pytest.raises(UserError, match="a bad one"), hts.htslib_call(vcf, "x"):
         os.write(2, b"[E::htslib_noise] something\n")
         raise UserError("a bad one")
     assert "htslib_noise" not in capfd.readouterr().err
@@ -397,7 +397,7 @@ def test_sites_only_and_multi_sample_vcfs(sample, tmp_path):
     _refuses(lambda: VcfReader(sites), f"{sites}: no sample column (a sites-only VCF)")
     bed = tmp_path / "all.bed"
     bed.write_text(f"{CONTIG}\t0\t{LENGTH}\n")
-    with io.open_reference(sample["fasta"]) as fasta:
+    with hts.open_reference(sample["fasta"]) as fasta:
         _refuses(lambda: list(called_dosages(str(sites), fasta, Regions.from_bed(bed))), "no sample column")
     two = _vcf(sample, tmp_path / "two.vcf", ["./."], samples=("A", "B"))
     _refuses(lambda: VcfReader(two), f"{two}: 2 samples (A, B)", "bcftools view -s")
@@ -460,10 +460,10 @@ def test_region_and_bed_messages(tmp_path):
 def test_shared_data_indexes_pass_the_checks(shared_data):
     g = shared_data / "genomics"
     for name in ("ucsc.hg19.chr20.unittest.fasta.gz", "grch38.chr20_and_21_10M.fa.gz", "hs37d5.chr20.fa.gz"):
-        io.open_reference(g / name).close()
+        hts.open_reference(g / name).close()
     for name in ("NA12878_S1.chr20.10_10p1mb.bam", "HG002_NIST_150bp_downsampled_30x.chr20.10_10p1mb.bam",
                  "test_pacbio.chr20_100kbp_at_9mb.bam"):  # fmt: skip
-        io.open_reads(g / name, None).close()
-    io.open_reads(g / "NA12878_S1.chr20.10_10p1mb.cram", g / "ucsc.hg19.chr20.unittest.fasta.gz").close()
+        hts.open_reads(g / name, None).close()
+    hts.open_reads(g / "NA12878_S1.chr20.10_10p1mb.cram", g / "ucsc.hg19.chr20.unittest.fasta.gz").close()
     for name in ("test_nist.b37_chr20_100kbp_at_10mb.vcf.gz", "HG002_GRCh38_1_22_v4.2.1_benchmark.chr20.vcf.gz"):
         VcfReader(g / name).close()

@@ -12,9 +12,9 @@ import pysam
 import pytest
 
 from deepflows.errors import UserError
+from deepflows.genomics.examples.labels import TruthLabeler, label_for_alt_indices
 from deepflows.genomics.haplotypes import apply_edits, cluster_by_span, haplotype_pairs
-from deepflows.genomics.labels import TruthLabeler, label_for_alt_indices
-from deepflows.genomics.variants import (
+from deepflows.genomics.io.variants import (
     Regions,
     Variant,
     VcfReader,

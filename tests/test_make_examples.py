@@ -13,7 +13,7 @@ import zarr
 from synthetic import Read, random_reference, write_bam
 
 from deepflows.cli import main
-from deepflows.genomics.pileup_image import BASE_COLOR
+from deepflows.genomics.examples.pileup_image import BASE_COLOR
 from deepflows.store.examples import open_examples
 
 CONTIG, LENGTH, READ_LEN = "chrT", 4000, 100
@@ -239,7 +239,7 @@ def test_gzip_reference_that_is_not_bgzipped_is_refused(sample, tmp_path, capsys
 
 
 def test_regions_bed_may_be_gzipped(tmp_path):
-    from deepflows.genomics.regions import read_bed
+    from deepflows.genomics.io.regions import read_bed
 
     plain, packed = tmp_path / "r.bed", tmp_path / "r.bed.gz"
     plain.write_text("# header\nchr1\t10\t20\nchr1\t30\t45\n")
@@ -250,7 +250,7 @@ def test_regions_bed_may_be_gzipped(tmp_path):
 
 
 def _blocks(path):
-    from deepflows.genomics.gvcf_blocks import BlocksFile
+    from deepflows.genomics.calling.gvcf_blocks import BlocksFile
 
     return list(BlocksFile(path, {CONTIG: LENGTH, "chrU": 500}, "ref.fa"))
 
@@ -293,7 +293,7 @@ def test_gvcf_blocks_values(gvcf_shard):
 
 def test_gvcf_blocks_ignore_windows_and_follow_shards(sample, gvcf_shard, tmp_path, monkeypatch):
     """Blocks merge across make_examples' windows; shards cut them at their edges only."""
-    from deepflows.genomics import make_examples
+    from deepflows.genomics.examples import make_examples
 
     _, blocks = gvcf_shard
     monkeypatch.setattr(make_examples, "WINDOW", 150)

@@ -7,7 +7,7 @@ import pytest
 import zarr
 
 from deepflows.cli import main
-from deepflows.genomics.pileup_image import CHANNELS
+from deepflows.genomics.examples.pileup_image import CHANNELS
 
 pytestmark = pytest.mark.realdata
 WINDOW = "chr20:10,000,001-10,010,000"  # DeepVariant's golden examples cover chr20:10,000,000-10,010,000
@@ -136,7 +136,7 @@ def test_gvcf_blocks_match_deepvariants_golden_gvcf(shared_data, tmp_path):
     """The reference model reproduces DeepVariant's golden gVCF blocks (END, GQ, MIN_DP, PL) digit for digit
     wherever the two count the same reads; elsewhere realignment and partition edges (DeepVariant cuts blocks at
     every 1000 bp) make them differ."""
-    from deepflows.genomics.gvcf_blocks import BlocksFile
+    from deepflows.genomics.calling.gvcf_blocks import BlocksFile
 
     blocks = tmp_path / "blocks.tsv.gz"
     _examples(shared_data, tmp_path / "examples.zarr", "NA12878_S1.chr20.10_10p1mb.bam",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deepflows.genomics.overlapping_calls import (
+from deepflows.genomics.calling.overlapping_calls import (
     MAX_COMBINATIONS,
     Call,
     consistent,

@@ -17,8 +17,8 @@ from synthetic import random_reference
 
 from deepflows.cli import main
 from deepflows.errors import UserError
-from deepflows.genomics.call_variants import ProbsWriter, open_probs
-from deepflows.genomics.postprocess import (
+from deepflows.genomics.calling.call_variants import ProbsWriter, open_probs
+from deepflows.genomics.calling.postprocess import (
     Site,
     call_site,
     genotype_probabilities,
@@ -27,7 +27,7 @@ from deepflows.genomics.postprocess import (
     trim_suffix,
     vcf_genotypes,
 )
-from deepflows.genomics.vcf_writer import format_qual
+from deepflows.genomics.io.vcf_writer import format_qual
 
 # Reference order chr2 before chr10 (not the alphabetical order), so sorting by the reference shows.
 CONTIGS = {"chr2": 400, "chr10": 400}
@@ -351,7 +351,7 @@ def test_bad_inputs_one_line_and_no_output(reference, tmp_path, capsys):
 
 def test_provenance_pairs():
     from deepflows.errors import UserError
-    from deepflows.genomics.postprocess import parse_provenance
+    from deepflows.genomics.calling.postprocess import parse_provenance
 
     assert parse_provenance(["config_sha256=ab12", "run=x=y"]) == {"deepflows_config_sha256": "ab12", "deepflows_run": "x=y"}
     for bad in ("novalue", "bad key=1", "key="):

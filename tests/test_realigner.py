@@ -12,10 +12,10 @@ import zarr
 from synthetic import Read, write_bam
 
 from deepflows.cli import main
-from deepflows.genomics.active_windows import WindowParams, active_windows
-from deepflows.genomics.align import Scoring, align_pair, score_pair
-from deepflows.genomics.readbatch import ReadBatch, encode_bases
-from deepflows.genomics.realigner import RealignerParams, check_batch, realign_reads
+from deepflows.genomics.examples.readbatch import ReadBatch, encode_bases
+from deepflows.genomics.realign.active_windows import WindowParams, active_windows
+from deepflows.genomics.realign.align import Scoring, align_pair, score_pair
+from deepflows.genomics.realign.realigner import RealignerParams, check_batch, realign_reads
 
 M, I, D, S = 0, 1, 2, 4
 READ_LEN = 100

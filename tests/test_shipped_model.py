@@ -15,7 +15,7 @@ import pytest
 
 pytest.importorskip("flax")
 
-from deepflows.genomics.pileup_image import CHANNELS, PileupShape
+from deepflows.genomics.examples.pileup_image import CHANNELS, PileupShape
 
 SHIPPED = Path(__file__).resolve().parents[1] / "resources" / "models" / "wgs-illumina"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deepflows.genomics import sim_artifacts
-from deepflows.genomics.sim_reads import ReadModel, sequence_reads
+from deepflows.genomics.simulate import artifacts as sim_artifacts
+from deepflows.genomics.simulate.reads import ReadModel, sequence_reads
 
 
 def test_hotspots_rate_strands_and_bases():

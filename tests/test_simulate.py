@@ -14,9 +14,11 @@ import pysam
 import pytest
 
 from deepflows import cli
-from deepflows.genomics import sim_align, sim_reads, sim_variants
-from deepflows.genomics.refgen import generate_reference, write_fasta
-from deepflows.genomics.regions import Interval
+from deepflows.genomics.io.regions import Interval
+from deepflows.genomics.simulate import align as sim_align
+from deepflows.genomics.simulate import reads as sim_reads
+from deepflows.genomics.simulate import variants as sim_variants
+from deepflows.genomics.simulate.reference import generate_reference, write_fasta
 
 LENGTH = 50_000
 CONTIG = "demo"

@@ -17,7 +17,7 @@ from synthetic import random_reference, tile_reads, write_bam
 
 from deepflows.cli import main
 from deepflows.errors import UserError
-from deepflows.genomics.call_variants import META_FIELDS, ProbsWriter, open_probs
+from deepflows.genomics.calling.call_variants import META_FIELDS, ProbsWriter, open_probs
 from deepflows.imaging.io import OmeZarrWriter, open_ome_zarr
 from deepflows.store import integrity
 from deepflows.store.examples import ShardWriter, check_shard_set, open_shard, region_plan
@@ -313,7 +313,7 @@ def test_kill_9_then_rerun_gives_the_identical_store(tmp_path):
 def test_call_variants_on_a_full_disk_leaves_nothing(tmp_path, monkeypatch, capsys):
     from test_call_variants import tiny_model
 
-    from deepflows.genomics.pileup_image import CHANNELS
+    from deepflows.genomics.examples.pileup_image import CHANNELS
 
     shape = (10, 21, len(CHANNELS))
     attrs = {**shard_attrs(), "channels": list(CHANNELS), "shape": list(shape)}
@@ -419,7 +419,7 @@ def test_shards_of_other_runs_are_refused_end_to_end(sample, tmp_path, capsys):
 
 
 def test_region_plan_is_a_digest_of_the_whole_region_list():
-    from deepflows.genomics.regions import Interval
+    from deepflows.genomics.io.regions import Interval
 
     plan = region_plan([Interval("c1", 0, 100), Interval("c2", 10, 20)])
     assert plan["intervals"] == 2 and plan["bases"] == 110 and len(plan["sha256"]) == 64

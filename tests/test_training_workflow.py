@@ -18,8 +18,8 @@ import yaml
 
 from deepflows.config import validate_config
 from deepflows.errors import UserError
-from deepflows.genomics.regions import Interval
-from deepflows.genomics.training_plan import plan_training, split_evenly
+from deepflows.genomics.io.regions import Interval
+from deepflows.genomics.simulate.training_plan import plan_training, split_evenly
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -44,7 +44,7 @@ def write_config(tmp_path: Path, data: dict) -> Path:
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
     """A tiny, randomly initialised small_cnn for the examples' full pileup shape."""
-    from deepflows.genomics.pileup_image import CHANNELS
+    from deepflows.genomics.examples.pileup_image import CHANNELS
     from deepflows.nn.model_dir import save_model
     from deepflows.nn.models import build_model
 

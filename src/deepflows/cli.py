@@ -17,21 +17,25 @@ from deepflows.errors import UserError
 
 # subcommand -> (module, one-line help)
 STAGES: dict[str, tuple[str, str]] = {
-    "simulate": ("deepflows.genomics.simulate_cli", "simulate an aligned, diploid Illumina-like sample"),
-    "make-reference": ("deepflows.genomics.refgen", "write a synthetic reference FASTA with human-like repeats"),
-    "make-examples": ("deepflows.genomics.make_examples", "candidate variants -> pileup images in a Zarr shard"),
+    "simulate": ("deepflows.genomics.simulate.cli", "simulate an aligned, diploid Illumina-like sample"),
+    "make-reference": ("deepflows.genomics.simulate.reference",
+                       "write a synthetic reference FASTA with human-like repeats"),
+    "make-examples": ("deepflows.genomics.examples.make_examples",
+                      "candidate variants -> pileup images in a Zarr shard"),
     "check-shards": ("deepflows.store.check_shards", "verify that every shard of a sample is complete"),
     "verify": ("deepflows.store.verify", "check Zarr stores deepflows wrote against their integrity manifests"),
     "shuffle-examples": ("deepflows.store.shuffle", "labelled shards -> one shuffled training store + tuning split"),
     "train": ("deepflows.nn.train", "train a pileup classifier on a training store"),
     "download": ("deepflows.download", "fetch a file (http, https, file URL) and verify its checksum"),
     "validate-config": ("deepflows.config", "check a pipeline config file against its schema"),
-    "call-variants": ("deepflows.genomics.call_variants", "example shards + model -> genotype probabilities (Zarr)"),
-    "postprocess": ("deepflows.genomics.postprocess", "genotype probabilities -> bgzipped, indexed VCF"),
-    "benchmark": ("deepflows.genomics.benchmark_cli", "compare a VCF with a truth set, hap.py style"),
+    "call-variants": ("deepflows.genomics.calling.call_variants",
+                      "example shards + model -> genotype probabilities (Zarr)"),
+    "postprocess": ("deepflows.genomics.calling.postprocess", "genotype probabilities -> bgzipped, indexed VCF"),
+    "benchmark": ("deepflows.genomics.benchmark.cli", "compare a VCF with a truth set, hap.py style"),
     "run-times": ("deepflows.run_times", "Snakemake benchmark files -> run time and memory per stage"),
-    "gq-calibration": ("deepflows.genomics.calibration", "GQ bins of a call set vs its observed genotype error rate"),
-    "fit-call-temperature": ("deepflows.genomics.call_calibration",
+    "gq-calibration": ("deepflows.genomics.benchmark.gq_calibration",
+                       "GQ bins of a call set vs its observed genotype error rate"),
+    "fit-call-temperature": ("deepflows.genomics.calling.temperature",
                              "fit a model's call temperature on called tune sets (GQ, QUAL and PL follow errors)"),
     "ingest-image": ("deepflows.imaging.io", "a PNG or TIFF (channels, z-stacks) -> an OME-Zarr multiscale image"),
     "focus-train": ("deepflows.imaging.focus_train", "train the focus-quality model on synthetically defocused fields"),
@@ -62,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     args.command_line = "deepflows " + " ".join(argv)
     # Progress goes to stderr (a rule's log file under Snakemake); errors are the single last line. The log
     # writes to its own copy of stderr, so that it still flows while htslib's stderr is held back
-    # (deepflows.genomics.io.htslib_call) and htslib's noise can be kept off the user's screen.
+    # (deepflows.genomics.io.hts.htslib_call) and htslib's noise can be kept off the user's screen.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                         stream=_own_stderr())  # fmt: skip
     try:

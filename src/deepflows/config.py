@@ -302,7 +302,7 @@ def _index_problem(path: str, kind: str, present) -> str | None:
         if present(f"{path}.fai"):
             return None
         return f"{path}: no index ({path}.fai): training_data plans its chunks from it; run `samtools faidx {path}`"
-    if kind == "reads":  # any index htslib finds (genomics.io.open_reads)
+    if kind == "reads":  # any index htslib finds (genomics.io.hts.open_reads)
         names = [f"{path}{ext}" for ext in (".bai", ".csi", ".crai")] + [f"{path.removesuffix('.bam')}.bai"]
         found = any(map(present, names))
     elif kind == "fasta":

@@ -16,7 +16,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from deepflows.genomics.variants import ReferenceLike, Variant, normalize, split_multiallelic
+from deepflows.genomics.io.variants import ReferenceLike, Variant, normalize, split_multiallelic
 
 log = logging.getLogger(__name__)
 

@@ -48,7 +48,7 @@ def verify_store(path: str | Path) -> tuple[int, int]:
 
         open_shard(path)
     elif schema == "deepflows.probs":
-        from deepflows.genomics.call_variants import open_probs
+        from deepflows.genomics.calling.call_variants import open_probs
 
         open_probs(path)
     elif schema == "deepflows.training_store":

@@ -1,0 +1,1 @@
+"""Evaluating calls against a truth set: hap.py-style counts and GQ calibration."""

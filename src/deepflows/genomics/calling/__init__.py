@@ -1,0 +1,1 @@
+"""Calling: example shards -> genotype probabilities -> VCF and gVCF, and the call temperature."""

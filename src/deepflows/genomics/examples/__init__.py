@@ -1,0 +1,1 @@
+"""make_examples: reads -> allele counts -> candidate variants -> labelled pileup images."""

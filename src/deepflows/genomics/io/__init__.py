@@ -1,0 +1,1 @@
+"""Reading and writing genomics files: references, reads and their indexes (htslib), regions and BEDs, VCFs."""

@@ -1,0 +1,1 @@
+"""Local realignment for make_examples: active windows, de Bruijn haplotype assembly, read-to-haplotype alignment."""

@@ -1,0 +1,1 @@
+"""Simulated data: a synthetic reference, a diploid sample's variants, Illumina-like reads and their alignment."""

@@ -1,0 +1,92 @@
+"""`deepflows simulate`: a diploid sample's truth VCF, aligned Illumina-like reads and confident regions.
+
+Writes PREFIX.bam (+ .bai), PREFIX.truth.vcf.gz (+ .tbi) and PREFIX.confident.bed; nothing on error.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from deepflows.errors import UserError
+from deepflows.outputs import check_output_dir
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("--ref", required=True, metavar="FASTA", help="reference FASTA, plain or bgzipped (.fai built if missing)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--truth", metavar="VCF",
+                        help="take the sample's genotypes from this VCF (one sample; plain, gzipped or bgzipped)")
+    source.add_argument("--random-variants", action="store_true", help="draw a germline-like set of variants")
+    add("--variant-rate", type=float, default=1e-3, metavar="P",
+        help="variants per bp with --random-variants (default: %(default)s)")
+    add("--region", nargs="+", action="extend", metavar="REGION",
+        help="chr, chr:start-end (1-based inclusive, commas allowed) or a BED file; default: every contig")
+    add("--exclude", nargs="+", action="extend", metavar="REGION", help="regions or BED files to leave out")
+    add("--depth", type=float, default=30.0, help="mean depth over both haplotypes (default: %(default)s)")
+    add("--read-length", type=int, default=150, help="bp per read (default: %(default)s)")
+    add("--insert-mean", type=float, default=400.0, help="mean fragment length (default: %(default)s)")
+    add("--insert-sd", type=float, default=60.0, help="fragment length SD (default: %(default)s)")
+    add("--error-rate-scale", type=float, default=1.0, metavar="X",
+        help="multiply the random substitution and indel error rates, not the systematic ones (default: %(default)s)")
+    add("--hotspot-rate", type=float, default=3e-3, metavar="P",
+        help="fraction of positions with a recurring, often strand-specific substitution error (default: %(default)s)")
+    add("--hotspot-beta", type=float, nargs=2, metavar=("A", "B"),
+        help="a hotspot errs in a Beta(A, B) fraction of its reads; a smaller B makes stronger hotspots"
+             " (default: 3 30, mean 0.09)")
+    add("--homopolymer-slip-rate", type=float, default=1e-3, metavar="P",
+        help="per-read slip probability in a 5 bp homopolymer, growing with (length-4)^2 (default: %(default)s)")
+    add("--seed", type=int, default=1, help="random seed (default: %(default)s)")
+    add("--sample", default="simulated", help="sample name in the VCF and the BAM @RG (default: %(default)s)")
+    add("--aligner", choices=("mappy", "bwa"), default="mappy",
+        help="minimap2 -x sr through mappy, or bwa mem (default: %(default)s)")
+    add("--threads", type=int, default=1, help="threads for indexing, bwa mem and sorting (default: %(default)s)")
+    add("--out-prefix", required=True, metavar="PREFIX", help="output path prefix")
+
+
+def run(args: argparse.Namespace) -> None:
+    from deepflows.genomics.simulate.reads import ReadModel
+    from deepflows.genomics.simulate.sample import SimulationOptions, simulate
+    from deepflows.genomics.simulate.variants import VariantSpectrum
+
+    _check(args)
+    artifacts = {"hotspot_beta": tuple(args.hotspot_beta)} if args.hotspot_beta else {}
+    simulate(SimulationOptions(
+        ref=args.ref,
+        out_prefix=args.out_prefix,
+        regions=args.region,
+        exclude=args.exclude,
+        truth=args.truth,
+        spectrum=VariantSpectrum(rate=args.variant_rate),
+        reads=ReadModel(depth=args.depth, read_length=args.read_length, insert_mean=args.insert_mean,
+                        insert_sd=args.insert_sd, error_rate_scale=args.error_rate_scale,
+                        hotspot_rate=args.hotspot_rate, homopolymer_slip_rate=args.homopolymer_slip_rate,
+                        **artifacts),
+        seed=args.seed,
+        sample=args.sample,
+        aligner=args.aligner,
+        threads=args.threads,
+        command_line=getattr(args, "command_line", "deepflows simulate"),
+    ))
+
+
+def _check(args: argparse.Namespace) -> None:
+    problems = [
+        (args.depth <= 0, f"--depth {args.depth}: must be positive"),
+        (not 30 <= args.read_length <= 1000, f"--read-length {args.read_length}: must be 30-1000"),
+        (args.insert_mean < args.read_length, f"--insert-mean {args.insert_mean}: must be at least the read length"),
+        (args.insert_sd < 0, f"--insert-sd {args.insert_sd}: must not be negative"),
+        (args.error_rate_scale < 0, f"--error-rate-scale {args.error_rate_scale}: must not be negative"),
+        (not 0 <= args.hotspot_rate <= 0.05, f"--hotspot-rate {args.hotspot_rate}: must be 0-0.05"),
+        (args.hotspot_beta and min(args.hotspot_beta) <= 0, f"--hotspot-beta {args.hotspot_beta}: A and B must be positive"),
+        (not 0 <= args.homopolymer_slip_rate <= 0.05,
+         f"--homopolymer-slip-rate {args.homopolymer_slip_rate}: must be 0-0.05"),
+        (not 0 <= args.variant_rate <= 0.05, f"--variant-rate {args.variant_rate}: must be 0-0.05"),
+        (args.threads < 1, f"--threads {args.threads}: must be at least 1"),
+        (not args.sample or any(c.isspace() for c in args.sample), f"--sample {args.sample!r}: no spaces allowed"),
+    ]
+    for failed, message in problems:
+        if failed:
+            raise UserError(message)
+    check_output_dir(Path(args.out_prefix).absolute().parent)
