@@ -45,6 +45,11 @@ def above(low: float):
     return parse
 
 
+def finite_float(text: str) -> float:
+    """An argparse type: any finite number (range checks with the option's own rule)."""
+    return _number(text, float)
+
+
 positive_int = at_least(1)
 non_negative_int = at_least(0)
 # numpy's generators take seeds of 0 to 2**128 - 1; one negative seed would fail deep in a stage.

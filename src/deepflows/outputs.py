@@ -157,6 +157,15 @@ def write_text(out: str | Path, text: str) -> None:
         tmp.write_text(text)
 
 
+FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
+
+
+def check_figure_name(out: str | Path, option: str) -> None:
+    """A figure's output name, before any work: its suffix says the format."""
+    if Path(out).suffix.lower() not in FIGURE_SUFFIXES:
+        raise UserError(f"{out}: {option} is a figure; name it *{', *'.join(FIGURE_SUFFIXES)}")
+
+
 def save_figure(fig, out: str | Path, dpi: int) -> None:
     """A whole matplotlib figure file, or none (the format follows the name of `out`: .png, .pdf, .svg)."""
     out = Path(out)

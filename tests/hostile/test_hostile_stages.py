@@ -134,3 +134,26 @@ def test_entry_parses(stage, valid, tmp_path):
 @pytest.mark.parametrize("case", params(CASES))
 def test_missing_input(case, valid, work):
     check_case(case, valid, work)
+
+
+# Options out of range, and a figure named as no format: refused before any work, the option named. Each
+# case is the stage's MINIMAL command line with one bad option added (argparse takes the last value given).
+BAD_OPTIONS = [
+    ("make-examples", "--chunk-size 0"), ("make-examples", "--seed -1"), ("make-reference", "--seed -1"),
+    ("simulate", "--depth nan"), ("simulate", "--seed -3"), ("call-variants", "--batch-size 0"),
+    ("postprocess", "--qual-filter -5"), ("benchmark", "--max-calls 0"), ("shuffle-examples", "--chunk-size 0"),
+    ("train", "--steps 0"), ("download", "--timeout 0"), ("ingest-image", "--pixel-size 0"),
+    ("focus", "--channel -1"), ("focus-train", "--learning-rate -1"), ("gq-calibration", "--plot {out}/gq.txt"),
+]
+
+
+def bad_option_case(stage: str, option: str) -> Case:
+    entry = MINIMAL[stage]
+    return Case(f"own-bad-option[{stage}:{option.split()[0]}={option.split()[1].rsplit('/', 1)[-1]}]", stage,
+                f"{entry.argv} {option}", entry.make, entry.outputs, (option.split()[0],),
+                ("must|not a|finite|at least|greater|figure",))  # fmt: skip
+
+
+@pytest.mark.parametrize("case", params([bad_option_case(stage, option) for stage, option in BAD_OPTIONS]))
+def test_bad_option(case, valid, work):
+    check_case(case, valid, work)

@@ -19,6 +19,7 @@ import numpy as np
 
 from deepflows.arguments import positive_float
 from deepflows.errors import UserError
+from deepflows.inputs import require_file
 from deepflows.outputs import check_new_output
 
 NGFF_VERSION = "0.5"
@@ -35,9 +36,7 @@ def read_image(path: str | Path) -> tuple[np.ndarray, str]:
     unnamed stack, read as z). Unreadable or truncated files, and images with too few or too many
     dimensions, raise UserError naming the file.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: image not found")
+    path = require_file(path, "image")
     suffix = path.suffix.lower()
     try:
         if suffix in (".tif", ".tiff"):

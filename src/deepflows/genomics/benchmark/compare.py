@@ -47,6 +47,7 @@ from deepflows.genomics.io.variants import (
     indexed_vcf,
     normalize,
 )
+from deepflows.inputs import require_file
 from deepflows.outputs import make_output_dir, write_text
 
 log = logging.getLogger(__name__)
@@ -680,8 +681,10 @@ def compare(options: BenchmarkOptions) -> BenchmarkResult:
     from deepflows.genomics.io.regions import resolve_regions
 
     started = time.monotonic()
-    confident = Regions.from_bed(_require(options.confident, "confident BED"), needed_for="nothing is compared")
-    strata = {name: Regions.from_bed(_require(path, f"stratification BED '{name}'")) for name, path in options.stratify}
+    confident = Regions.from_bed(require_file(options.confident, "confident BED", empty_ok=True),
+                                 needed_for="nothing is compared")
+    strata = {name: Regions.from_bed(require_file(path, f"stratification BED '{name}'", empty_ok=True))
+              for name, path in options.stratify}
     fasta = open_reference(options.ref)
     truth_stats, query_stats, matching = RecordStats(), RecordStats(), MatchStats()
     counts: Counter = Counter()
@@ -745,13 +748,6 @@ def compare(options: BenchmarkOptions) -> BenchmarkResult:
     order = {c: i for i, c in enumerate(lengths)}
     errors.sort(key=lambda e: (order.get(e["contig"], len(order)), e["pos"], e["side"] != TRUTH, e["ref"], e["alt"]))
     return BenchmarkResult(summary_rows(counts, subsets), errors, matching, truth_stats, query_stats, subsets)
-
-
-def _require(path: str | Path, what: str) -> Path:
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: {what} not found")
-    return path
 
 
 def _some(names: Sequence[str]) -> str:

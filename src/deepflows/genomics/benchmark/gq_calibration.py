@@ -19,7 +19,8 @@ from pathlib import Path
 
 from deepflows import tables
 from deepflows.errors import UserError
-from deepflows.outputs import check_output_dir, save_figure
+from deepflows.inputs import require_file
+from deepflows.outputs import check_figure_name, check_output_dir, remove, save_figure
 
 BINS = (0, 5, 10, 15, 20, 30, 40, 50, 60)
 COLUMNS = ("gq", "calls", "errors", "observed_error", "expected_error", "observed_phred")
@@ -35,16 +36,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    for path in (args.calls, args.truth, args.confident, args.ref):
-        if not Path(path).exists():
-            raise UserError(f"{path}: not found")
+    for path, what in ((args.calls, "calls VCF"), (args.truth, "truth VCF"), (args.confident, "confident BED"),
+                       (args.ref, "reference FASTA")):  # fmt: skip
+        require_file(path, what)
     for out in (args.out, args.plot):
         if out:
             check_output_dir(Path(out).absolute().parent)
+    if args.plot:
+        check_figure_name(args.plot, "--plot")
     rows = calibration(args.calls, args.truth, args.confident, args.ref)
-    write_tsv(rows, args.out)
     if args.plot:
         plot(rows, args.plot)
+    try:
+        write_tsv(rows, args.out)
+    except BaseException:  # both outputs or neither
+        if args.plot:
+            remove(args.plot)
+        raise
 
 
 def allele_key(fasta, contig: str, start: int, ref: str, alt: str, path: str = "") -> tuple:

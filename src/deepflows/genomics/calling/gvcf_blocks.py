@@ -45,6 +45,7 @@ from typing import NoReturn, Self
 import numpy as np
 
 from deepflows.errors import UserError
+from deepflows.inputs import require_file
 from deepflows.outputs import check_new_output
 
 VERSION = 1
@@ -215,9 +216,7 @@ class BlocksFile:
     the file."""
 
     def __init__(self, path: str | Path, contig_lengths: dict[str, int], ref_path: str | Path):
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise UserError(f"{self.path}: gVCF blocks file not found")
+        self.path = require_file(path, "gVCF blocks file")
         self.settings: dict[str, str] = {}
         contigs: dict[str, int] = {}
         with self._open() as handle:

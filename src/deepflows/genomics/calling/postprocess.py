@@ -61,6 +61,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deepflows.arguments import non_negative_float
 from deepflows.errors import UserError, abbreviated
 from deepflows.genomics.calling import overlapping_calls
 from deepflows.genomics.calling.gvcf import block_settings, gvcf_lines
@@ -79,9 +80,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ref", required=True, metavar="FASTA", help="reference FASTA (plain or bgzipped, indexed)")
     p.add_argument("--out", required=True, metavar="VCF.gz", help="output VCF (bgzipped; a .tbi is written beside)")
     p.add_argument("--sample", help="sample name in the VCF (default: the one recorded in the examples)")
-    p.add_argument("--qual-filter", type=float, default=1.0,
+    p.add_argument("--qual-filter", type=non_negative_float, default=1.0,
                    help="variant calls with QUAL below this get FILTER LowQual (default 1)")  # fmt: skip
-    p.add_argument("--multi-allelic-qual-filter", type=float, default=0.0,
+    p.add_argument("--multi-allelic-qual-filter", type=non_negative_float, default=0.0,
                    help="at multi-allelic sites, drop alts whose own QUAL is below this before genotyping "
                         "(default 0: none; DeepVariant's 1 discards pair examples that may show a het-alt)")  # fmt: skip
     p.add_argument("--gvcf-blocks", nargs="+", metavar="BLOCKS.tsv.gz",

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from deepflows.errors import UserError
+from deepflows.inputs import require_file
 
 log = logging.getLogger("deepflows.fit_call_temperature")
 
@@ -80,9 +81,8 @@ def fit_call_temperature(model_dir: str, ref: str, sets: list[tuple[str, str, st
 
     meta = read_model_json(model_dir)
     for probs, truth, confident in sets:
-        for path in (probs, truth, confident):
-            if not Path(path).exists():
-                raise UserError(f"{path}: not found")
+        require_file(truth, "truth VCF")
+        require_file(confident, "confident BED")
         made_with = (dict(open_probs(probs).attrs).get("model") or {}).get("sha256")
         if made_with != meta.get("sha256"):
             raise UserError(f"{probs}: called with another model (sha256 {made_with}), not {model_dir}")

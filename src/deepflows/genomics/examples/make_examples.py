@@ -14,6 +14,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from deepflows.arguments import positive_int, seed
+
 WINDOW = 25_000
 # Candidates of neighbouring windows this close to a window edge join its truth matching.
 LABEL_CONTEXT = 500
@@ -33,9 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output Zarr group (directory), e.g. shard-0-of-4.zarr")
     p.add_argument("--truth", help="truth VCF (bgzipped, indexed): training mode, examples get labels")
     p.add_argument("--confident", help="BED of confident truth regions (required with --truth)")
-    p.add_argument("--seed", type=int, default=2018, help="seed for read downsampling (default 2018)")
+    p.add_argument("--seed", type=seed, default=2018, help="seed for read downsampling (default 2018)")
     p.add_argument("--sample", help="sample name recorded in the shard (default: the reads' SM tag)")
-    p.add_argument("--chunk-size", type=int, default=64, help="examples per Zarr chunk (default 64)")
+    p.add_argument("--chunk-size", type=positive_int, default=64, help="examples per Zarr chunk (default 64)")
     p.add_argument("--realign", action=argparse.BooleanOptionalAction, default=True,
                    help="realign reads to haplotypes assembled in active windows before finding candidates, as "
                         "the shipped model's training examples were (default: on; a model only calls examples "

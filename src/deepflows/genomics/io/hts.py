@@ -26,23 +26,13 @@ from pathlib import Path
 
 from deepflows.errors import UserError, abbreviated
 from deepflows.genomics.io.regions import Interval
+from deepflows.inputs import require_file
 
 log = logging.getLogger(__name__)
 
 # The 28-byte empty BGZF block that ends every complete BAM (SAM spec, section 4.1.2).
 _BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
 _UPPER_OR_N = bytes(b if b in b"ACGT" else b - 32 if b in b"acgt" else ord("N") for b in range(256))
-
-
-def require_file(path: str | Path, what: str) -> Path:
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"{path}: {what} not found")
-    if not path.is_file():
-        raise UserError(f"{path}: {what} is not a regular file")
-    if path.stat().st_size == 0:
-        raise UserError(f"{path}: {what} is empty")
-    return path
 
 
 def open_reference(path: str | Path) -> Reference:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deepflows.errors import UserError, abbreviated
+from deepflows.inputs import require_file
 
 _REGION = re.compile(r"^(?P<contig>[^:\s]+)(?::(?P<start>[\d,]+)(?:-(?P<end>[\d,]+))?)?$")
 
@@ -62,9 +63,7 @@ def read_bed(path: str | Path, contig_lengths: dict[str, int] | None = None,
     (and the reference named in messages when given). Problems name the file and line: `PATH: line N: ...`."""
     from deepflows.tables import read_lines
 
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: BED file not found")
+    path = require_file(path, "BED file", empty_ok=True)  # an empty one has no intervals: said below
     intervals = []
     for number, line in read_lines(path):
         if not line.strip() or line.startswith(("#", "track", "browser")):

@@ -17,7 +17,8 @@ from typing import Protocol
 import numpy as np
 
 from deepflows.errors import UserError, abbreviated
-from deepflows.genomics.io.hts import check_index_age, compression, htslib_call, not_bgzip, require_file
+from deepflows.genomics.io.hts import check_index_age, compression, htslib_call, not_bgzip
+from deepflows.inputs import require_file
 
 log = logging.getLogger(__name__)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from deepflows.arguments import finite_float, seed
 from deepflows.errors import UserError
 from deepflows.outputs import check_output_dir
 
@@ -19,25 +20,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--truth", metavar="VCF",
                         help="take the sample's genotypes from this VCF (one sample; plain, gzipped or bgzipped)")
     source.add_argument("--random-variants", action="store_true", help="draw a germline-like set of variants")
-    add("--variant-rate", type=float, default=1e-3, metavar="P",
+    add("--variant-rate", type=finite_float, default=1e-3, metavar="P",
         help="variants per bp with --random-variants (default: %(default)s)")
     add("--region", nargs="+", action="extend", metavar="REGION",
         help="chr, chr:start-end (1-based inclusive, commas allowed) or a BED file; default: every contig")
     add("--exclude", nargs="+", action="extend", metavar="REGION", help="regions or BED files to leave out")
-    add("--depth", type=float, default=30.0, help="mean depth over both haplotypes (default: %(default)s)")
+    add("--depth", type=finite_float, default=30.0, help="mean depth over both haplotypes (default: %(default)s)")
     add("--read-length", type=int, default=150, help="bp per read (default: %(default)s)")
-    add("--insert-mean", type=float, default=400.0, help="mean fragment length (default: %(default)s)")
-    add("--insert-sd", type=float, default=60.0, help="fragment length SD (default: %(default)s)")
-    add("--error-rate-scale", type=float, default=1.0, metavar="X",
+    add("--insert-mean", type=finite_float, default=400.0, help="mean fragment length (default: %(default)s)")
+    add("--insert-sd", type=finite_float, default=60.0, help="fragment length SD (default: %(default)s)")
+    add("--error-rate-scale", type=finite_float, default=1.0, metavar="X",
         help="multiply the random substitution and indel error rates, not the systematic ones (default: %(default)s)")
-    add("--hotspot-rate", type=float, default=3e-3, metavar="P",
+    add("--hotspot-rate", type=finite_float, default=3e-3, metavar="P",
         help="fraction of positions with a recurring, often strand-specific substitution error (default: %(default)s)")
-    add("--hotspot-beta", type=float, nargs=2, metavar=("A", "B"),
+    add("--hotspot-beta", type=finite_float, nargs=2, metavar=("A", "B"),
         help="a hotspot errs in a Beta(A, B) fraction of its reads; a smaller B makes stronger hotspots"
              " (default: 3 30, mean 0.09)")
-    add("--homopolymer-slip-rate", type=float, default=1e-3, metavar="P",
+    add("--homopolymer-slip-rate", type=finite_float, default=1e-3, metavar="P",
         help="per-read slip probability in a 5 bp homopolymer, growing with (length-4)^2 (default: %(default)s)")
-    add("--seed", type=int, default=1, help="random seed (default: %(default)s)")
+    add("--seed", type=seed, default=1, help="random seed (default: %(default)s)")
     add("--sample", default="simulated", help="sample name in the VCF and the BAM @RG (default: %(default)s)")
     add("--aligner", choices=("mappy", "bwa"), default="mappy",
         help="minimap2 -x sr through mappy, or bwa mem (default: %(default)s)")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deepflows.arguments import seed
 from deepflows.errors import UserError
 from deepflows.outputs import atomic_output, check_output_dir
 
@@ -38,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output FASTA; its .fai is written next to it")
     parser.add_argument("--length", type=int, required=True, help="contig length in bp")
     parser.add_argument("--contig", default="demo", help="contig name (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=7, help="random seed (default: %(default)s)")
+    parser.add_argument("--seed", type=seed, default=7, help="random seed (default: %(default)s)")
 
 
 def run(args: argparse.Namespace) -> None:
