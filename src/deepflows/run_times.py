@@ -14,6 +14,7 @@ import csv
 from pathlib import Path
 
 from deepflows.errors import UserError
+from deepflows.inputs import require_file
 from deepflows.outputs import check_output_dir
 from deepflows.tables import write_tsv
 
@@ -32,24 +33,32 @@ def run(args: argparse.Namespace) -> None:
         stage, sep, path = item.partition("=")
         if not sep or not stage:
             raise UserError(f"{item}: expected STAGE=TSV (a stage name, then its Snakemake benchmark file)")
-        if not Path(path).is_file():
-            raise UserError(f"{path}: benchmark file of stage {stage} {'is not a file' if Path(path).exists() else 'not found'}")
-        stages.setdefault(stage, []).append(Path(path))
+        stages.setdefault(stage, []).append(require_file(path, f"benchmark file of stage {stage}"))
     rows = [{"stage": stage, **read_benchmarks(paths)} for stage, paths in stages.items()]
     write_tsv(rows, COLUMNS, args.out)
 
 
 def read_benchmarks(paths: list[Path]) -> dict:
     """Sum and max over the jobs of one stage (Snakemake's columns `s`, `cpu_time`, `max_rss`)."""
-    rows = []
+    rows = []  # (path, line, row)
     for path in sorted(paths):
         with open(path) as handle:
-            rows.extend(csv.DictReader(handle, delimiter="\t"))
+            table = csv.DictReader(handle, delimiter="\t")
+            if "s" not in (table.fieldnames or ()):
+                raise UserError(f"{path}: not a Snakemake benchmark file (no column 's' in its header)")
+            rows.extend((path, line, row) for line, row in enumerate(table, start=2))
     if not rows:
         return {"jobs": 0}
 
     def values(key):
-        return [float(r[key]) for r in rows if r.get(key) not in (None, "", "NA", "-")]
+        found = []
+        for path, line, row in rows:
+            if row.get(key) not in (None, "", "NA", "-"):
+                try:
+                    found.append(float(row[key]))
+                except ValueError:
+                    raise UserError(f"{path}: line {line}: {key} {row[key]!r} is not a number") from None
+        return found
 
     wall, cpu, rss = values("s"), values("cpu_time"), values("max_rss")
     return {

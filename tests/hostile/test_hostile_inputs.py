@@ -290,6 +290,17 @@ def with_valid_truth(make):
     return wrapped
 
 
+def benchmark_tsv(text: str):
+    def make(d, valid, work):
+        (d / "job.benchmark.tsv").write_text(text)
+        return {"bench_tsv": d / "job.benchmark.tsv"}
+
+    return make
+
+
+RUN_TIMES = "run-times --out {out}/run_times.tsv make_examples={bench_tsv}"
+
+
 # ------------------------------------------------------------------------------------------------- the table
 CASES = [
     # references and their .fai
@@ -366,6 +377,11 @@ CASES = [
     Case("8b-benchmark-query-sample-chosen", "benchmark", BENCH + " --query-sample NA12878", two_sample_query,
          BENCH_OUT, expect=ACCEPTED, correct=all_snps_found,
          note="the way out that 8b's refusal offers: name the sample (--query-sample)"),
+    # Snakemake benchmark files read by run-times
+    Case("own-run-times-not-a-benchmark-file", "run-times", RUN_TIMES, benchmark_tsv("garbage\n"),
+         ("{out}/run_times.tsv",), ("job.benchmark.tsv",), ("not a snakemake benchmark",)),
+    Case("own-run-times-value-not-a-number", "run-times", RUN_TIMES, benchmark_tsv("s\tmax_rss\nabc\t10\n"),
+         ("{out}/run_times.tsv",), ("job.benchmark.tsv",), ("line 2",)),
 ]
 
 
