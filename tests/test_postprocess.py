@@ -364,8 +364,8 @@ def test_provenance_table_refuses_foreign_and_unreadable_vcfs(tmp_path, capsys):
     foreign.write_text("##fileformat=VCFv4.2\n##source=bcftools\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n")
     truncated = tmp_path / "cut.vcf.gz"
     truncated.write_bytes(gzip.compress(b"##fileformat=VCFv4.2\n##deepflows_version=0.1\n" * 50)[:40])
-    for vcf, expected in ((foreign, "no ##deepflows_ header lines"), (truncated, "cannot read the VCF header"),
-                          (tmp_path / "none.vcf.gz", "cannot read the VCF header")):  # fmt: skip
+    for vcf, expected in ((foreign, "no ##deepflows_ header lines"), (truncated, "line 2: cannot be read as text"),
+                          (tmp_path / "none.vcf.gz", "VCF not found")):  # fmt: skip
         assert main(["provenance", "--vcf", str(vcf), "--out", str(tmp_path / "p.tsv")]) == 2
         message = capsys.readouterr().err.strip().splitlines()[-1]
         assert message.startswith(f"deepflows provenance: error: {vcf}: {expected}"), message

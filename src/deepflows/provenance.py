@@ -16,8 +16,9 @@ from importlib import metadata
 from pathlib import Path
 
 from deepflows.errors import UserError
+from deepflows.inputs import require_file
 from deepflows.outputs import check_output_dir
-from deepflows.tables import open_text, write_tsv
+from deepflows.tables import read_lines, write_tsv
 
 # The libraries whose versions can change a call: the featurizer's, the model's and the writer's.
 LIBRARIES = ("jax", "jaxlib", "flax", "numpy", "numba", "pysam", "zarr")
@@ -39,16 +40,12 @@ def software_versions() -> str:
 def read_vcf_provenance(path: str | Path) -> list[tuple[str, str]]:
     """The provenance `##KEY=VALUE` lines of a bgzipped or plain VCF's header, in file order."""
     rows = []
-    try:
-        with open_text(path) as handle:
-            for line in handle:
-                if not line.startswith("##"):
-                    break
-                key, sep, value = line[2:].rstrip("\n").partition("=")
-                if sep and (key in HEADER_KEYS or key.startswith("deepflows_")):
-                    rows.append((key, value))
-    except (OSError, EOFError, UnicodeDecodeError) as err:
-        raise UserError(f"{path}: cannot read the VCF header ({err})") from err
+    for _, line in read_lines(require_file(path, "VCF")):
+        if not line.startswith("##"):
+            break
+        key, sep, value = line[2:].rstrip("\n").partition("=")
+        if sep and (key in HEADER_KEYS or key.startswith("deepflows_")):
+            rows.append((key, value))
     if not any(key.startswith("deepflows_") for key, _ in rows):
         raise UserError(f"{path}: no ##deepflows_ header lines: not a VCF written by deepflows postprocess")
     return rows

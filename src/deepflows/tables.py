@@ -30,6 +30,10 @@ def open_text(path: str | Path):
 def read_lines(path: str | Path) -> Iterator[tuple[int, str]]:
     """(line number, line) of a plain or gzipped text file; bytes that are not text (a binary file, a broken
     gzip stream) end in one UserError naming the file and the line."""
+    from deepflows.inputs import check_bgzf_eof, compression
+
+    if str(path).endswith(".gz") and compression(path)[1]:
+        check_bgzf_eof(path, "file")
     number = 0
     try:
         with open_text(path) as handle:

@@ -290,6 +290,20 @@ def with_valid_truth(make):
     return wrapped
 
 
+def without_bgzf_eof(key: str, name: str, index: bool = False):
+    """A bgzipped VCF cut just before its 28-byte end-of-file block: every record still reads, htslib only
+    warns, and a stage that did not check would work on a copy cut short at a block boundary."""
+
+    def make(d, valid, work):
+        source = Path(valid.placeholders[key])
+        (d / name).write_bytes(source.read_bytes()[:-28])
+        if index:
+            shutil.copy(f"{source}.tbi", d / f"{name}.tbi")
+        return {key: d / name}
+
+    return make
+
+
 def benchmark_tsv(text: str):
     def make(d, valid, work):
         (d / "job.benchmark.tsv").write_text(text)
@@ -382,6 +396,13 @@ CASES = [
          ("{out}/run_times.tsv",), ("job.benchmark.tsv",), ("not a snakemake benchmark",)),
     Case("own-run-times-value-not-a-number", "run-times", RUN_TIMES, benchmark_tsv("s\tmax_rss\nabc\t10\n"),
          ("{out}/run_times.tsv",), ("job.benchmark.tsv",), ("line 2",)),
+    # a bgzipped VCF cut short at a block boundary
+    Case("own-truncated-bgzf-query", "benchmark", BENCH, without_bgzf_eof("vcf", "cut.vcf.gz"), BENCH_OUT,
+         ("cut.vcf.gz",), ("truncated",)),
+    Case("own-truncated-bgzf-truth", "make-examples", ME_TRAIN, without_bgzf_eof("truth", "cut.vcf.gz", index=True),
+         ME_OUT, ("cut.vcf.gz",), ("truncated",)),
+    Case("own-truncated-bgzf-calls", "gq-calibration", GQ, without_bgzf_eof("vcf", "cut.vcf.gz"), GQ_OUT,
+         ("cut.vcf.gz",), ("truncated",)),
 ]
 
 

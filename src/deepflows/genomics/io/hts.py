@@ -26,12 +26,11 @@ from pathlib import Path
 
 from deepflows.errors import UserError, abbreviated
 from deepflows.genomics.io.regions import Interval
-from deepflows.inputs import require_file
+from deepflows.inputs import check_bgzf_eof, compression, require_file
 
 log = logging.getLogger(__name__)
 
 # The 28-byte empty BGZF block that ends every complete BAM (SAM spec, section 4.1.2).
-_BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
 _UPPER_OR_N = bytes(b if b in b"ACGT" else b - 32 if b in b"acgt" else ord("N") for b in range(256))
 
 
@@ -99,7 +98,7 @@ def open_reads(path: str | Path, reference: str | Path | None):
     if is_cram and reference is None:
         raise UserError(f"{path}: CRAM needs the reference it was compressed against (--ref)")
     if path.suffix == ".bam":
-        _check_bgzf_eof(path)
+        check_bgzf_eof(path, "BAM")
     index = reads_index(path)
     if index is None:
         index = Path(f"{path}.crai" if is_cram else f"{path}.bai")
@@ -521,28 +520,9 @@ def _no_space(out) -> str | None:
     return "No space left on device" if stats.f_bavail * stats.f_frsize < 1 << 20 else None
 
 
-def compression(path: Path) -> tuple[bool, bool]:
-    """(gzip, BGZF) from the first bytes of a file."""
-    with open(path, "rb") as handle:
-        magic = handle.read(18)
-    is_gzip = magic[:2] == b"\x1f\x8b"
-    return is_gzip, is_gzip and len(magic) >= 14 and bool(magic[3] & 4) and magic[12:14] == b"BC"
-
-
 def not_bgzip(path) -> str:
     """The line for a gzip file that htslib cannot index or seek in."""
     return f"{path}: gzip-compressed but not with bgzip, so it cannot be indexed; recompress it with `bgzip`"
-
-
-def _check_bgzf_eof(path: Path) -> None:
-    with open(path, "rb") as handle:
-        handle.seek(0, os.SEEK_END)
-        size = handle.tell()
-        if size < len(_BGZF_EOF):
-            raise UserError(f"{path}: truncated BAM ({size} bytes)")
-        handle.seek(size - len(_BGZF_EOF))
-        if handle.read() != _BGZF_EOF:
-            raise UserError(f"{path}: truncated BAM (no BGZF end-of-file block); re-copy or regenerate it")
 
 
 def _first_line(err: Exception) -> str:

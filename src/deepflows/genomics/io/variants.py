@@ -17,8 +17,8 @@ from typing import Protocol
 import numpy as np
 
 from deepflows.errors import UserError, abbreviated
-from deepflows.genomics.io.hts import check_index_age, compression, htslib_call, not_bgzip
-from deepflows.inputs import require_file
+from deepflows.genomics.io.hts import check_index_age, htslib_call, not_bgzip
+from deepflows.inputs import check_bgzf_eof, compression, require_file
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,8 @@ def open_variant_file(path: str | Path, *, indexed: bool):
     is_gzip, is_bgzf = compression(path)
     if is_gzip and not is_bgzf:
         raise UserError(not_bgzip(path))
+    if is_bgzf:
+        check_bgzf_eof(path, "VCF/BCF")
     index = vcf_index(path)
     if indexed and index is None:
         raise UserError(f"{path}: no index; make one with `tabix -p vcf {path}`"
