@@ -40,6 +40,8 @@ def open_reference(path: str | Path) -> Reference:
     import pysam
 
     path = require_file(path, "reference FASTA")
+    if compression(path)[1]:
+        check_bgzf_eof(path, "FASTA")
     fai, gzi = Path(f"{path}.fai"), _fasta_gzi(path)
     if not fai.exists() or (gzi is not None and not gzi.exists()):
         _build_fasta_index(path, fai, gzi)
