@@ -13,7 +13,7 @@ import numpy as np
 import pysam
 import pytest
 from synthetic import random_reference
-from test_postprocess import CONTIGS, body, expected_lines, sites, write_probs
+from test_postprocess import CONTIGS, PROBS_ATTRS, body, expected_lines, sites, write_probs
 
 from deepflows.cli import main
 from deepflows.genomics.calling.gvcf_blocks import (
@@ -116,9 +116,15 @@ def test_writer_merges_across_windows_but_not_contigs(tmp_path):
 # --------------------------------------------------------------------------------------- postprocess's gVCF
 
 
-def write_blocks(path: Path, rows: list[tuple], contigs: dict[str, int] = CONTIGS, first: str | None = None) -> Path:
-    """A blocks file as make-examples --gvcf writes it, from (contig, start, end, gq, min_dp, pl) rows."""
-    lines = [first or "##deepflows_gvcf_blocks=1", "##p_error=0.001", "##max_gq=50", "##gq_binsize=5",
+RUN = "5f0c-a-run-of-two-shards"
+
+
+def write_blocks(path: Path, rows: list[tuple], contigs: dict[str, int] = CONTIGS, first: str | None = None,
+                 shard: str | None = "1/2", run: str = RUN) -> Path:  # fmt: skip
+    """A blocks file as make-examples --gvcf writes it, from (contig, start, end, gq, min_dp, pl) rows, for
+    shard `shard` of the run `run` (no shard: as an older deepflows wrote them, without either)."""
+    identity = [f"##deepflows_shard={shard}", f"##deepflows_run={run}"] if shard else []
+    lines = [first or "##deepflows_gvcf_blocks=1", "##p_error=0.001", "##max_gq=50", "##gq_binsize=5", *identity,
              *(f"##contig=<ID={c},length={n}>" for c, n in contigs.items()),
              "#contig\tstart\tend\tgq\tmin_dp\tpl"]  # fmt: skip
     lines += ["\t".join(map(str, row)) for row in rows]
@@ -152,11 +158,17 @@ def reference(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     return path, random_reference(path, CONTIGS, seed=3)
 
 
+def probs_of_run(path: Path, rows: list[tuple]) -> Path:
+    """A probs store as call-variants writes it for the examples of RUN (two shards)."""
+    return write_probs(path, rows, {**PROBS_ATTRS, "run": RUN, "shard_count": 2})
+
+
 @pytest.fixture()
 def gvcf_inputs(reference, tmp_path):
     _, seq = reference
-    probs = write_probs(tmp_path / "probs.zarr", sites(seq))
-    return probs, [write_blocks(tmp_path / "b0.tsv.gz", SHARD_0), write_blocks(tmp_path / "b1.tsv.gz", SHARD_1)]
+    probs = probs_of_run(tmp_path / "probs.zarr", sites(seq))
+    return probs, [write_blocks(tmp_path / "b0.tsv.gz", SHARD_0, shard="0/2"), write_blocks(tmp_path / "b1.tsv.gz",
+                                                                                              SHARD_1)]
 
 
 def gvcf_postprocess(probs, ref, out, blocks, gvcf_out, *extra) -> int:
@@ -196,10 +208,10 @@ def test_adjacent_blocks_of_two_shards_join(reference, tmp_path):
     """chr2 scanned by two shards, cut at 200: the blocks join as one shard would have made them (same GQ bin
     and GT: the least GQ, its PL, the least MIN_DP); chr10's do not (other GQ bins, other GT)."""
     ref, seq = reference
-    probs = write_probs(tmp_path / "probs.zarr", [s for s in sites(seq) if s[0] == "chr2"][:1])  # the SNP at 51
+    probs = probs_of_run(tmp_path / "probs.zarr", [s for s in sites(seq) if s[0] == "chr2"][:1])  # the SNP at 51
     shard_0 = [("chr2", 0, 200, 47, 30, "0,90,899"), ("chr10", 0, 100, 0, 0, "0,0,0")]
     shard_1 = [("chr2", 200, 400, 45, 25, "0,75,749"), ("chr10", 100, 300, 20, 8, "0,20,200")]
-    blocks = [write_blocks(tmp_path / "b0.tsv.gz", shard_0), write_blocks(tmp_path / "b1.tsv.gz", shard_1)]
+    blocks = [write_blocks(tmp_path / "b0.tsv.gz", shard_0, shard="0/2"), write_blocks(tmp_path / "b1.tsv.gz", shard_1)]
     assert gvcf_postprocess(probs, ref, tmp_path / "calls.vcf.gz", blocks, tmp_path / "calls.g.vcf.gz") == 0
     lines = body(tmp_path / "calls.g.vcf.gz")
     joined = "0/0:45:25:0,75,749"
@@ -251,6 +263,8 @@ def test_bad_blocks_files_one_line_and_no_output(reference, gvcf_inputs, tmp_pat
     unsorted = write_blocks(bad / "unsorted.tsv.gz", [("chr10", 200, 210, 0, 0, "0,0,0"),
                                                       ("chr10", 150, 160, 0, 0, "0,0,0")])  # fmt: skip
     foreign = write_blocks(bad / "foreign.tsv.gz", [], first="##fileformat=VCFv4.2")
+    other_run = write_blocks(bad / "other-run.tsv.gz", [("chr10", 100, 300, 20, 8, "0,20,200")], run="another")
+    older = write_blocks(bad / "older.tsv.gz", [("chr10", 100, 300, 20, 8, "0,20,200")], shard=None)
     plain = bad / "plain.tsv.gz"
     plain.write_text("chr2\t0\t10\n")
     truncated = bad / "truncated.tsv.gz"
@@ -258,10 +272,12 @@ def test_bad_blocks_files_one_line_and_no_output(reference, gvcf_inputs, tmp_pat
     cases = {
         other_ref: "contig chr2 has length 500 but 400 in reference",
         other_contig: "contig chrZ is not in reference",
-        malformed: "line 8: 'chr2\\t0\\t10\\t50\\t30\\t0,90' is not contig, start, end, gq, min_dp, pl",
-        beyond: "line 8: block 390-410 is not within chr2 (length 400)",
-        unsorted: "line 9: block chr10:151-160 overlaps or precedes the one before",
+        malformed: "line 10: 'chr2\\t0\\t10\\t50\\t30\\t0,90' is not contig, start, end, gq, min_dp, pl",
+        beyond: "line 10: block 390-410 is not within chr2 (length 400)",
+        unsorted: "line 11: block chr10:151-160 overlaps or precedes the one before",
         foreign: "not a deepflows gVCF blocks file",
+        other_run: f"blocks of another run than the examples called in {probs}",
+        older: "records no shard and run (written by an older deepflows make-examples --gvcf)",
         plain: "cannot read",
         truncated: "cannot read",
         bad / "none.tsv.gz": "gVCF blocks file not found",
@@ -272,9 +288,11 @@ def test_bad_blocks_files_one_line_and_no_output(reference, gvcf_inputs, tmp_pat
         assert len(message) == 1 and message[0].startswith(f"deepflows postprocess: error: {path}: "), message
         assert expected in message[0], message
         assert not list(bad.glob("*out*")) and not list(bad.glob(".*")), expected
-    # the same shard twice: its blocks overlap
+    # the same shard twice; a shard missing (the gVCF would have a hole)
     assert gvcf_postprocess(probs, ref, bad / "out.vcf.gz", [good, good], bad / "out.g.vcf.gz") == 2
-    assert f"overlaps one of {good}: the same shard given twice?" in capsys.readouterr().err
+    assert f"{good}: blocks of shard 0/2 given twice (also {good})" in capsys.readouterr().err
+    assert gvcf_postprocess(probs, ref, bad / "out.vcf.gz", [good], bad / "out.g.vcf.gz") == 2
+    assert "--gvcf-blocks: the blocks of shard(s) 1/2 of 2 are missing" in capsys.readouterr().err
     assert not list(bad.glob("*out*")) and not list(bad.glob(".*"))
     assert main(["postprocess", "--probs", str(probs), "--ref", str(ref), "--out", str(bad / "out.vcf.gz"),
                  "--gvcf-blocks", str(good)]) == 2  # fmt: skip

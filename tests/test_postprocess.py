@@ -88,12 +88,15 @@ def expected_lines(seq: dict[str, str], low_qual: bool) -> list[str]:
     ]
 
 
+PROBS_ATTRS = {
+    "sample": "HG-test", "model": {"name": "tiny-model", "sha256": SHA},
+    "command": "deepflows call-variants --examples x.zarr --model m --out p.zarr",
+}  # fmt: skip
+
+
 def write_probs(path: Path, rows: list[tuple], attrs: dict | None = None, chunk: int = 3) -> Path:
     examples = [(c, s, r, ",".join(alts), d, ad, ai, p) for c, s, r, alts, d, ad, ex in rows for ai, p in ex]
-    attrs = attrs if attrs is not None else {
-        "sample": "HG-test", "model": {"name": "tiny-model", "sha256": SHA},
-        "command": "deepflows call-variants --examples x.zarr --model m --out p.zarr",
-    }  # fmt: skip
+    attrs = attrs if attrs is not None else PROBS_ATTRS
     with ProbsWriter(path, len(examples), attrs, chunk=chunk) as writer:
         writer.add_meta({
             "contig": [e[0] for e in examples], "start": [e[1] for e in examples],

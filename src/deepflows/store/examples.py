@@ -233,6 +233,13 @@ def featurisation(attrs: dict) -> dict[str, object]:
     }
 
 
+def run_identity(attrs: dict) -> str:
+    """A digest of a shard's `featurisation`: the same for every shard of one run, recorded by call-variants in
+    its probs store and by make-examples --gvcf in each blocks file, so that postprocess pairs only the calls
+    and the reference blocks of one run."""
+    return hashlib.sha256(json.dumps(featurisation(attrs), sort_keys=True, default=str).encode()).hexdigest()
+
+
 def _describe(key: str, attrs: dict) -> str:
     """`key` of a shard as the messages show it (a source by its path and checksum)."""
     value = featurisation(attrs).get(key)

@@ -161,7 +161,7 @@ def call_variants(examples: list[str], model_dir: str, out: str, batch_size: int
     from deepflows import __version__
     from deepflows.nn.calibration import temperature_of
     from deepflows.nn.model_dir import check_compatible, load_model
-    from deepflows.store.examples import check_shard_set
+    from deepflows.store.examples import check_shard_set, run_identity
 
     started = time.perf_counter()
     # Checks before work: every shard present and complete, the output free, the model fits.
@@ -193,6 +193,8 @@ def call_variants(examples: list[str], model_dir: str, out: str, batch_size: int
             "call_temperature": call_temperature_of(meta),
         },
         "examples": [{"path": str(path), "n_examples": c} for (path, _), c in zip(shards, counts)],
+        "run": run_identity(first),  # the shard set's: gVCF blocks of the same run are checked against it
+        "shard_count": first.get("shard_count"),
         "sources": {k: v for k, v in first.get("sources", {}).items() if k in ("reads", "reference")},
         "deepflows_version": __version__,
         "command": command,

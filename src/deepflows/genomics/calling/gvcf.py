@@ -20,6 +20,7 @@ import bisect
 import heapq
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
+from pathlib import Path
 
 from deepflows.errors import UserError
 from deepflows.genomics.calling.gvcf_blocks import Block, BlocksFile, hom_ref_called, join_key
@@ -71,6 +72,31 @@ def block_settings(files: list[BlocksFile]) -> dict[str, str]:
                 raise UserError(f"{f.path}: {key} {value}, but {first} in {files[0].path}: blocks made with other "
                                 f"settings")  # fmt: skip
     return settings
+
+
+def check_blocks_of_run(files: list[BlocksFile], probs_attrs: dict, probs_path) -> None:
+    """The blocks files must be those of the run whose examples were called (the same reads, reference,
+    regions and parameters: `deepflows_run`), one per shard, every shard: blocks of another run, or a shard
+    missing, would give a gVCF that is silently wrong or has holes."""
+    run, count = probs_attrs.get("run"), probs_attrs.get("shard_count")
+    if run is None or count is None:
+        raise UserError(f"{probs_path}: records no run (written by an older deepflows call-variants); call the "
+                        f"examples again to pair them with gVCF blocks")  # fmt: skip
+    shards: dict[str, Path] = {}
+    for f in files:
+        shard, made_by = f.settings.get("deepflows_shard"), f.settings.get("deepflows_run")
+        if shard is None or made_by is None:
+            raise UserError(f"{f.path}: records no shard and run (written by an older deepflows make-examples "
+                            f"--gvcf); make the examples and blocks again")  # fmt: skip
+        if made_by != run:
+            raise UserError(f"{f.path}: blocks of another run than the examples called in {probs_path} (other "
+                            f"reads, reference, regions or make-examples parameters)")  # fmt: skip
+        if shard in shards:
+            raise UserError(f"{f.path}: blocks of shard {shard} given twice (also {shards[shard]})")
+        shards[shard] = f.path
+    missing = [f"{i}/{count}" for i in range(count) if f"{i}/{count}" not in shards]
+    if missing:
+        raise UserError(f"--gvcf-blocks: the blocks of shard(s) {', '.join(missing)} of {count} are missing")
 
 
 def _in_order(files: list[BlocksFile]) -> Iterator[tuple[int, Block]]:

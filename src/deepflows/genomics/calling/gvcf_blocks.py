@@ -25,6 +25,8 @@ File (one per make_examples shard): bgzipped, tab-separated, BED-like coordinate
     ##p_error=0.001
     ##max_gq=50
     ##gq_binsize=5
+    ##deepflows_shard=0/4                     the shard, and the run its examples came from
+    ##deepflows_run=5f0c...                   (store.examples.run_identity), checked by postprocess
     ##contig=<ID=chr20,length=64444167>       one per contig of the shard's regions
     #contig  start  end  gq  min_dp  pl
     chr20    0      9999 0   0       0,0,0
@@ -130,7 +132,8 @@ class BlockWriter:
     """Streams one shard's blocks to `<out>`'s temporary name; `commit()` renames it into place, leaving a
     `with` block by an exception removes it. Blocks merge across `add` calls (windows) of one contig."""
 
-    def __init__(self, out: str | Path, contigs: list[tuple[str, int]], gq_binsize: int):
+    def __init__(self, out: str | Path, contigs: list[tuple[str, int]], gq_binsize: int,
+                 identity: dict[str, str] | None = None):  # fmt: skip
         import pysam
 
         self.out = Path(out)
@@ -143,7 +146,8 @@ class BlockWriter:
         self.gq_binsize = gq_binsize
         self.handle = pysam.BGZFile(str(self.tmp), "wb")
         header = [f"##deepflows_gvcf_blocks={VERSION}", f"##p_error={P_ERROR}", f"##max_gq={MAX_GQ}",
-                  f"##gq_binsize={gq_binsize}", *(f"##contig=<ID={name},length={length}>" for name, length in contigs),
+                  f"##gq_binsize={gq_binsize}", *(f"##{key}={value}" for key, value in (identity or {}).items()),
+                  *(f"##contig=<ID={name},length={length}>" for name, length in contigs),
                   "#" + "\t".join(COLUMNS)]  # fmt: skip
         self.handle.write(("\n".join(header) + "\n").encode())
         self.contig: str | None = None

@@ -64,7 +64,7 @@ import numpy as np
 from deepflows.arguments import non_negative_float
 from deepflows.errors import UserError, abbreviated
 from deepflows.genomics.calling import overlapping_calls
-from deepflows.genomics.calling.gvcf import block_settings, gvcf_lines
+from deepflows.genomics.calling.gvcf import block_settings, check_blocks_of_run, gvcf_lines
 from deepflows.genomics.calling.gvcf_blocks import BlocksFile
 from deepflows.provenance import key_value_pairs
 
@@ -283,8 +283,10 @@ def postprocess(probs_path: str, ref_path: str, out: str, sample: str | None = N
     reference = open_reference(ref_path)
     contig_lengths = dict(zip(reference.references, reference.lengths))
     block_files = [BlocksFile(path, contig_lengths, ref_path) for path in gvcf_blocks or []]
-    order = {name: i for i, name in enumerate(reference.references)}
     attrs = dict(group.attrs)
+    if block_files:
+        check_blocks_of_run(block_files, attrs, probs_path)
+    order = {name: i for i, name in enumerate(reference.references)}
     sample = sample or attrs.get("sample") or "sample"
     if not sample.strip() or any(c in sample for c in "\t\n"):
         raise UserError(f"--sample {sample!r}: a sample name needs a character and no tabs or newlines")

@@ -73,7 +73,7 @@ def make_examples(args) -> dict:
     from deepflows.genomics.examples.pileup_image import CHANNELS, PileupShape
     from deepflows.genomics.io.hts import check_contigs, open_reads, open_reference
     from deepflows.genomics.io.regions import parse_shard, resolve_regions, shard_regions
-    from deepflows.store.examples import ShardWriter, file_fingerprint, region_plan
+    from deepflows.store.examples import ShardWriter, file_fingerprint, region_plan, run_identity
 
     started = time.perf_counter()
     shard_index, shard_count = parse_shard(args.shard)
@@ -107,7 +107,8 @@ def make_examples(args) -> dict:
     }
     n_candidates = 0
     n_bases = sum(r.length for r in owned)
-    blocks = _block_writer(args, [(c, contig_lengths[c]) for c in dict.fromkeys(r.contig for r in owned)])
+    blocks = _block_writer(args, [(c, contig_lengths[c]) for c in dict.fromkeys(r.contig for r in owned)],
+                           {"deepflows_shard": f"{shard_index}/{shard_count}", "deepflows_run": run_identity(attrs)})
     with blocks, ShardWriter(args.out, tuple(attrs["shape"]), attrs, labelled=labeler is not None,
                              chunk_size=args.chunk_size) as writer:  # fmt: skip
         for region in owned:
@@ -148,13 +149,13 @@ def make_examples(args) -> dict:
     return {"shard": args.shard, "out": str(args.out), "examples": n_examples, **stats}
 
 
-def _block_writer(args, contigs: list[tuple[str, int]]):
-    """The gVCF blocks writer of --gvcf, or a no-op context without it."""
+def _block_writer(args, contigs: list[tuple[str, int]], identity: dict[str, str]):
+    """The gVCF blocks writer of --gvcf (its header naming the shard and the run), or a no-op context."""
     from contextlib import nullcontext
 
     from deepflows.genomics.calling.gvcf_blocks import BlockWriter
 
-    return BlockWriter(args.gvcf, contigs, args.gvcf_gq_binsize) if args.gvcf else nullcontext()
+    return BlockWriter(args.gvcf, contigs, args.gvcf_gq_binsize, identity) if args.gvcf else nullcontext()
 
 
 def _add_blocks(blocks, scanned: ScannedWindow) -> None:
