@@ -17,7 +17,7 @@ from pathlib import Path
 
 from deepflows.errors import UserError
 from deepflows.inputs import require_file
-from deepflows.outputs import check_output_dir
+from deepflows.outputs import check_new_output
 from deepflows.tables import read_lines, write_tsv
 
 # The libraries whose versions can change a call: the featurizer's, the model's and the writer's.
@@ -71,6 +71,6 @@ def key_value_pairs(items: list[str], option: str) -> list[tuple[str, str]]:
 
 
 def run(args: argparse.Namespace) -> None:
-    check_output_dir(Path(args.out).absolute().parent)
+    check_new_output(args.out)
     rows = read_vcf_provenance(args.vcf) + key_value_pairs(args.extra, "--extra")
     write_tsv(({"key": k, "value": v} for k, v in rows), COLUMNS, args.out)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from deepflows.errors import UserError
 from deepflows.inputs import require_file
-from deepflows.outputs import check_output_dir
+from deepflows.outputs import check_new_output
 from deepflows.tables import write_tsv
 
 COLUMNS = ("stage", "jobs", "wall_s_sum", "wall_s_max", "cpu_s_sum", "peak_rss_mb_max")
@@ -27,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    check_output_dir(Path(args.out).absolute().parent)
+    check_new_output(args.out)
     stages: dict[str, list[Path]] = {}
     for item in args.benchmarks:
         stage, sep, path = item.partition("=")

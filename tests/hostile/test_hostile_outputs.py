@@ -8,6 +8,7 @@ the writers it applies to. The tests run as root (CI too), and mode bits do not 
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from hostile_cases import NO_SPACE, UNWRITABLE, Case, check_case, params
@@ -93,3 +94,24 @@ def test_disk_full(kind, case, valid, work):
     (work / "spool").mkdir()
     wrapper, listing_after = disk_full(work / "spool", kind)
     check_case(case, valid, work, wrapper=wrapper, listing_after=listing_after)
+
+
+# A result already there is never overwritten: a rerun into it is refused and leaves it as it was. download is
+# left out by design: a file already present is verified against its checksum and kept, or fetched again.
+EXISTING = [writer_case(f"own-output-exists[{s}]", s, (output_name(s),), ("already exists|holds a benchmark",),
+                        "{out}") for s in WRITERS if s != "download"]  # fmt: skip
+
+
+def earlier_result(path: Path) -> None:
+    """What an earlier run left at `path`: a directory for stores and folders, a file otherwise."""
+    if path.suffix in (".zarr", "") or path.name.endswith(".ome.zarr"):
+        path.mkdir(parents=True)
+        (path / "summary.csv").write_text("an earlier result\n")  # a benchmark folder's file, a store's stray
+    else:
+        path.write_text("an earlier result\n")
+
+
+@pytest.mark.parametrize("case", params(EXISTING))
+def test_existing_output(case, valid, work):
+    earlier_result(work / case.outputs[0].replace("{out}/", "out/"))
+    check_case(case, valid, work)

@@ -12,14 +12,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from pathlib import Path
 
     import numpy as np
 
-    from deepflows.outputs import check_output_dir, write_text
+    from deepflows.outputs import check_new_output, write_text
     from deepflows.store.examples import check_shard_set
 
-    check_output_dir(Path(args.out).absolute().parent)
+    check_new_output(args.out)
     shard_set = check_shard_set(args.shards)
     shards = [
         {"path": str(path), "shard": f"{g.attrs['shard_index']}/{g.attrs['shard_count']}",

@@ -15,12 +15,11 @@ from __future__ import annotations
 import argparse
 import math
 from collections import Counter
-from pathlib import Path
 
 from deepflows import tables
 from deepflows.errors import UserError
 from deepflows.inputs import require_file
-from deepflows.outputs import check_figure_name, check_output_dir, remove, save_figure
+from deepflows.outputs import check_figure_name, check_new_output, remove, save_figure
 
 BINS = (0, 5, 10, 15, 20, 30, 40, 50, 60)
 COLUMNS = ("gq", "calls", "errors", "observed_error", "expected_error", "observed_phred")
@@ -39,9 +38,9 @@ def run(args: argparse.Namespace) -> None:
     for path, what in ((args.calls, "calls VCF"), (args.truth, "truth VCF"), (args.confident, "confident BED"),
                        (args.ref, "reference FASTA")):  # fmt: skip
         require_file(path, what)
-    for out in (args.out, args.plot):
-        if out:
-            check_output_dir(Path(out).absolute().parent)
+    check_new_output(args.out)
+    if args.plot:
+        check_new_output(args.plot, "--plot")
     if args.plot:
         check_figure_name(args.plot, "--plot")
     rows = calibration(args.calls, args.truth, args.confident, args.ref)

@@ -6,11 +6,11 @@ Writes PREFIX.bam (+ .bai), PREFIX.truth.vcf.gz (+ .tbi) and PREFIX.confident.be
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from deepflows.arguments import finite_float, seed
 from deepflows.errors import UserError
-from deepflows.outputs import check_output_dir
+from deepflows.genomics.simulate.sample import OUTPUT_SUFFIXES
+from deepflows.outputs import check_new_output
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -90,4 +90,5 @@ def _check(args: argparse.Namespace) -> None:
     for failed, message in problems:
         if failed:
             raise UserError(message)
-    check_output_dir(Path(args.out_prefix).absolute().parent)
+    for suffix in OUTPUT_SUFFIXES:
+        check_new_output(args.out_prefix + suffix, "--out-prefix")

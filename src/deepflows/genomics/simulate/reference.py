@@ -10,13 +10,12 @@ from __future__ import annotations
 import argparse
 import logging
 import time
-from pathlib import Path
 
 import numpy as np
 
 from deepflows.arguments import seed
 from deepflows.errors import UserError
-from deepflows.outputs import atomic_output, check_output_dir
+from deepflows.outputs import atomic_output, check_new_output
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +46,8 @@ def run(args: argparse.Namespace) -> None:
         raise UserError(f"--length {args.length}: must be at least 1000 bp")
     if not args.contig or any(c.isspace() for c in args.contig):
         raise UserError(f"--contig {args.contig!r}: must be a non-empty name without spaces")
-    check_output_dir(Path(args.out).absolute().parent)
+    check_new_output(args.out)
+    check_new_output(f"{args.out}.fai")
     started = time.perf_counter()
     sequence = generate_reference(args.length, args.seed)
     write_fasta(args.out, {args.contig: sequence})
