@@ -524,6 +524,21 @@ def download_name_pattern():
     return "|".join(re.escape(name) for name in sorted(DOWNLOADS)) or "(?!)"
 
 
+# The suffixes of index files, longest first: an index is fetched after its data file.
+INDEX_SUFFIXES = (".fai", ".gzi", ".bai", ".crai", ".csi", ".tbi")
+
+
+def download_data_of_index(wildcards):
+    """An index is downloaded after its data file when both are downloaded: the stages refuse an index older
+    than its data (a stale one), so it must not land first."""
+    name = wildcards.cached
+    for suffix in INDEX_SUFFIXES:
+        data = name.removesuffix(suffix)
+        if name.endswith(suffix) and data in DOWNLOADS:
+            return [f"resources/cache/{data}"]
+    return []
+
+
 def download_url(wildcards):
     return DOWNLOADS[wildcards.cached]["url"]
 

@@ -4,6 +4,8 @@
 
 
 rule download:
+    input:
+        download_data_of_index,
     output:
         # protected: a verified file is made read-only and Snakemake never deletes or overwrites it (a rerun
         # that would fetch it again stops instead; delete the file to fetch it again). The sidecar holds its

@@ -274,6 +274,11 @@ def test_giab_dry_run_plans_download_to_benchmark(tmp_path, model_dir, config): 
     assert f"--stratify {strata} --out results/{sample}/benchmark" in bench
     for entry in data["download"]["files"].values():
         assert f"deepflows download --url {entry['url']} " in run.stdout
+    # an index is fetched after its data file: the stages refuse an index older than its data
+    for name in data["download"]["files"]:
+        data_file = next((name.removesuffix(s) for s in (".fai", ".bai", ".tbi") if name.endswith(s)), None)
+        if data_file in data["download"]["files"]:
+            assert f"input: resources/cache/{data_file}\n    output: resources/cache/{name}," in run.stdout, name
     assert "without sha256 or md5" in run.stderr  # the checksums are still to be filled in: said up front
     assert not (tmp_path / "resources").exists()
 

@@ -12,7 +12,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-
     import numpy as np
 
     from deepflows.outputs import check_new_output, write_text
