@@ -123,3 +123,14 @@ def test_an_error_inside_a_temporary_directory_names_the_output(tmp_path):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp / "summary.json"))
     assert caught.value.filename == str(out / "summary.json") and caught.value.errno == errno.ENOSPC
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_write_test_left_by_a_killed_job_is_removed(tmp_path):
+    import socket
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    left = tmp_path / f".deepflows-write-test-{socket.gethostname()}-{dead.pid}"  # killed during its own test
+    left.touch()
+    check_output_dir(tmp_path)
+    assert list(tmp_path.iterdir()) == []

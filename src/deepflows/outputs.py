@@ -9,7 +9,6 @@ import glob
 import os
 import shutil
 import socket
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,7 +20,7 @@ def temporary_path(out: str | Path) -> Path:
     """Where `out` is written before its rename: beside it (one file system, so the rename is atomic), named
     after it, this machine and this process, so that concurrent jobs and a rerun after kill -9 never share one."""
     out = Path(out)
-    return out.with_name(f"{out.name}.tmp-{socket.gethostname()}-{os.getpid()}")
+    return out.with_name(_mine(f"{out.name}.tmp-"))
 
 
 def remove_stale_temporaries(out: str | Path) -> None:
@@ -29,9 +28,20 @@ def remove_stale_temporaries(out: str | Path) -> None:
     -9, out of memory): a rerun cleans up after them. Other machines' temporaries, on a shared file
     system, are left alone: their processes cannot be seen from here."""
     out = Path(out)
-    prefix = f"{out.name}.tmp-{socket.gethostname()}-"
-    for tmp in out.parent.glob(f"{glob.escape(prefix)}*"):
-        pid = tmp.name[len(prefix):]
+    _remove_dead(out.parent, f"{out.name}.tmp-")
+
+
+def _mine(prefix: str) -> str:
+    """`prefix` of a temporary name, followed by this machine and this process: `PREFIX-HOST-PID`."""
+    return f"{prefix}{socket.gethostname()}-{os.getpid()}"
+
+
+def _remove_dead(directory: Path, prefix: str) -> None:
+    """Remove the `PREFIX-HOST-PID` files and folders in `directory` of this machine's processes that no
+    longer run."""
+    ours = f"{prefix}{socket.gethostname()}-"
+    for tmp in directory.glob(f"{glob.escape(ours)}*"):
+        pid = tmp.name[len(ours):]
         if pid.isdigit() and int(pid) != os.getpid() and not _running(int(pid)):
             remove(tmp)
 
@@ -55,6 +65,9 @@ def remove(path: str | Path) -> None:
         path.unlink(missing_ok=True)
 
 
+WRITE_TEST = ".deepflows-write-test-"
+
+
 def check_output_dir(directory: str | Path) -> Path:
     """A directory that outputs can be created in. Permission bits do not stop root, so the check creates
     and removes a file there: read-only mounts, immutable directories and full inode tables all fail it."""
@@ -62,9 +75,11 @@ def check_output_dir(directory: str | Path) -> Path:
     if not directory.is_dir():
         what = "is not a directory" if directory.exists() else "not found"
         raise UserError(f"{directory}: output directory {what}")
+    _remove_dead(directory, WRITE_TEST)  # a job killed during its own test
+    probe = directory / _mine(WRITE_TEST)
     try:
-        with tempfile.NamedTemporaryFile(dir=directory, prefix=".deepflows-write-test-"):
-            pass
+        probe.touch()
+        probe.unlink()
     except OSError as err:
         raise UserError(f"{directory}: output directory is not writable ({err.strerror})") from None
     return directory
