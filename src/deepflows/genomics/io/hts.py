@@ -179,27 +179,25 @@ def check_contigs(reads_path, reads, ref_path, reference, contigs: list[str]) ->
 def _build_atomically(path: Path, indexes: list[Path], command: str, hint: str, build: Callable) -> None:
     """A missing index is built beside the file when we may write there, else we say how to build it.
 
-    `build(tmps)` writes each of `indexes` to a temporary name in the same directory; they are renamed into
-    place (the last one last: its presence is what readers test), so a parallel job sees no index or a whole one.
+    `build(tmps)` writes each of `indexes` to its temporary name beside it (deepflows.outputs.atomic_output, whose
+    temporaries a rerun after kill -9 removes); they are renamed into place the last one last (its presence is
+    what readers test), so a parallel job sees no index or a whole one.
     """
     import pysam
+
+    from deepflows.outputs import atomic_output
 
     if not os.access(path.parent, os.W_OK):
         raise UserError(f"{path}: no index; run `{command} {path}`")
     log.info("indexing %s", path)
-    tmps = [index.with_name(f".{index.name}.{os.getpid()}.{threading.get_ident()}.tmp") for index in indexes]
-    try:
+    with contextlib.ExitStack() as stack:
+        # entered last to first, so that they leave (and rename) first to last
+        tmps = [stack.enter_context(atomic_output(index)) for index in reversed(indexes)][::-1]
         with htslib_call(path, "cannot index") as held:
             try:
                 build(tmps)
             except pysam.utils.SamtoolsError as err:
                 raise UserError(f"{path}: cannot index ({held.diagnosis() or _last_line(err)}); {hint}") from None
-        for tmp, index in zip(tmps, indexes):
-            os.replace(tmp, index)
-    finally:
-        for tmp in tmps:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
 
 
 def _build_fasta_index(path: Path, fai: Path, gzi: Path | None) -> None:
