@@ -283,3 +283,178 @@ def test_bad_inputs(store, tmp_path, capsys):
     assert "not a deepflows training store" in _message(capsys, args(store / "train", good))
     assert main(["train", "--examples", str(store), "--config", str(good), "--workdir", str(tmp_path / "w"),
                  "--steps", "0"]) == 2  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- init: fine-tuning from a model
+
+
+INIT_STEPS = 20
+
+
+def init_config(model_dir, **training) -> dict:
+    """CONFIG started from `model_dir`, short; warmup over every step: the first update has learning rate 0."""
+    cfg = json.loads(json.dumps(CONFIG))
+    cfg["init"] = {"model": str(model_dir)}
+    cfg["schedule"]["warmup_steps"] = INIT_STEPS
+    cfg["training"].update(steps=INIT_STEPS, **training)
+    cfg["evaluation"]["every"] = 10
+    return cfg
+
+
+def model_weights(model_dir: Path) -> dict:
+    import jax
+    from flax import serialization
+
+    blob = serialization.msgpack_restore((model_dir / "weights.msgpack").read_bytes())
+    leaves = jax.tree_util.tree_leaves_with_path(blob)
+    return {jax.tree_util.keystr(k).replace("'", ""): np.asarray(v) for k, v in leaves}
+
+
+def checkpoint_params(workdir: Path, step: int) -> dict:
+    """The model part of checkpoint `step`, keyed like model_weights (list indices are text in a checkpoint)."""
+    import jax
+    import orbax.checkpoint as ocp
+
+    manager = ocp.CheckpointManager((workdir / "checkpoints").resolve())
+    state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    leaves = jax.tree_util.tree_leaves_with_path(state["state"]["model"])
+    return {jax.tree_util.keystr(k).replace("'", ""): np.asarray(v) for k, v in leaves}
+
+
+def test_init_starts_from_the_model(reference, store, tmp_path):
+    from deepflows.nn.train import train
+
+    source = reference[0] / "model"
+    source_meta = json.loads((source / "model.json").read_text())
+    workdir = tmp_path / "run"
+    stopped = train(store, init_config(source), workdir, stop_at=1)
+    assert stopped["stopped_at"] == 1 and stopped["init"] == {"model": str(source), "sha256": source_meta["sha256"]}
+    # After one update at learning rate 0 the parameters are still exactly the source model's.
+    got, want = checkpoint_params(workdir, 1), model_weights(source)
+    assert got.keys() == want.keys() and all(np.array_equal(got[k], want[k]) for k in want)
+    # The step-0 line: where the run started, and the source model's tune metrics (as its own export measured).
+    first = json.loads((workdir / "metrics.jsonl").read_text().splitlines()[0])
+    assert first["step"] == 0 and first["split"] == "init" and first["sha256"] == source_meta["sha256"]
+    assert first["loss"] == pytest.approx(source_meta["tune_metrics"]["loss"], rel=1e-6)
+    assert first["accuracy"] == source_meta["tune_metrics"]["accuracy"]
+    assert json.loads((workdir / "run.json").read_text())["init"] == stopped["init"]
+
+    # Resumed: its own checkpoint, not the init directory (gone now), and the exported model.json records init.
+    moved = tmp_path / "moved"
+    shutil.copytree(source, moved)
+    config = init_config(moved)
+    first = train(store, config, tmp_path / "a", stop_at=15)
+    shutil.rmtree(moved)
+    done = train(store, config, tmp_path / "a")
+    assert first["init"] == done["init"] == {"model": str(moved), "sha256": source_meta["sha256"]}
+    meta = json.loads((tmp_path / "a" / "model" / "model.json").read_text())
+    assert meta["init"] == done["init"] and meta["training_config"]["init"] == {"model": str(moved)}
+    assert json.loads((tmp_path / "a" / "best" / "model.json").read_text())["init"] == done["init"]
+    # ... ending exactly as a run that was never interrupted (the step-0 line is not repeated)
+    shutil.copytree(source, moved)
+    uninterrupted = train(store, config, tmp_path / "b")
+    assert sha(tmp_path / "a" / "model" / "weights.msgpack") == sha(tmp_path / "b" / "model" / "weights.msgpack")
+    a, b = final_weights(tmp_path / "a"), final_weights(tmp_path / "b")
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [0, 10, 10, 15, 20, 20] and uninterrupted["sha256"] == done["sha256"]
+    # A fine-tuned model differs from its source, and from a run from random weights.
+    assert uninterrupted["sha256"] not in (source_meta["sha256"], reference[1]["sha256"])
+
+    # The resume check includes init: another model, or none, is refused.
+    with pytest.raises(UserError, match=r"different config \(init.model: '.*moved' there, '.*other' here\)"):
+        train(store, init_config(tmp_path / "other"), tmp_path / "a")
+    no_init = init_config(moved)
+    del no_init["init"]
+    with pytest.raises(UserError, match=r"different config \(init: \{'model': '.*moved'\} there, '\(absent\)' here\)"):
+        train(store, no_init, tmp_path / "a")
+    # init: null is a random init, exactly as without the key
+    from deepflows.nn.train import load_train_config
+
+    assert load_train_config({**CONFIG, "init": None}) == load_train_config(CONFIG)
+
+
+def test_init_float16_weights_train_as_float32(reference, store, tmp_path):
+    """A model exported as float16 (as the focus model is) loads into float32 parameters; --init on the CLI."""
+    from flax import serialization
+
+    import jax
+
+    source = reference[0] / "model"
+    half = tmp_path / "half"
+    shutil.copytree(source, half)
+    weights = serialization.msgpack_restore((source / "weights.msgpack").read_bytes())
+    blob = serialization.msgpack_serialize(jax.tree.map(lambda a: np.asarray(a).astype(np.float16), weights))
+    (half / "weights.msgpack").write_bytes(blob)
+    meta = json.loads((half / "model.json").read_text())
+    meta["sha256"] = hashlib.sha256(blob).hexdigest()
+    (half / "model.json").write_text(json.dumps(meta))
+
+    cfg = init_config(source)
+    del cfg["init"]
+    config = write_config(tmp_path / "cfg.yaml", cfg)
+    workdir = tmp_path / "run"
+    assert main(["train", "--examples", str(store), "--config", str(config), "--workdir", str(workdir),
+                 "--init", str(half), "--stop-at", "1"]) == 0  # fmt: skip
+    got, want = checkpoint_params(workdir, 1), model_weights(half)
+    assert all(got[k].dtype == np.float32 and np.array_equal(got[k], want[k].astype(np.float32)) for k in want)
+    run = json.loads((workdir / "run.json").read_text())
+    assert run["config"]["init"] == {"model": str(half)} and run["init"]["sha256"] == meta["sha256"]
+
+
+def test_init_refuses_what_does_not_fit(reference, store, tmp_path, capsys):
+    source = reference[0] / "model"
+    argv = lambda cfg, init: ["train", "--examples", str(store), "--config",
+                              str(write_config(tmp_path / "c.yaml", cfg)), "--workdir", str(tmp_path / "w"),
+                              "--init", str(init)]  # fmt: skip
+
+    def refused(change, init, *expected):
+        cfg = init_config(source)
+        change(cfg)
+        assert main(argv(cfg, init)) == 2
+        errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+        assert len(errors) == 1 and "init.model: " in errors[0], errors  # one line
+        assert all(e in errors[0] for e in expected), errors[0]
+
+    refused(lambda c: c["model"]["options"].update(widths=[4, 8]), source,
+            "its options.widths [8, 16] differs from the config's model.options.widths [4, 8]")
+    refused(lambda c: c["model"]["options"].update(dropout=0.3), source, "options.dropout 0.1", "dropout 0.3")
+    refused(lambda c: c["model"].update(architecture="read_set", options={}), source,
+            "its architecture 'small_cnn' differs from the config's model.architecture 'read_set'")
+    swapped = tmp_path / "swapped"
+    shutil.copytree(source, swapped)
+    meta = json.loads((swapped / "model.json").read_text())
+    meta["channels"] = [meta["channels"][1], meta["channels"][0], *meta["channels"][2:]]
+    (swapped / "model.json").write_text(json.dumps(meta))
+    refused(lambda c: None, swapped, "its channels ['base_quality', 'read_base'", "differ from the training store's "
+            "['read_base', 'base_quality'")  # fmt: skip
+    meta["channels"], meta["input_shape"] = CHANNELS, [12, 30, 7]
+    (swapped / "model.json").write_text(json.dumps(meta))
+    refused(lambda c: None, swapped, "its input_shape [12, 30, 7] differs from the training store's [12, 20, 7]")
+    refused(lambda c: None, tmp_path, "not a model directory (no model.json)")
+    refused(lambda c: None, tmp_path / "absent", "not a model directory (no such directory")
+    assert not (tmp_path / "w").exists()  # refused before the workdir is touched
+
+    # An option left out on one side and set to its default on the other is no difference.
+    from deepflows.nn.data import open_split
+    from deepflows.nn.train import _init_mismatch, load_train_config
+
+    cfg = load_train_config(init_config(source))
+    cfg["model"]["options"]["centre"] = 16  # small_cnn's default
+    assert _init_mismatch(json.loads((source / "model.json").read_text()), cfg, open_split(store, "train")) is None
+
+
+def test_training_configs_validate():
+    """config/model/*.yaml are valid; read_set_finetune.yaml is read_set.yaml's model, started from v8."""
+    from deepflows.nn.train import load_train_config
+
+    root = Path(__file__).resolve().parents[1] / "config" / "model"
+    configs = {p.stem: load_train_config(p) for p in sorted(root.glob("*.yaml"))}
+    finetune, base = configs["read_set_finetune"], configs["read_set"]
+    assert finetune["init"] == {"model": "resources/models/wgs-illumina-v8"} and "init" not in base
+    assert finetune["model"] == base["model"] and finetune["optimizer"] == base["optimizer"]
+    assert finetune["schedule"] == {**base["schedule"], "learning_rate": 0.0003, "warmup_steps": 100,
+                                    "end_learning_rate": 0.00001}  # fmt: skip
+    t = finetune["training"]
+    assert (t["steps"], t["batch_size"], t["seed"]) == (3000, 64, 1)
+    assert finetune["evaluation"]["every"] == 250 and finetune["evaluation"]["select_by"] == "loss"

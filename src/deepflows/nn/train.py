@@ -1,12 +1,20 @@
 """`deepflows train`: train a pileup classifier on a training store, resumable from its workdir.
 
     deepflows train --examples train.zarr --config config/model/small_cnn.yaml --workdir runs/small_cnn
-                    [--steps N] [--seed S] [--stop-at STEP]
+                    [--steps N] [--seed S] [--init MODEL_DIR] [--stop-at STEP]
 
 The store is one made by `deepflows shuffle-examples` (splits `train` and `tune`). The config (YAML,
 validated against SCHEMA below; config/model/*.yaml are examples) names the architecture and its
 options, the optimizer and learning-rate schedule, batch size, steps, class weighting or balanced
 sampling, evaluation and checkpoint intervals, and the seed.
+
+Fine-tuning: `init: {model: MODEL_DIR}` in the config (or `--init MODEL_DIR`) starts a fresh run from an
+exported model directory's weights instead of a random init, as DeepVariant trains its exome model from
+the WGS checkpoint (config/model/read_set_finetune.yaml). The model directory must hold the config's
+architecture and options and read examples of the store's shape and channel order. Only step 0 loads it:
+a resumed run restores its own checkpoint. run.json, metrics.jsonl (a step-0 line of split "init", with
+the starting weights' tune metrics) and the exported model.json (`init`) record the directory and the
+sha256 of its weights.
 
 Workdir:
 
@@ -86,6 +94,20 @@ def _schema() -> dict:
                                 "description": "keyword arguments of the architecture, e.g. widths, dropout"},
                 },
             },
+            "init": {
+                "type": ["object", "null"],
+                "additionalProperties": False,
+                "required": ["model"],
+                "properties": {
+                    "model": {"type": "string", "minLength": 1,
+                              "description": "an exported model directory (model.json + weights.msgpack); a "
+                                             "relative path is looked up in the working directory, then in "
+                                             "the deepflows checkout (shipped models)"},
+                },
+                "description": "fine-tuning: start a fresh run from this model's weights (same architecture, "
+                               "options, input shape and channel order) instead of a random init; absent or "
+                               "null: random init. A resumed run restores its own checkpoint instead",
+            },
             "optimizer": OPTIMIZER_SCHEMA,
             "schedule": SCHEDULE_SCHEMA,
             "training": {
@@ -152,6 +174,8 @@ def load_train_config(config: str | Path | dict, source: str | None = None) -> d
             raise ConfigError(f"{config}: training config not found")
         raw, source = read_yaml(config), source or str(config)
     cfg = validate_config(raw, source, SCHEMA, combinations=False)
+    if cfg.get("init", ...) is None:  # init: null is a random init, as without the key (run.json stays as it was)
+        del cfg["init"]
     t = cfg["training"]
     if t["sampling"] == "balanced" and t["class_weights"] != "none":
         raise ConfigError(f"{source}: training.sampling: balanced already evens out the classes; "
@@ -170,13 +194,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="checkpoints, metrics and the exported model (DIR/model); rerun to resume")
     p.add_argument("--steps", type=int, metavar="N", help="override training.steps")
     p.add_argument("--seed", type=int, metavar="S", help="override training.seed")
+    p.add_argument("--init", metavar="MODEL_DIR",
+                   help="override init.model: start from this exported model's weights (fine-tuning); "
+                        "a resumed run restores its own checkpoint instead")  # fmt: skip
     p.add_argument("--stop-at", type=int, metavar="STEP",
                    help="save a checkpoint at STEP and exit without exporting, as if preempted (rerun to go on)")
 
 
 def run(args: argparse.Namespace) -> None:
     summary = train(args.examples, args.config, args.workdir, steps=args.steps, seed=args.seed, stop_at=args.stop_at,
-                    command=getattr(args, "command_line", "deepflows train"))  # fmt: skip
+                    init=args.init, command=getattr(args, "command_line", "deepflows train"))  # fmt: skip
     log.info("%s", json.dumps(summary))
 
 
@@ -221,6 +248,62 @@ def class_weights(cfg: dict, counts: np.ndarray) -> np.ndarray:
         weights = np.where(present, counts.sum() / (present.sum() * np.maximum(counts, 1)), 0.0)
         return weights.astype(np.float32)
     return np.asarray(setting, np.float32)
+
+
+def _init_mismatch(meta: dict, cfg: dict, split) -> str | None:
+    """What keeps a model directory (its model.json) from starting this run: the first of architecture,
+    options (with the architecture's defaults filled in on both sides), input shape and channel order that
+    differs, with both values; None if it fits."""
+    from deepflows.nn.models import architecture_options
+
+    ours = cfg["model"]["architecture"]
+    if meta["architecture"] != ours:
+        return f"its architecture {meta['architecture']!r} differs from the config's model.architecture {ours!r}"
+    defaults = architecture_options(ours)
+    theirs, mine = ({**defaults, **options} for options in (meta["options"], cfg["model"]["options"]))
+    theirs, mine = json.loads(json.dumps(theirs, default=str)), json.loads(json.dumps(mine, default=str))
+    for key in sorted(set(theirs) | set(mine)):
+        if theirs.get(key, "(absent)") != mine.get(key, "(absent)"):
+            return (f"its options.{key} {json.dumps(theirs.get(key, '(absent)'))} differs from the config's "
+                    f"model.options.{key} {json.dumps(mine.get(key, '(absent)'))}")  # fmt: skip
+    if list(meta["input_shape"]) != list(split.shape):
+        return f"its input_shape {list(meta['input_shape'])} differs from the training store's {list(split.shape)}"
+    if list(meta["channels"]) != list(split.channels):
+        return f"its channels {list(meta['channels'])} differ from the training store's {list(split.channels)}"
+    return None
+
+
+def start_from(path: str, model, cfg: dict, split) -> dict:
+    """Put the weights of the model directory `path` (init.model) into the freshly built `model`, in place
+    (fine-tuning); {"model": path, "sha256": of its weights, as its model.json records it}. One line when the
+    directory is not a model or does not fit the config and store (see _init_mismatch)."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from deepflows.config import resolve_shipped
+    from deepflows.nn.model_dir import _weight_state, load_model, model_description
+
+    where = resolve_shipped(path)
+    try:
+        problem = _init_mismatch(model_description(where), cfg, split)
+        if problem:
+            raise UserError(f"{where}: {problem}; fine-tuning needs a model of the config's architecture and "
+                            "options that reads the store's input shape and channel order")  # fmt: skip
+        source, meta = load_model(where)  # checks the weights' sha256 and that they fit the architecture
+    except UserError as err:
+        raise UserError(f"init.model: {err}") from None
+    if "realign" in meta and bool(meta["realign"]) != realigned(split.attrs):
+        log.warning("init.model %s was trained on examples made %s --realign, the training store's were made %s it",
+                    path, *(("with", "without") if meta["realign"] else ("without", "with")))  # fmt: skip
+    # Cast to the fresh model's dtypes (float32): a model exported as float16 (as focus_train.half_precision does)
+    # would otherwise train in float16, where Adam's updates overflow.
+    target = nnx.state(model, _weight_state())
+    weights = nnx.to_pure_dict(nnx.state(source, _weight_state()))
+    nnx.replace_by_pure_dict(target, jax.tree.map(lambda want, got: jnp.asarray(got, dtype=want.dtype),
+                                                  nnx.to_pure_dict(target), weights))  # fmt: skip
+    nnx.update(model, target)
+    return {"model": path, "sha256": meta["sha256"]}
 
 
 def _replace_dir(tmp: Path, target: Path) -> None:
@@ -454,7 +537,7 @@ class MetricsLog:
     def __init__(self, path: Path, start_step: int):
         self.path = path
         kept = []
-        if path.exists():
+        if path.exists() and start_step > 0:  # a fresh run keeps nothing (a killed attempt's step-0 line)
             for line in path.read_text().splitlines():
                 with contextlib.suppress(json.JSONDecodeError):
                     if json.loads(line)["step"] <= start_step:
@@ -485,6 +568,10 @@ def plot_metrics(metrics: Path, out: Path) -> None:
         if split == "tune":
             ax_acc.plot(steps, [r["balanced_accuracy"] for r in rows], "s--", label="tune balanced accuracy",
                         markersize=3)  # fmt: skip
+    start = [r for r in records if r.get("split") == "init" and "loss" in r]
+    if start:  # fine-tuning: the starting weights on the tune split
+        ax_loss.plot([0], [start[0]["loss"]], "*", label="tune, init model", markersize=8)
+        ax_acc.plot([0], [start[0]["accuracy"]], "*", label="tune accuracy, init model", markersize=8)
     ax_loss.set(xlabel="step", ylabel="loss (cross-entropy)", title="loss")
     ax_acc.set(xlabel="step", ylabel="accuracy", title="accuracy", ylim=(0, 1.02))
     for ax in (ax_loss, ax_acc):
@@ -501,7 +588,7 @@ def plot_metrics(metrics: Path, out: Path) -> None:
 
 
 def train(examples, config, workdir, *, steps: int | None = None, seed: int | None = None, stop_at: int | None = None,
-          command: str = "deepflows train") -> dict:  # fmt: skip
+          init: str | None = None, command: str = "deepflows train") -> dict:  # fmt: skip
     """Train (or resume) in `workdir`; returns a summary. See the module docstring."""
     from deepflows.nn.data import open_split, store_fingerprint
     from deepflows.nn.model_dir import write_json
@@ -518,6 +605,10 @@ def train(examples, config, workdir, *, steps: int | None = None, seed: int | No
         if seed < 0:
             raise UserError(f"--seed {seed}: must not be negative")
         cfg["training"]["seed"] = seed
+    if init is not None:
+        if not init:
+            raise UserError("--init: give a model directory")
+        cfg["init"] = {"model": str(init)}
     t, ev = cfg["training"], cfg["evaluation"]
     total = t["steps"]
     if stop_at is not None and not 1 <= stop_at:
@@ -538,12 +629,17 @@ def train(examples, config, workdir, *, steps: int | None = None, seed: int | No
     # Built before the workdir is touched, so a wrong model option fails without leaving anything behind.
     model = build_model(cfg["model"]["architecture"], cfg["model"]["options"], len(train_split.channels),
                         cfg["training"]["seed"])  # fmt: skip
+    # Fine-tuning: a fresh run starts from init.model's weights (checked, like the options, before the workdir is
+    # touched); a resumed run restores its checkpoint and takes what it started from from run.json.
+    started_from = None
+    if "init" in cfg and not Checkpoints.exist(Path(workdir) / "checkpoints"):
+        started_from = start_from(cfg["init"]["model"], model, cfg, train_split)
 
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     with _workdir_lock(workdir):
-        record = {"config": cfg, "store": store}
         run_json = workdir / RUN_JSON
+        loaded = started_from is not None
         if run_json.exists() and Checkpoints.exist(workdir / "checkpoints"):
             previous = json.loads(run_json.read_text())
             if previous.get("store", {}).get("sha256") != store["sha256"]:
@@ -556,11 +652,21 @@ def train(examples, config, workdir, *, steps: int | None = None, seed: int | No
                 raise UserError(f"{workdir}: holds a checkpointed run with a different config ({key}: "
                                 f"{_get(previous['config'], where)!r} there, {_get(cfg, where)!r} here){hint}; "
                                 "refusing to resume: use another --workdir or remove this one")  # fmt: skip
+            if "init" in cfg:
+                started_from = previous.get("init") or started_from
+                if started_from is None:  # a run.json that lacks it (edited): the directory's model.json
+                    from deepflows.config import resolve_shipped
+                    from deepflows.nn.model_dir import model_description
+
+                    sha = model_description(resolve_shipped(cfg["init"]["model"]))["sha256"]
+                    started_from = {"model": cfg["init"]["model"], "sha256": sha}
+        record = {"config": cfg, "store": store, **({"init": started_from} if started_from else {})}
         write_json(run_json, {**record, "command": command})
-        return _train(cfg, model, train_split, tune_split, store, workdir, stop_at, command)
+        return _train(cfg, model, train_split, tune_split, store, workdir, stop_at, command, started_from, loaded)
 
 
-def _train(cfg, model, train_split, tune_split, store, workdir: Path, stop_at, command) -> dict:
+def _train(cfg, model, train_split, tune_split, store, workdir: Path, stop_at, command, started_from=None,
+           loaded=False) -> dict:  # fmt: skip
     import jax
     from flax import nnx
     from tqdm import tqdm
@@ -597,7 +703,6 @@ def _train(cfg, model, train_split, tune_split, store, workdir: Path, stop_at, c
     metrics = MetricsLog(workdir / METRICS, start)
     # The cached partial skips re-walking the model and optimizer graphs on every step.
     train_step = nnx.cached_partial(_steps()[0], model, optimizer)
-    eval_batch = ev["batch_size"] or batch_size
     best_dir = workdir / "best"
     base_meta = {
         "architecture": cfg["model"]["architecture"],
@@ -615,11 +720,24 @@ def _train(cfg, model, train_split, tune_split, store, workdir: Path, stop_at, c
         "deepflows_version": __version__,
         "jax_version": jax.__version__,
         "hardware": [f"{d.platform}:{d.device_kind}" for d in jax.devices()],
+        **({"init": started_from} if started_from else {}),
     }  # fmt: skip
     log.info("%s on %s: %d train examples %s, class weights %s, batch %d, steps %d..%d of %d",
              cfg["model"]["architecture"], base_meta["hardware"][0], train_split.n,
              base_meta["training_data"]["train_classes"], np.round(weights, 3).tolist(), batch_size, start, end,
              total)  # fmt: skip
+    fresh = loaded and start == 0  # this process put init.model's weights into the model, and trains from step 0
+    if started_from:
+        log.info("fine-tuning: %s %s (weights sha256 %s)%s", "starting from" if fresh else "started from",
+                 started_from["model"], started_from["sha256"],
+                 "" if fresh else f"; resumed at step {start} from its own checkpoint")  # fmt: skip
+    eval_batch = ev["batch_size"] or batch_size
+    if fresh:  # the step-0 line: where the run started, and how the starting weights do on tune
+        result = evaluate(model, tune_split, eval_batch, ev["max_examples"]) if tune_split is not None else {}
+        metrics.write({"step": 0, "split": "init", **started_from, **result})
+        if result:
+            log.info("init model on tune: loss %.4f accuracy %.4f balanced %.4f", result["loss"], result["accuracy"],
+                     result["balanced_accuracy"] or 0.0)  # fmt: skip
 
     started, plotted = time.perf_counter(), -math.inf
 
@@ -701,7 +819,8 @@ def _train(cfg, model, train_split, tune_split, store, workdir: Path, stop_at, c
     last = max(start, end)
     if last < total:
         log.info("stopped at step %d of %d as asked (--stop-at); rerun without it to go on", last, total)
-        return {"stopped_at": last, "steps": total, "workdir": str(workdir)}
+        return {"stopped_at": last, "steps": total, "workdir": str(workdir),
+                **({"init": started_from} if started_from else {})}
 
     # Export: the best model by the tune metric, or the final weights without evaluation.
     meta = {**base_meta, "steps": total, "wall_seconds": round(wall, 2)}
@@ -721,4 +840,5 @@ def _train(cfg, model, train_split, tune_split, store, workdir: Path, stop_at, c
     _replace_dir(tmp, workdir / "model")
     log.info("model (step %d of %d, %s) -> %s", meta["best_step"], total, meta["selected_by"], workdir / "model")
     return {"model": str(workdir / "model"), "steps": total, "best_step": meta["best_step"],
-            "tune_metrics": meta["tune_metrics"], "wall_seconds": meta["wall_seconds"], "sha256": meta["sha256"]}
+            "tune_metrics": meta["tune_metrics"], "wall_seconds": meta["wall_seconds"], "sha256": meta["sha256"],
+            **({"init": started_from} if started_from else {})}
