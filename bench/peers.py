@@ -15,8 +15,18 @@ Cases:
   sim-hard  the harder evaluation set (20x 2x100, doubled random error rate), same target
   sim-clean the sim-eval regions and seed without systematic artifacts (no error hotspots or homopolymer
             slippage: only random, quality-driven errors), same target
+  pcr-plus  a PCR+ WGS library at 30x (GC bias, PCR duplicates marked with samtools markdup, PCR stutter in
+            homopolymers and short tandem repeats), the sim-eval regions, same target
+  wes       a simulated exome in the sim-eval regions (exon-like capture targets covering 30% of them, 100x
+            on-target, log-normal depth between targets, off-target reads, duplicates marked), same target;
+            every caller calls the targets +- 50 bp (deepflows: --preset wes --targets) and only the targets
+            are scored (benchmark --targets, as hap.py -T)
 
-    python bench/peers.py [--cases na12878,sim-eval,sim-eval2,sim-hard,sim-clean] [--model DIR]
+Several deepflows models side by side on the same examples: --model NAME=DIR ... (default: the shipped
+wgs-illumina); the preset's shipped model is not chosen for you, so the comparison is explicit:
+
+    python bench/peers.py [--cases na12878,sim-eval,sim-eval2,sim-hard,sim-clean,pcr-plus,wes]
+                          [--model v8=resources/models/wgs-illumina-v8 wes=resources/models/wes-illumina]
 """
 
 from __future__ import annotations
@@ -52,10 +62,11 @@ def cases() -> dict[str, dict]:
             "confident": DATA / "test_nist.b37_chr20_100kbp_at_10mb.bed",
             "regions": ["chr20:10,000,001-10,010,000"],
             "published": {"deepvariant (golden)": DATA / "deepvariant_golden/golden.postprocess_single_site_output.vcf"},
+            "targets": None,
         },
     }  # fmt: skip
     for name, folder in (("sim-eval", "standard"), ("sim-eval2", "standard2"), ("sim-hard", "hard"),
-                         ("sim-clean", "clean")):  # fmt: skip
+                         ("sim-clean", "clean"), ("pcr-plus", "pcr-plus"), ("wes", "wes")):  # fmt: skip
         prefix = EVAL / folder / "reads"
         table[name] = {
             "reads": Path(f"{prefix}.bam"),
@@ -64,6 +75,7 @@ def cases() -> dict[str, dict]:
             "confident": Path(f"{prefix}.confident.bed"),
             "regions": ["chr20:4,900,001-5,200,000", "chr20:8,900,001-9,200,000"],
             "published": {},
+            "targets": EVAL / folder / "targets.bed" if name == "wes" else None,
         }
     return table
 
@@ -79,30 +91,69 @@ def plain_reference(fasta: Path) -> Path:
     return plain
 
 
-def callers(case: dict, work: Path, model: Path) -> dict[str, str]:
-    """Shell commands, one per caller, each writing `work/<caller>.vcf.gz`."""
+def padded_targets(targets: Path, work: Path) -> Path:
+    """The capture targets +- the wes preset's padding, merged: where every caller looks in an exome."""
+    from deepflows.genomics.presets import get_preset
+
+    padding = get_preset("wes").target_padding
+    intervals = []
+    for line in targets.read_text().splitlines():
+        contig, start, end = line.split("\t")[:3]
+        intervals.append([contig, max(int(start) - padding, 0), int(end) + padding])
+    merged = []
+    for interval in sorted(intervals, key=lambda iv: (iv[0], iv[1])):
+        if merged and merged[-1][0] == interval[0] and interval[1] <= merged[-1][2]:
+            merged[-1][2] = max(merged[-1][2], interval[2])
+        else:
+            merged.append(interval)
+    out = work / "padded_targets.bed"
+    out.write_text("".join(f"{c}\t{a}\t{b}\n" for c, a, b in merged))
+    return out
+
+
+def callers(case: dict, work: Path, models: dict[str, Path]) -> dict[str, str]:
+    """Shell commands, one per caller, each writing `work/<caller>.vcf.gz`. The deepflows models share one
+    make-examples run (the first model's command makes the examples; their featurisation must agree)."""
     ref, reads = case["ref"], case["reads"]
     bcf_regions = ",".join(r.replace(",", "") for r in case["regions"])
     fb_regions = " ".join(f"--region {r.replace(',', '')}" for r in case["regions"])
     plain = plain_reference(ref)
-    call, post = call_and_postprocess([work / "examples.zarr"], model, work / "probs.zarr", ref,
-                                      work / "deepflows.vcf.gz", logs=work)  # fmt: skip
-    return {
-        "deepflows": f"{deepflows()} make-examples --reads {reads} --ref {ref} --regions {bcf_regions.replace(',', ' ')}"
-                     f" --sample sample --out {work}/examples.zarr{featurizer_flags(model)} 2> {work}/make_examples.log"
-                     f" && {call} && {post}",
-        "bcftools": f"bcftools mpileup -f {ref} -r {bcf_regions} -a AD,DP {reads} 2>/dev/null"
+    preset = f" --preset wes --targets {case['targets']}" if case["targets"] else ""
+    if case["targets"]:
+        padded = padded_targets(case["targets"], work)
+        bcf_where, fb_where = f"-R {padded}", f"--targets {padded}"
+    else:
+        bcf_where, fb_where = f"-r {bcf_regions}", fb_regions
+    flags = {featurizer_flags(model) for model in models.values()}
+    if len(flags) > 1:
+        raise SystemExit(f"--model: the models featurize differently ({', '.join(sorted(flags))}); bench them apart")
+    make_examples = (f"{deepflows()} make-examples --reads {reads} --ref {ref} --regions {bcf_regions.replace(',', ' ')}"
+                     f"{preset} --sample sample --out {work}/examples.zarr{flags.pop()} 2> {work}/make_examples.log")
+    commands = {}
+    for i, (name, model) in enumerate(models.items()):
+        caller = deepflows_caller(name)
+        (work / caller).mkdir()
+        call, post = call_and_postprocess([work / "examples.zarr"], model, work / caller / "probs.zarr", ref,
+                                          work / f"{caller}.vcf.gz", logs=work / caller)  # fmt: skip
+        commands[caller] = f"{make_examples} && {call} && {post}" if i == 0 else f"{call} && {post}"
+    return commands | {
+        "bcftools": f"bcftools mpileup -f {ref} {bcf_where} -a AD,DP {reads} 2>/dev/null"
                     f" | bcftools call -mv -Oz -o {work}/bcftools.vcf.gz",
-        "freebayes": f"freebayes -f {plain} {fb_regions} {reads} | bgzip > {work}/freebayes.vcf.gz",
+        "freebayes": f"freebayes -f {plain} {fb_where} {reads} | bgzip > {work}/freebayes.vcf.gz",
     }  # fmt: skip
+
+
+def deepflows_caller(name: str) -> str:
+    return "deepflows" if name == "" else f"deepflows-{name}"
 
 
 def score(case: dict, vcf: Path, out: Path) -> dict:
     """PASS rows of `deepflows benchmark`, by type."""
     regions = [arg for r in case["regions"] for arg in ("--regions", r)]
+    targets = ["--targets", str(case["targets"])] if case["targets"] else []
     with open(out.with_suffix(".log"), "w") as log:
         subprocess.run([deepflows(), "benchmark", "--truth", str(case["truth"]), "--confident", str(case["confident"]),
-                        "--query", str(vcf), "--ref", str(case["ref"]), *regions, "--out", str(out)],
+                        "--query", str(vcf), "--ref", str(case["ref"]), *regions, *targets, "--out", str(out)],
                        check=True, stdout=subprocess.DEVNULL, stderr=log)  # fmt: skip
     rows = {}
     with open(out / "summary.csv") as handle:
@@ -118,8 +169,8 @@ def score(case: dict, vcf: Path, out: Path) -> dict:
     return rows
 
 
-def run_case(name: str, case: dict, model: Path) -> list[dict]:
-    for key in ("reads", "ref", "truth", "confident"):
+def run_case(name: str, case: dict, models: dict[str, Path]) -> list[dict]:
+    for key in ("reads", "ref", "truth", "confident", *(["targets"] if case["targets"] else [])):
         if not Path(case[key]).exists():
             raise SystemExit(f"[{name}] {case[key]}: not found" +
                              ("" if name == "na12878" else "; make it with the training_data target (see --help)"))  # fmt: skip
@@ -127,7 +178,7 @@ def run_case(name: str, case: dict, model: Path) -> list[dict]:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     results = []
-    for caller, command in callers(case, work, model).items():
+    for caller, command in callers(case, work, models).items():
         timing = measure(command)
         results.append({"case": name, "caller": caller, **timing,
                         "scores": score(case, work / f"{caller}.vcf.gz", work / f"{caller}.benchmark")})  # fmt: skip
@@ -158,16 +209,26 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)  # fmt: skip
     parser.add_argument("--cases", default="na12878,sim-eval,sim-eval2,sim-hard,sim-clean")
     parser.add_argument("--json", default=str(OUT / "peers.json"))
-    parser.add_argument("--model", type=Path, default=SHIPPED_MODEL, help="deepflows model directory")
+    parser.add_argument("--model", nargs="+", type=model_arg, default=[("", SHIPPED_MODEL)], metavar="[NAME=]DIR",
+                        help="deepflows model directories, each its own caller deepflows-NAME (default: the shipped "
+                             "wgs-illumina, as `deepflows`)")  # fmt: skip
     args = parser.parse_args()
     if not DATA.is_dir():
         raise SystemExit(f"{DATA}: not found; the peers table runs on the shared real data")
-    table = cases()
-    results = [row for name in args.cases.split(",") for row in run_case(name, table[name], args.model)]
+    table, models = cases(), dict(args.model)
+    unknown = [name for name in args.cases.split(",") if name not in table]
+    if unknown:
+        raise SystemExit(f"--cases: unknown {', '.join(unknown)} (known: {', '.join(table)})")
+    results = [row for name in args.cases.split(",") for row in run_case(name, table[name], models)]
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     print(markdown(results))
     print(f"\n(PASS rows of `deepflows benchmark`; each caller on one CPU; JSON: {args.json})")
+
+
+def model_arg(text: str) -> tuple[str, Path]:
+    name, _, directory = text.rpartition("=")
+    return name, Path(directory)
 
 
 if __name__ == "__main__":

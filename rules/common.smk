@@ -15,6 +15,8 @@ from deepflows.config import (
     check_inputs,
     index_files,
     input_paths,
+    marks_duplicates,
+    model_of,
     resolve_shipped,
     validate_merged,
 )
@@ -42,6 +44,8 @@ SIMULATED = config["reads"]["path"] is None
 MODE = "training" if config["make_examples"]["training"] else "calling"
 REALIGN_ARG = "--realign" if config["make_examples"]["realign"] else "--no-realign"  # training and calling alike
 NSHARDS = config["make_examples"]["shards"]
+PRESET = config["preset"]  # deepflows.genomics.presets: make-examples --preset (targets, padding), default model
+MARK_DUPLICATES = marks_duplicates(config)  # rule mark_duplicates runs before make_examples
 BENCHMARK = config["benchmark"]
 TRAINING = config["training_data"]  # rules/variants_train.smk
 EVAL_SETS = sorted(TRAINING["eval_sets"]) if TRAINING["eval_regions"] else []
@@ -112,15 +116,48 @@ def truth_paths(wildcards):
     return vcf, bed
 
 
-def make_examples_inputs(wildcards):
+def markdup_path(sample):
+    """The reads with duplicates flagged, as rule mark_duplicates writes them (temporary)."""
+    return f"results/{sample}/reads/markdup.bam"
+
+
+def examples_reads_path(wildcards):
+    """The reads make_examples reads: with duplicates marked (make_examples.mark_duplicates, or the preset's), or
+    as configured or simulated."""
+    return markdup_path(wildcards.sample) if MARK_DUPLICATES else reads_path(wildcards)
+
+
+def mark_duplicates_inputs(wildcards):
     reads = reads_path(wildcards)
-    inputs = reference_inputs(wildcards) | {"reads": reads, "reads_index": _index_of(reads, "reads", SIMULATED)}
+    inputs = {"reads": reads}
+    if reads.endswith(".cram"):  # only CRAM needs the reference to be read
+        inputs |= reference_inputs(wildcards)
+    return inputs
+
+
+def mark_duplicates_ref_args(wildcards, input):
+    """' --ref FASTA' for CRAM reads, else ''."""
+    return f" --ref {shlex.quote(input.ref)}" if "ref" in input.keys() else ""
+
+
+def make_examples_inputs(wildcards):
+    reads = examples_reads_path(wildcards)
+    generated = SIMULATED or MARK_DUPLICATES  # a rule makes the reads (and their index) then
+    inputs = reference_inputs(wildcards) | {"reads": reads, "reads_index": _index_of(reads, "reads", generated)}
     if wildcards.mode == "training":
         vcf, bed = truth_paths(wildcards)
         inputs.update(_truth_inputs(vcf, SIMULATED), confident=bed)
     if config["make_examples"]["regions_bed"]:
         inputs["regions_bed"] = config["make_examples"]["regions_bed"]
+    if config["targets"]:
+        inputs["targets"] = config["targets"]
     return inputs
+
+
+def make_examples_preset_args(wildcards, input):
+    """'--preset NAME' and, when the config has capture targets, '--targets BED'."""
+    targets = f" --targets {shlex.quote(input.targets)}" if "targets" in input.keys() else ""
+    return f"--preset {PRESET}{targets}"
 
 
 def simulate_region_args(wildcards):
@@ -153,8 +190,9 @@ def benchmark_summary_path(sample=SAMPLE):
 
 
 def model_dir():
-    """`model` as given, or found in the deepflows checkout (shipped models: resources/models/)."""
-    return resolve_shipped(config["model"], workflow.basedir)
+    """`model` as given (null: the preset's shipped model), or found in the deepflows checkout (shipped models:
+    resources/models/)."""
+    return resolve_shipped(model_of(config), workflow.basedir)
 
 
 def model_inputs(wildcards):
@@ -212,12 +250,18 @@ def benchmark_inputs(wildcards):
     inputs |= {f"stratify_{i}": path for i, (_, path) in enumerate(_strata())}
     if config["make_examples"]["regions_bed"]:
         inputs["regions_bed"] = config["make_examples"]["regions_bed"]
+    if config["targets"]:
+        inputs["targets"] = config["targets"]
     return inputs
 
 
 def benchmark_region_args(wildcards, input):
-    """Only the calling regions count: the calls cover no more than make_examples looked at."""
-    return make_examples_region_args(wildcards, input)
+    """Only the calling regions count: the calls cover no more than make_examples looked at; of an exome, its
+    capture targets (unpadded, as hap.py's -T)."""
+    regions = make_examples_region_args(wildcards, input)
+    if "targets" in input.keys():
+        regions = f"{regions} --targets {shlex.quote(input.targets)}".strip()
+    return regions
 
 
 def benchmark_stratify_args(wildcards, input):
@@ -277,6 +321,7 @@ def calling_targets(sample=SAMPLE):
 # The `benchmark:` file of each calling rule; rule run_times reads them back.
 STAGE_BENCHMARKS = {
     "simulate": "benchmarks/{sample}/simulate.tsv",
+    "mark_duplicates": "benchmarks/{sample}/mark_duplicates.tsv",
     "make_examples": "benchmarks/{sample}/make_examples/{mode}/{shard}-of-{nshards}.tsv",
     "call_variants": "benchmarks/{sample}/call_variants.tsv",
     "postprocess": "benchmarks/{sample}/postprocess.tsv",
@@ -288,6 +333,8 @@ def run_time_benchmarks(wildcards):
     """The `benchmark:` files of the sample's calling jobs, keyed `{stage}_{i}` (stage = the rule)."""
     sample = wildcards.sample
     files = {"simulate_0": STAGE_BENCHMARKS["simulate"].format(sample=sample)} if SIMULATED else {}
+    if MARK_DUPLICATES:
+        files["mark_duplicates_0"] = STAGE_BENCHMARKS["mark_duplicates"].format(sample=sample)
     shards = _shard_paths(sample, "calling", STAGE_BENCHMARKS["make_examples"])
     files.update({f"make_examples_{i}": path for i, path in enumerate(shards)})
     for stage in ("call_variants", "postprocess") + (("benchmark",) if benchmark_wanted() else ()):
@@ -427,10 +474,30 @@ def default_targets():
     return [manifest_path()] if MODE == "training" else calling_targets()
 
 
+def simulation_settings(wildcards):
+    """The read simulation of a training chunk (its simulate_cycle entry over `simulate`) or of an eval set."""
+    if "evalset" in wildcards.keys():
+        return TRAINING["eval_sets"][wildcards.evalset]
+    cycle = TRAINING["simulate_cycle"]
+    return TRAINING["simulate"] | (cycle[int(wildcards.chunk) % len(cycle)] if cycle else {})
+
+
+def _captured(wildcards):
+    return "capture" in simulation_settings(wildcards)
+
+
+def _targets_path(wildcards):
+    if "evalset" in wildcards.keys():
+        return f"results/{wildcards.sample}/eval/{wildcards.evalset}/targets.bed"
+    return f"results/{wildcards.sample}/train/chunks/{wildcards.chunk}/targets.bed"
+
+
 def training_simulate_inputs(wildcards):
     inputs = reference_inputs(wildcards)
     if TRAINING["variants"] == "truth":
         inputs.update(_truth_inputs(config["truth"]["vcf"]))
+    if _captured(wildcards):
+        inputs["targets"] = _targets_path(wildcards)
     return inputs
 
 
@@ -440,23 +507,46 @@ def training_variant_args(wildcards, input):
     return f"--random-variants --variant-rate {TRAINING['variant_rate']}"
 
 
-def _artifact_flag(key, value):
+def _flag(key, value):
     value = " ".join(map(str, value)) if isinstance(value, list) else value
     return f" --{key.replace('_', '-')} {value}"
 
 
+# Optional simulate settings -> flags; passed only when set, so configs without them keep their exact commands.
+_OPTIONAL_FLAGS = ("hotspot_rate", "hotspot_beta", "homopolymer_slip_rate", "gc_bias", "duplicate_rate",
+                   "pcr_stutter_rate")  # fmt: skip
+_CAPTURE_FLAGS = {"depth_sigma": "target_depth_sigma", "off_target_fraction": "off_target_fraction"}
+
+
 def _simulation_args(settings):
-    # The artifact settings are passed only when set, so configs without them keep their exact commands.
-    artifacts = "".join(
-        _artifact_flag(key, settings[key])
-        for key in ("hotspot_rate", "hotspot_beta", "homopolymer_slip_rate")
-        if key in settings
-    )
+    optional = "".join(_flag(key, settings[key]) for key in _OPTIONAL_FLAGS if key in settings)
+    capture = settings.get("capture", {})
+    optional += "".join(_flag(flag, capture[key]) for key, flag in _CAPTURE_FLAGS.items() if key in capture)
+    if settings.get("mark_duplicates"):
+        optional += " --mark-duplicates"
     return (
         f"--depth {settings['depth']} --read-length {settings['read_length']}"
         f" --error-rate-scale {settings['error_rate_scale']} --insert-mean {settings['insert_mean']}"
-        f" --insert-sd {settings['insert_sd']} --aligner {settings['aligner']}{artifacts}"
+        f" --insert-sd {settings['insert_sd']} --aligner {settings['aligner']}{optional}"
     )
+
+
+def capture_args(wildcards, input):
+    """simulate's --targets for a captured (exome-like) chunk or set."""
+    return f"--targets {shlex.quote(input.targets)}" if "targets" in input.keys() else ""
+
+
+def capture_fraction(wildcards):
+    return simulation_settings(wildcards)["capture"]["fraction"]
+
+
+def preset_args(wildcards):
+    """make-examples of a captured chunk or set: the exome preset over its targets."""
+    return f"--preset wes --targets {shlex.quote(_targets_path(wildcards))}" if _captured(wildcards) else ""
+
+
+def preset_inputs(wildcards):
+    return {"targets": _targets_path(wildcards)} if _captured(wildcards) else {}
 
 
 def train_chunk_region(wildcards):
@@ -469,9 +559,7 @@ def train_chunk_seed(wildcards):
 
 
 def train_simulation_args(wildcards):
-    cycle = TRAINING["simulate_cycle"]
-    entry = cycle[int(wildcards.chunk) % len(cycle)] if cycle else {}
-    return _simulation_args(TRAINING["simulate"] | entry)
+    return _simulation_args(simulation_settings(wildcards))
 
 
 def training_shards(wildcards):

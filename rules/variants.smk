@@ -49,6 +49,28 @@ rule simulate:
         " --sample {wildcards.sample} --out-prefix {params.prefix:q} 2> {log:q}"
 
 
+# PCR duplicates flagged 0x400 (make_examples skips them) when make_examples.mark_duplicates, or the preset, asks.
+rule mark_duplicates:
+    input:
+        unpack(mark_duplicates_inputs),
+    output:
+        # temp: only make_examples reads it, and it is remade from the reads.
+        bam=temp("results/{sample}/reads/markdup.bam"),
+        bai=temp("results/{sample}/reads/markdup.bam.bai"),
+    params:
+        ref=mark_duplicates_ref_args,
+    log:
+        "logs/{sample}/mark_duplicates.log",
+    benchmark:
+        STAGE_BENCHMARKS["mark_duplicates"]
+    threads: 4
+    conda:
+        "../envs/genomics.yaml"
+    shell:
+        "deepflows mark-duplicates --reads {input.reads:q} --out {output.bam:q} --threads {threads}{params.ref}"
+        " 2> {log:q}"
+
+
 # Scatter: one job per shard; shard i of n owns the i-th of n contiguous, equal-length slices of the regions.
 rule make_examples:
     input:
@@ -63,6 +85,7 @@ rule make_examples:
         seed=config["make_examples"]["seed"],
         realign=REALIGN_ARG,
         gvcf=make_examples_gvcf_args,
+        preset=make_examples_preset_args,
     log:
         "logs/{sample}/make_examples/{mode}/{shard}-of-{nshards}.log",
     benchmark:
@@ -70,7 +93,7 @@ rule make_examples:
     conda:
         "../envs/genomics.yaml"
     shell:
-        "deepflows make-examples --reads {input.reads:q} --ref {input.ref:q} {params.regions}"
+        "deepflows make-examples --reads {input.reads:q} --ref {input.ref:q} {params.preset} {params.regions}"
         " --shard {params.shard} --out {output.examples:q} {params.labels} --seed {params.seed} {params.realign}"
         " --sample {wildcards.sample}{params.gvcf} 2> {log:q}"
 

@@ -36,6 +36,7 @@ rule train_simulate:
         region=train_chunk_region,
         variants=training_variant_args,
         simulation=train_simulation_args,
+        capture=capture_args,
         seed=train_chunk_seed,
     log:
         "logs/{sample}/train/simulate/{chunk}.log",
@@ -45,13 +46,51 @@ rule train_simulate:
         "../envs/genomics.yaml"
     shell:
         "deepflows simulate --ref {input.ref:q} {params.variants} --region {params.region}"
-        " {params.simulation} --seed {params.seed} --threads {threads}"
+        " {params.simulation} {params.capture} --seed {params.seed} --threads {threads}"
         " --sample {wildcards.sample} --out-prefix {params.prefix:q} 2> {log:q}"
+
+
+# Exome-like chunks and sets (`capture` in their simulation): the capture targets they are simulated and called over.
+rule train_targets:
+    input:
+        unpack(reference_inputs),
+    output:
+        "results/{sample}/train/chunks/{chunk}/targets.bed",
+    params:
+        region=train_chunk_region,
+        fraction=capture_fraction,
+        seed=train_chunk_seed,
+    log:
+        "logs/{sample}/train/targets/{chunk}.log",
+    conda:
+        "../envs/genomics.yaml"
+    shell:
+        "deepflows capture-targets --ref {input.ref:q} --region {params.region} --fraction {params.fraction}"
+        " --seed {params.seed} --out {output:q} 2> {log:q}"
+
+
+rule eval_targets:
+    input:
+        unpack(reference_inputs),
+    output:
+        "results/{sample}/eval/{evalset}/targets.bed",
+    params:
+        regions=eval_regions,
+        fraction=capture_fraction,
+        seed=lambda wildcards: TRAINING["eval_sets"][wildcards.evalset]["seed"],
+    log:
+        "logs/{sample}/eval/{evalset}/targets.log",
+    conda:
+        "../envs/genomics.yaml"
+    shell:
+        "deepflows capture-targets --ref {input.ref:q} --region {params.regions} --fraction {params.fraction}"
+        " --seed {params.seed} --out {output:q} 2> {log:q}"
 
 
 rule train_make_examples:
     input:
         unpack(reference_inputs),
+        unpack(preset_inputs),
         reads="results/{sample}/train/chunks/{chunk}/reads.bam",
         reads_index="results/{sample}/train/chunks/{chunk}/reads.bam.bai",
         truth="results/{sample}/train/chunks/{chunk}/reads.truth.vcf.gz",
@@ -62,6 +101,7 @@ rule train_make_examples:
     params:
         seed=config["make_examples"]["seed"],
         realign=REALIGN_ARG,
+        preset=preset_args,
     log:
         "logs/{sample}/train/make_examples/{chunk}.log",
     benchmark:
@@ -70,7 +110,7 @@ rule train_make_examples:
         "../envs/genomics.yaml"
     shell:
         "deepflows make-examples --reads {input.reads:q} --ref {input.ref:q} --regions {input.confident:q}"
-        " --truth {input.truth:q} --confident {input.confident:q} --seed {params.seed} {params.realign}"
+        " --truth {input.truth:q} --confident {input.confident:q} --seed {params.seed} {params.realign} {params.preset}"
         " --sample {wildcards.sample} --out {output:q} 2> {log:q}"
 
 
@@ -117,6 +157,7 @@ rule eval_simulate:
         regions=eval_regions,
         variants=training_variant_args,
         simulation=eval_simulation_args,
+        capture=capture_args,
     log:
         "logs/{sample}/eval/{evalset}/simulate.log",
     benchmark:
@@ -125,7 +166,7 @@ rule eval_simulate:
         "../envs/genomics.yaml"
     shell:
         "deepflows simulate --ref {input.ref:q} {params.variants} --region {params.regions}"
-        " {params.simulation} --threads {threads} --sample {wildcards.sample} --out-prefix {params.prefix:q}"
+        " {params.simulation} {params.capture} --threads {threads} --sample {wildcards.sample} --out-prefix {params.prefix:q}"
         " 2> {log:q}"
 
 
@@ -133,6 +174,7 @@ rule eval_simulate:
 rule eval_make_examples:
     input:
         unpack(reference_inputs),
+        unpack(preset_inputs),
         reads="results/{sample}/eval/{evalset}/reads.bam",
         reads_index="results/{sample}/eval/{evalset}/reads.bam.bai",
     output:
@@ -142,6 +184,7 @@ rule eval_make_examples:
         regions=eval_regions,
         seed=config["make_examples"]["seed"],
         realign=REALIGN_ARG,
+        preset=preset_args,
     log:
         "logs/{sample}/eval/{evalset}/make_examples/{shard}-of-{nshards}.log",
     benchmark:
@@ -150,8 +193,8 @@ rule eval_make_examples:
         "../envs/genomics.yaml"
     shell:
         "deepflows make-examples --reads {input.reads:q} --ref {input.ref:q} --regions {params.regions}"
-        " --shard {params.shard} --out {output:q} --seed {params.seed} {params.realign} --sample {wildcards.sample}"
-        " 2> {log:q}"
+        " --shard {params.shard} --out {output:q} --seed {params.seed} {params.realign} {params.preset}"
+        " --sample {wildcards.sample} 2> {log:q}"
 
 
 # Gather: fails unless every shard of the set is present and complete.

@@ -189,20 +189,25 @@ def test_calibration_on_evaluation_data_is_refused(tmp_path):
     assert "Traceback" not in run.stderr
 
 
+NAMED_WES_RUN = ROOT / "config" / "train-hg002-grch38-wes.yaml"
+
+
 @pytest.mark.workflow
 @pytest.mark.realdata
-def test_named_run_never_simulates_training_reads_in_evaluation_regions(tmp_path, shared_data):
-    """config/train-hg002-grch38.yaml, dry run in an empty directory (its data paths made absolute)."""
-    text = NAMED_RUN.read_text().replace("../shared/data", str(shared_data))
-    config = tmp_path / NAMED_RUN.name
+@pytest.mark.parametrize("named", [NAMED_RUN, NAMED_WES_RUN], ids=["wgs", "wes"])
+def test_named_run_never_simulates_training_reads_in_evaluation_regions(tmp_path, shared_data, named):
+    """config/train-hg002-grch38(-wes).yaml, dry run in an empty directory (its data paths made absolute)."""
+    text = named.read_text().replace("../shared/data", str(shared_data))
+    config = tmp_path / named.name
     config.write_text(text)
     run = snakemake(tmp_path, "-n", "-p", config=config)  # rule all: training_data.enabled is true
     assert run.returncode == 0, run.stderr
     counts = job_counts(run.stdout)
-    eval_sets = yaml.safe_load(text)["training_data"]["eval_sets"]  # standard, standard2, hard, clean; tune30, tune20
-    replicates = yaml.safe_load(text)["training_data"]["replicates"]  # each region simulated that many times
+    named_config = yaml.safe_load(text)
+    sample, training = named_config["sample"], named_config["training_data"]
+    eval_sets, replicates = training["eval_sets"], training["replicates"]
     assert counts["train_simulate"] == counts["train_make_examples"] == 10 * replicates
-    assert counts["eval_simulate"] == len(eval_sets) == 6
+    assert counts["eval_simulate"] == len(eval_sets)
     evaluation = [Interval("chr20", 4_900_000, 5_200_000), Interval("chr20", 8_900_000, 9_200_000)]
     regions = simulated_regions(run.stdout)
     train = sorted({_interval(r[0]) for p, r in regions.items() if "/train/" in p})
@@ -210,11 +215,21 @@ def test_named_run_never_simulates_training_reads_in_evaluation_regions(tmp_path
     for iv in train:
         for ev in evaluation:
             assert iv.end <= ev.start - 1000 or iv.start >= ev.end + 1000, (iv, ev)
-    for name in ("standard", "standard2", "hard", "clean"):
-        assert regions[f"results/hg002-grch38/eval/{name}/reads"] == ["chr20:4900001-5200000", "chr20:8900001-9200000"]
-    for name in ("tune30", "tune20"):  # the calibration sets: the tuning regions, never the evaluation ones
-        assert eval_sets[name]["regions"] == "tune"
-        assert regions[f"results/hg002-grch38/eval/{name}/reads"] == ["chr20:2000001-2250000", "chr20:7200001-7450000"]
+    tune_regions = ["chr20:2000001-2250000", "chr20:7200001-7450000"]
+    for name, settings in eval_sets.items():  # the calibration sets: the tuning regions, never the evaluation ones
+        expected = tune_regions if settings.get("regions") == "tune" else [str(e) for e in evaluation]
+        assert regions[f"results/{sample}/eval/{name}/reads"] == expected, name
+    # exome-like chunks and sets: simulated from their own capture targets and called over them
+    cycle = training["simulate_cycle"]
+    captured = [i for i in range(10 * replicates) if "capture" in cycle[i % len(cycle)]]
+    assert counts.get("train_targets", 0) == len(captured)
+    for i in captured:
+        targets = f"results/{sample}/train/chunks/{i:05d}/targets.bed"
+        assert f"--targets {targets}" in run.stdout and f"--preset wes --targets {targets}" in run.stdout
+    captured_sets = [name for name, settings in eval_sets.items() if "capture" in settings]
+    assert counts.get("eval_targets", 0) == len(captured_sets)
+    for name in captured_sets:
+        assert f"--preset wes --targets results/{sample}/eval/{name}/targets.bed" in run.stdout
     assert "--truth " + str(shared_data / "genomics/HG002_GRCh38_1_22_v4.2.1_benchmark.chr20.vcf.gz") in run.stdout
     assert "--tune-regions chr20:2000001-2250000 chr20:7200001-7450000 --tune-margin 1000" in run.stdout
 

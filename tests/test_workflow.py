@@ -144,7 +144,7 @@ def test_dry_run_real_reads_skip_simulation(tmp_path, model_dir):
     assert run.returncode == 0, run.stderr
     counts = job_counts(run.stdout)
     assert "simulate" not in counts and "make_reference" not in counts
-    assert "--reads r.bam --ref ref.fa --regions c:1-100 --shard 0/4" in run.stdout
+    assert "--reads r.bam --ref ref.fa --preset wgs --regions c:1-100 --shard 0/4" in run.stdout
     assert counts["postprocess"] == 1 and "benchmark" not in counts  # no truth configured: calls only
     inputs = re.findall(r"^rule make_examples:\n\s+input: (.*)", run.stdout, re.MULTILINE)
     assert len(inputs) == 4 and all(line.split(", ") == ["ref.fa", "r.bam"] for line in inputs)

@@ -18,8 +18,11 @@ from deepflows.errors import UserError
 # subcommand -> (module, one-line help)
 STAGES: dict[str, tuple[str, str]] = {
     "simulate": ("deepflows.genomics.simulate.cli", "simulate an aligned, diploid Illumina-like sample"),
+    "capture-targets": ("deepflows.genomics.simulate.targets", "draw exome-like capture targets (BED) for simulated WES"),
     "make-reference": ("deepflows.genomics.simulate.reference",
                        "write a synthetic reference FASTA with human-like repeats"),
+    "mark-duplicates": ("deepflows.genomics.io.duplicates",
+                        "flag PCR duplicates (samtools collate, fixmate, sort, markdup) -> sorted, indexed BAM"),
     "make-examples": ("deepflows.genomics.examples.make_examples",
                       "candidate variants -> pileup images in a Zarr shard"),
     "check-shards": ("deepflows.store.check_shards", "verify that every shard of a sample is complete"),

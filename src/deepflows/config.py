@@ -102,6 +102,9 @@ def _check_combinations(cfg: dict) -> str | None:
                 return f"truth.{key}: must be set when make_examples.training is true and reads.path is set"
     if mx["regions"] and mx["regions_bed"]:
         return "make_examples: set regions or regions_bed, not both"
+    if preset_of(cfg).needs_targets and cfg["targets"] is None:
+        return (f"targets: must be set when preset is {cfg['preset']!r} (a BED of the capture targets: an exome is "
+                f"called over them only)")  # fmt: skip
     td = cfg.get("training_data")
     if td is not None and td["variants"] == "truth" and truth["vcf"] is None:
         return "truth.vcf: must be set when training_data.variants is 'truth'"
@@ -173,6 +176,28 @@ def validate_merged(config: dict, files, overrides: dict | None = None, schema_p
         raise
 
 
+# --- What the preset decides (deepflows.genomics.presets), unless the config says otherwise -----------------
+
+
+def preset_of(cfg: dict):
+    """The config's datatype preset (`preset`; the schema allows only known names)."""
+    from deepflows.genomics.presets import get_preset
+
+    return get_preset(cfg.get("preset") or "wgs", "preset:")
+
+
+def model_of(cfg: dict) -> str:
+    """`model`, or when null the preset's shipped model (relative to the checkout: see resolve_shipped)."""
+    return cfg["model"] or preset_of(cfg).model
+
+
+def marks_duplicates(cfg: dict) -> bool:
+    """Whether duplicates are marked before make_examples: `make_examples.mark_duplicates`, or when null the
+    preset's choice."""
+    chosen = cfg["make_examples"].get("mark_duplicates")
+    return preset_of(cfg).mark_duplicates if chosen is None else bool(chosen)
+
+
 # --- Input paths: everything the run reads is there before any job starts --------------------------------
 
 CACHE_DIR = "resources/cache"
@@ -212,10 +237,11 @@ def input_paths(cfg: dict, checkout: str | Path = REPO_ROOT) -> list[tuple[str, 
         ("truth.vcf", cfg["truth"]["vcf"], "labels" if labels else "vcf"),
         ("truth.confident_bed", cfg["truth"]["confident_bed"], "file"),
         ("make_examples.regions_bed", cfg["make_examples"]["regions_bed"], "file"),
+        ("targets", cfg.get("targets"), "file"),
         *((f"benchmark.stratify.{name}", path, "file") for name, path in sorted(cfg["benchmark"]["stratify"].items())),
     ]
     if not (training or training_data):  # the run calls variants
-        items.append(("model", resolve_shipped(cfg["model"], checkout), "model"))
+        items.append(("model", resolve_shipped(model_of(cfg), checkout), "model"))
     if training_data:
         items.append(("train.config", resolve_shipped(cfg["train"]["config"], checkout), "file"))
     if cfg["imaging"]["images"]:
@@ -254,12 +280,24 @@ def _path_problem(path: str, kind: str) -> str | None:
     if kind == "images":
         return _images_problem(path)
     if not Path(path).exists():
+        shipped = _shipped_by(path) if kind == "model" else None
+        if shipped:
+            return (f"{path}: model not found (the shipped model of preset {shipped!r} is not in this checkout; set "
+                    f"`model` to a model directory)")  # fmt: skip
         return f"{path}: not found"
     if kind == "model":
         return _model_problem(path)
     if Path(path).is_dir():
         return f"{path}: is a directory, not a file"
     return None if os.access(path, os.R_OK) else f"{path}: not readable (permission denied)"
+
+
+def _shipped_by(path: str) -> str | None:
+    """The preset whose shipped model `path` names (resources/models/NAME, wherever the checkout is), or None."""
+    from deepflows.genomics.presets import PRESETS
+
+    parts = Path(path).parts
+    return next((p.name for p in PRESETS.values() if parts[-len(Path(p.model).parts):] == Path(p.model).parts), None)
 
 
 def _images_problem(spec: str) -> str | None:

@@ -24,6 +24,8 @@ ME = "make-examples --reads {bam} --ref {ref} --shard 1/3 --chunk-size 4 --out {
 ME_TRAIN = ("make-examples --reads {bam} --ref {ref} --truth {truth} --confident {bed} --chunk-size 4 "
             "--out {out}/ex.zarr")
 ME_OUT = ("{out}/ex.zarr",)
+MARKDUP = "mark-duplicates --reads {bam} --out {out}/md.bam"
+MARKDUP_OUT = ("{out}/md.bam", "{out}/md.bam.bai")
 BENCH = "benchmark --truth {truth} --confident {bed} --query {vcf} --ref {ref} --out {out}/bench"
 BENCH_OUT = ("{out}/bench",)
 GQ = "gq-calibration --calls {vcf} --truth {truth} --confident {bed} --ref {ref} --out {out}/gq.tsv --plot {out}/gq.png"
@@ -211,6 +213,21 @@ def unknown_contig_bed(d, valid, work):
     return {"bed_regions": d / "regions.bed"}
 
 
+def targets_bed(*lines: str):
+    """Capture targets for make-examples --targets: `{targets}`."""
+
+    def make(d, valid, work):
+        (d / "targets.bed").write_text("".join(f"{line}\n" for line in lines))
+        return {"targets": d / "targets.bed"}
+
+    return make
+
+
+def not_a_bam(d, valid, work):
+    (d / "reads.bam").write_text("@HD\tVN:1.6\nthis is not a BAM file\n")
+    return {"bam": d / "reads.bam"}
+
+
 def bam_without_sq(d, valid, work):
     """Unaligned reads in a BAM whose header has no @SQ lines."""
     bam = d / "nosq.bam"
@@ -358,6 +375,28 @@ CASES = [
          ("regions.bed",), ("chrQ",)),
     Case("own-region-unknown-contig", "make-examples", ME + " --regions chrQ:1-100", None, ME_OUT, ("chrQ",)),
     Case("own-shard-out-of-range", "make-examples", ME.replace("1/3", "3/3"), None, ME_OUT, ("3/3",)),
+    # datatype presets and capture targets
+    Case("own-preset-unknown", "make-examples", ME + " --preset pacbio", None, ME_OUT, ("--preset",),
+         ("unknown preset", "wgs, wes")),
+    Case("own-preset-wes-without-targets", "make-examples", ME + " --preset wes", None, ME_OUT, ("--targets",),
+         ("wes",)),
+    Case("own-targets-other-contigs", "make-examples", ME + " --preset wes --targets {targets}",
+         targets_bed("20\t100\t600", "20\t2500\t2900"), ME_OUT, ("targets.bed",), ("'20'", "line 1")),
+    Case("own-targets-empty", "make-examples", ME + " --preset wes --targets {targets}", targets_bed(), ME_OUT,
+         ("targets.bed",), ("no interval",)),
+    Case("own-targets-outside-regions", "make-examples", ME + f" --targets {{targets}} --regions {CONTIG}:1-500",
+         targets_bed(f"{CONTIG}\t5000\t5100"), ME_OUT, ("targets.bed",), ("no target",)),
+    # mark-duplicates
+    Case("own-markdup-truncated-bam", "mark-duplicates", MARKDUP, truncated_bam(keep_index=False), MARKDUP_OUT,
+         ("reads.bam",), (f"cannot read|{CORRUPT}",)),
+    Case("own-markdup-corrupt-bam", "mark-duplicates", MARKDUP, corrupt_bam, MARKDUP_OUT, ("reads.bam",),
+         (f"cannot read|{CORRUPT}",)),
+    Case("own-markdup-not-a-bam", "mark-duplicates", MARKDUP, not_a_bam, MARKDUP_OUT, ("reads.bam",),
+         (f"not a BAM|{CORRUPT}",)),
+    Case("own-markdup-empty-bam", "mark-duplicates", MARKDUP, empty_bam, MARKDUP_OUT, ("empty.bam",),
+         ("empty|truncat|0 bytes",)),
+    Case("own-markdup-out-not-bam", "mark-duplicates", MARKDUP.replace("md.bam", "md.sam"), None,
+         ("{out}/md.sam",), ("md.sam",), ("name it",)),
     # truth VCFs
     Case("8c-training-sites-only-truth", "make-examples", ME_TRAIN.replace("{truth}", "{sites_only}"), None, ME_OUT,
          ("sites_only.vcf.gz",), (NOT_GENOTYPED,)),

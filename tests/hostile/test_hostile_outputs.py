@@ -23,6 +23,8 @@ WRITERS = {
     "check-shards": ("check-shards --out {dest}/manifest.json {shards}", ("{dest}/manifest.json",), False),
     "simulate": ("simulate --ref {ref} --random-variants --depth 2 --read-length 100 --seed 3 --out-prefix {dest}/sim",
                  ("{dest}/sim.bam", "{dest}/sim.truth.vcf.gz", "{dest}/sim.confident.bed"), True),  # fmt: skip
+    "capture-targets": ("capture-targets --ref {ref} --fraction 0.2 --out {dest}/targets.bed", ("{dest}/targets.bed",),
+                        False),  # fmt: skip
     "make-reference": ("make-reference --out {dest}/ref.fa --length 200000", ("{dest}/ref.fa", "{dest}/ref.fa.fai"),
                        False),  # fmt: skip
     "ingest-image": ("ingest-image --image {png} --out {dest}/field.ome.zarr --chunks 64", ("{dest}/field.ome.zarr",),
@@ -39,12 +41,14 @@ WRITERS = {
     "provenance": ("provenance --vcf {vcf} --out {dest}/provenance.tsv", ("{dest}/provenance.tsv",), False),
     "run-times": ("run-times --out {dest}/run_times.tsv make_examples={bench_tsv}", ("{dest}/run_times.tsv",), False),
     "shuffle-examples": ("shuffle-examples {labelled} --out {dest}/train.zarr --seed 1", ("{dest}/train.zarr",), False),
+    "mark-duplicates": ("mark-duplicates --reads {bam} --out {dest}/md.bam", ("{dest}/md.bam", "{dest}/md.bam.bai"),
+                        True),  # fmt: skip
 }
 # The probe's 11a/11c stages; the others are ours. 11b: postprocess segfaulted (rc 139) on an unwritable directory.
 PROBED_UNWRITABLE = {"make-examples", "call-variants", "check-shards", "simulate", "make-reference", "ingest-image",
                      "focus", "download", "postprocess"}  # fmt: skip
 DISK_FULL_WRITERS = ["make-examples", "call-variants", "ingest-image", "postprocess", "simulate", "make-reference",
-                     "shuffle-examples", "benchmark"]  # fmt: skip
+                     "shuffle-examples", "benchmark", "mark-duplicates"]  # fmt: skip
 
 
 def output_name(stage: str) -> str:

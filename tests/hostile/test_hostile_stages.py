@@ -36,9 +36,13 @@ MINIMAL: dict[str, Minimal] = {
                         ("ref", "truth"), ("{out}/sim.bam", "{out}/sim.truth.vcf.gz", "{out}/sim.confident.bed")),
     "make-reference": Minimal("make-reference --out {out}/ref.fa --length 2000", (), ("{out}/ref.fa",),
                               no_inputs="it only writes a generated FASTA"),
+    "capture-targets": Minimal("capture-targets --ref {ref} --fraction 0.2 --out {out}/targets.bed", ("ref",),
+                               ("{out}/targets.bed",)),
     "make-examples": Minimal("make-examples --reads {bam} --ref {ref} --truth {truth} --confident {bed} "
                              "--regions {regions_bed} --chunk-size 4 --out {out}/ex.zarr",
                              ("bam", "ref", "truth", "bed", "regions_bed"), ("{out}/ex.zarr",)),
+    "mark-duplicates": Minimal("mark-duplicates --reads {bam} --out {out}/md.bam", ("bam",),
+                               ("{out}/md.bam", "{out}/md.bam.bai")),
     "check-shards": Minimal("check-shards --out {out}/manifest.json {shards}", ("shards",), ("{out}/manifest.json",)),
     "shuffle-examples": Minimal("shuffle-examples {labelled} --out {out}/train.zarr --seed 1", ("labelled",),
                                 ("{out}/train.zarr",)),
@@ -140,9 +144,12 @@ def test_missing_input(case, valid, work):
 # case is the stage's MINIMAL command line with one bad option added (argparse takes the last value given).
 BAD_OPTIONS = [
     ("make-examples", "--chunk-size 0"), ("make-examples", "--seed -1"), ("make-reference", "--seed -1"),
-    ("simulate", "--depth nan"), ("simulate", "--seed -3"), ("call-variants", "--batch-size 0"),
+    ("simulate", "--depth nan"), ("simulate", "--seed -3"),
+    ("simulate", "--duplicate-rate -0.1"), ("simulate", "--gc-bias inf"), ("capture-targets", "--fraction 0"),
+    ("call-variants", "--batch-size 0"),
     ("postprocess", "--qual-filter -5"), ("benchmark", "--max-calls 0"), ("shuffle-examples", "--chunk-size 0"),
-    ("train", "--steps 0"), ("download", "--timeout 0"), ("ingest-image", "--pixel-size 0"),
+    ("train", "--steps 0"), ("download", "--timeout 0"), ("mark-duplicates", "--threads 0"),
+    ("ingest-image", "--pixel-size 0"),
     ("focus", "--channel -1"), ("focus-train", "--learning-rate -1"), ("gq-calibration", "--plot {out}/gq.txt"),
 ]
 

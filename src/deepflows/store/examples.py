@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from deepflows.errors import UserError
+from deepflows.genomics.presets import DEFAULT as DEFAULT_PRESET  # what shards made before presets were
 from deepflows.outputs import check_new_output, remove, remove_stale_temporaries, removed_on_error, temporary_path
 from deepflows.store import integrity
 
@@ -218,15 +219,19 @@ def _check_agreement(shards: list[tuple[Path, dict]]) -> None:
 def featurisation(attrs: dict) -> dict[str, object]:
     """What every shard of one set must share: the sample, the checksums of what the examples were made from
     (reads, reference, truth), the region plan of the run, every make-examples parameter (realign, seed,
-    thresholds), the image layout and the deepflows version (the featurizer's code)."""
+    thresholds, preset), the image layout and the deepflows version (the featurizer's code). The default preset,
+    wgs, is left out, so that a wgs run agrees with shards made before presets (and keeps their run identity)."""
     sources = attrs.get("sources") or {}
+    parameters = dict(attrs.get("parameters") or {})
+    if parameters.get("preset") == DEFAULT_PRESET:
+        del parameters["preset"]
     return {
         "sample": attrs.get("sample"),
         # a source is the same file whatever its path: its checksum
         **{name: (fingerprint or {}).get("sha256") for name, fingerprint in sorted(sources.items())},
         "region plan": attrs.get("region_plan"),
         "shard count": attrs.get("shard_count"),
-        **dict(sorted((attrs.get("parameters") or {}).items())),
+        **dict(sorted(parameters.items())),
         "channels": attrs.get("channels"),
         "shape": attrs.get("shape"),
         "deepflows_version": attrs.get("deepflows_version"),
@@ -245,7 +250,7 @@ def _describe(key: str, attrs: dict) -> str:
     value = featurisation(attrs).get(key)
     source = (attrs.get("sources") or {}).get(key)
     if value is None:
-        return f"no {key}"
+        return f"{key}={DEFAULT_PRESET}" if key == "preset" else f"no {key}"
     if isinstance(source, dict):
         return f"{key} {source.get('path')} (sha256 {str(value)[:12]})"
     if key == "region plan" and isinstance(value, dict):

@@ -26,6 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--ref", required=True, metavar="FASTA", help="reference FASTA, plain or bgzipped (.fai built if missing)")
     add("--regions", nargs="+", action="extend", metavar="REGION",
         help="only compare records overlapping these: chr, chr:start-end (1-based inclusive) or a BED file")
+    add("--targets", metavar="BED",
+        help="only compare records overlapping these capture targets (an exome's), within --regions when given")
     add("--stratify", nargs="+", action="extend", default=[], metavar="NAME=BED",
         help="also count the records overlapping BED, in rows with Subset=NAME")
     add("--max-gap", type=int, default=30, metavar="BP",
@@ -82,6 +84,7 @@ def run(args: argparse.Namespace) -> None:
         query=args.query,
         ref=args.ref,
         regions=args.regions,
+        targets=args.targets,
         stratify=parse_stratify(args.stratify),
         limits=Limits(max_gap=args.max_gap, max_calls=args.max_calls),
         truth_sample=args.truth_sample,

@@ -667,6 +667,7 @@ class BenchmarkOptions:
     query: str | Path
     ref: str | Path
     regions: list[str] | None = None
+    targets: str | Path | None = None  # capture targets (BED): only records overlapping them, within `regions`
     stratify: list[tuple[str, str | Path]] = field(default_factory=list)
     limits: Limits = field(default_factory=Limits)
     # The sample compared in a VCF with several (one sample is required otherwise: taking the first unasked
@@ -678,7 +679,7 @@ class BenchmarkOptions:
 def compare(options: BenchmarkOptions) -> BenchmarkResult:
     """Compare the query with the truth; nothing is written."""
     from deepflows.genomics.io.hts import open_reference
-    from deepflows.genomics.io.regions import resolve_regions
+    from deepflows.genomics.io.regions import intersect, resolve_regions, resolve_targets
 
     started = time.monotonic()
     confident = Regions.from_bed(require_file(options.confident, "confident BED", empty_ok=True),
@@ -697,8 +698,14 @@ def compare(options: BenchmarkOptions) -> BenchmarkResult:
                 f"(BED has {_some(confident.contigs)}; reference has {_some(list(lengths))})"
             )
         windows: dict[str, list[tuple[int, int]]] = {}
-        if options.regions:
-            for iv in resolve_regions(options.regions, lengths, options.ref):
+        if options.regions or options.targets:
+            chosen = resolve_regions(options.regions, lengths, options.ref)  # none: the whole reference
+            if options.targets:
+                chosen = intersect(chosen, resolve_targets(options.targets, lengths, options.ref))
+                if not chosen:
+                    raise UserError(f"{options.targets}: no target overlaps --regions "
+                                    f"{' '.join(options.regions or [])}")  # fmt: skip
+            for iv in chosen:
                 windows.setdefault(iv.contig, []).append((iv.start, iv.end))
             if not windows:
                 raise UserError(f"--regions {' '.join(options.regions)}: no interval")
@@ -708,7 +715,7 @@ def compare(options: BenchmarkOptions) -> BenchmarkResult:
             truth_reader = open_vcf(options.truth, Path(tmp), pass_only=True, sample=options.truth_sample)
             query_reader = open_vcf(options.query, Path(tmp), pass_only=False, sample=options.query_sample)
             try:
-                whole = [] if options.regions else list(windows)
+                whole = [] if options.regions or options.targets else list(windows)
                 _check_contigs(options.truth, truth_reader, lengths, options.ref, whole)
                 _check_contigs(options.query, query_reader, lengths, options.ref, whole)
                 for contig, contig_windows in windows.items():
@@ -852,6 +859,7 @@ def summary_json(result: BenchmarkResult, options: BenchmarkOptions, command_lin
         "inputs": {
             "truth": str(options.truth), "confident": str(options.confident), "query": str(options.query),
             "ref": str(options.ref), "regions": options.regions or [],
+            **({"targets": str(options.targets)} if options.targets else {}),
             "stratify": {name: str(path) for name, path in options.stratify},
         },
         "parameters": asdict(options.limits),

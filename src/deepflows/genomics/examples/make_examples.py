@@ -27,10 +27,18 @@ log = logging.getLogger("deepflows.make_examples")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from deepflows.genomics.presets import DEFAULT, PRESETS
+
     p.add_argument("--reads", required=True, help="coordinate-sorted, indexed BAM or CRAM")
     p.add_argument("--ref", help="reference FASTA (plain or bgzipped, .fai built if missing); required")
     p.add_argument("--regions", nargs="+", metavar="BED|chr:start-end",
                    help="where to look (BED files or 1-based inclusive ranges); default: whole reference")  # fmt: skip
+    p.add_argument("--preset", default=DEFAULT, metavar="{" + ",".join(PRESETS) + "}",
+                   help=f"datatype, as DeepVariant's --model_type (default {DEFAULT}): wes calls only the capture "
+                        f"targets of --targets, padded by 50 bp on each side (deepflows.genomics.presets)")  # fmt: skip
+    p.add_argument("--targets", metavar="BED",
+                   help="capture targets (BED): look only there, padded by the preset's padding (wes 50 bp, wgs 0) "
+                        "and within --regions when both are given; required with --preset wes")  # fmt: skip
     p.add_argument("--shard", default="0/1", help="this shard as i/n (0-based), default 0/1")
     p.add_argument("--out", required=True, help="output Zarr group (directory), e.g. shard-0-of-4.zarr")
     p.add_argument("--truth", help="truth VCF (bgzipped, indexed): training mode, examples get labels")
@@ -52,6 +60,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from deepflows.errors import UserError
+    from deepflows.genomics.presets import get_preset
 
     if args.ref is None:
         if str(args.reads).endswith(".cram"):
@@ -61,6 +70,10 @@ def run(args: argparse.Namespace) -> None:
         raise UserError("--truth and --confident go together (labels are only trusted inside confident regions)")
     if args.gvcf and args.gvcf == args.out:
         raise UserError(f"--gvcf {args.gvcf}: must differ from --out")
+    preset = get_preset(args.preset)
+    if preset.needs_targets and not args.targets:
+        raise UserError(f"--preset {preset.name} needs --targets BED: an exome is called over its capture targets "
+                        f"only")  # fmt: skip
     summary = make_examples(args)
     log.info("%s", summary)
 
@@ -72,7 +85,8 @@ def make_examples(args) -> dict:
     from deepflows.genomics.examples.labels import label_for_alt_indices
     from deepflows.genomics.examples.pileup_image import CHANNELS, PileupShape
     from deepflows.genomics.io.hts import check_contigs, open_reads, open_reference
-    from deepflows.genomics.io.regions import parse_shard, resolve_regions, shard_regions
+    from deepflows.genomics.io.regions import parse_shard, shard_regions
+    from deepflows.genomics.presets import get_preset
     from deepflows.store.examples import ShardWriter, file_fingerprint, region_plan, run_identity
 
     started = time.perf_counter()
@@ -80,7 +94,9 @@ def make_examples(args) -> dict:
     reference = open_reference(args.ref)
     contig_lengths = dict(zip(reference.references, reference.lengths))
     reads = open_reads(args.reads, args.ref)
-    regions = resolve_regions(args.regions, contig_lengths, args.ref)
+    preset = get_preset(getattr(args, "preset", "wgs"))
+    targets = getattr(args, "targets", None)
+    regions = calling_regions(args.regions, targets, preset, contig_lengths, args.ref)
     owned = shard_regions(regions, shard_index, shard_count)
     check_contigs(args.reads, reads, args.ref, reference, sorted({r.contig for r in owned}))
     labeler = _labeler(args) if args.truth else None
@@ -99,9 +115,10 @@ def make_examples(args) -> dict:
             "reference": file_fingerprint(args.ref),
             **({"truth": file_fingerprint(args.truth), "confident": file_fingerprint(args.confident)}
                if args.truth else {}),  # fmt: skip
+            **({"targets": file_fingerprint(targets)} if targets else {}),
         },
         "parameters": {"seed": args.seed, **thresholds.__dict__, "read_overlap_buffer": 5,
-                       "realign": bool(args.realign)},
+                       "realign": bool(args.realign), "preset": preset.name},
         "deepflows_version": __version__,
         "command": args.command_line,
     }
@@ -147,6 +164,23 @@ def make_examples(args) -> dict:
         if args.gvcf:
             blocks.commit()
     return {"shard": args.shard, "out": str(args.out), "examples": n_examples, **stats}
+
+
+def calling_regions(specs: list[str] | None, targets: str | None, preset, contig_lengths: dict[str, int],
+                    reference) -> list:
+    """Where make-examples looks: --regions (default the whole reference), and with --targets only the capture
+    targets padded by the preset's padding, merged, within --regions. Refuses an empty result with one line."""
+    from deepflows.errors import UserError
+    from deepflows.genomics.io.regions import intersect, resolve_regions, resolve_targets
+
+    regions = resolve_regions(specs, contig_lengths, reference)
+    if not targets:
+        return regions
+    padded = resolve_targets(targets, contig_lengths, reference, preset.target_padding)
+    called = intersect(regions, padded) if specs else padded
+    if not called:
+        raise UserError(f"{targets}: no target overlaps --regions {' '.join(specs)}: nothing to call")
+    return called
 
 
 def _block_writer(args, contigs: list[tuple[str, int]], identity: dict[str, str]):

@@ -107,6 +107,25 @@ def resolve_regions(specs: list[str] | None, contig_lengths: dict[str, int],
     return merge(intervals, order=list(contig_lengths))
 
 
+def resolve_targets(path: str | Path, contig_lengths: dict[str, int], reference: str | Path | None = None,
+                    padding: int = 0, option: str = "--targets") -> list[Interval]:
+    """Capture targets of a BED file, each widened by `padding` bp on both sides (within its contig), merged
+    and sorted as the reference orders its contigs. Contigs are checked against the reference (read_bed); a BED
+    without intervals is refused, naming `option`."""
+    found = read_bed(path, contig_lengths, reference)
+    if not any(iv.length for iv in found):
+        raise UserError(f"{path}: no intervals (an empty BED, or only empty intervals); {option} needs the "
+                        f"capture targets")  # fmt: skip
+    padded = [Interval(iv.contig, max(0, iv.start - padding), min(contig_lengths[iv.contig], iv.end + padding))
+              for iv in found if iv.length]  # fmt: skip
+    return merge(padded, order=list(contig_lengths))
+
+
+def intersect(intervals: list[Interval], other: list[Interval]) -> list[Interval]:
+    """Parts of merged `intervals` also covered by merged `other`, in the order of `intervals`."""
+    return subtract(intervals, subtract(intervals, other))
+
+
 def merge(intervals: list[Interval], order: list[str] | None = None) -> list[Interval]:
     """Sort (by reference contig order when given) and merge overlapping or touching intervals."""
     rank = {c: i for i, c in enumerate(order)} if order else {}

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from deepflows.arguments import finite_float, seed
+from deepflows.arguments import finite_float, non_negative_float, seed
 from deepflows.errors import UserError
 from deepflows.genomics.simulate.sample import OUTPUT_SUFFIXES
 from deepflows.outputs import check_new_output
@@ -38,6 +38,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              " (default: 3 30, mean 0.09)")
     add("--homopolymer-slip-rate", type=finite_float, default=1e-3, metavar="P",
         help="per-read slip probability in a 5 bp homopolymer, growing with (length-4)^2 (default: %(default)s)")
+    library = parser.add_argument_group("library (default: PCR-free whole genome)")
+    library.add_argument("--targets", metavar="BED",
+                         help="capture targets (e.g. from `deepflows capture-targets`): reads come from fragments "
+                              "that overlap them (hybrid capture, an exome); --depth is then the targets' mean")
+    library.add_argument("--target-depth-sigma", type=non_negative_float, default=0.6, metavar="S",
+                         help="with --targets: SD of the log capture efficiency of a target (default: %(default)s)")
+    library.add_argument("--off-target-fraction", type=non_negative_float, default=0.04, metavar="F",
+                         help="with --targets: fraction of the fragments from outside any target "
+                              "(default: %(default)s)")
+    library.add_argument("--gc-bias", type=non_negative_float, default=0.0, metavar="B",
+                         help="fragments 20 points of GC away from 45%% keep exp(-B) of their coverage "
+                              "(default: %(default)s, none)")
+    library.add_argument("--duplicate-rate", type=non_negative_float, default=0.0, metavar="F",
+                         help="expected fraction of pairs that are PCR duplicates of another (default: %(default)s)")
+    library.add_argument("--pcr-stutter-rate", type=non_negative_float, default=0.0, metavar="P",
+                         help="PCR stutter per fragment in a repeat: P per unit beyond 3 (homopolymers: per base "
+                              "beyond 5), one unit lost or gained in every copy (default: %(default)s, none)")
+    library.add_argument("--mark-duplicates", action="store_true",
+                         help="mark duplicates in the BAM with samtools markdup, as a PCR+ or exome pipeline does")
     add("--seed", type=seed, default=1, help="random seed (default: %(default)s)")
     add("--sample", default="simulated", help="sample name in the VCF and the BAM @RG (default: %(default)s)")
     add("--aligner", choices=("mappy", "bwa"), default="mappy",
@@ -47,6 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    from deepflows.genomics.simulate.library import LibraryModel
     from deepflows.genomics.simulate.reads import ReadModel
     from deepflows.genomics.simulate.sample import SimulationOptions, simulate
     from deepflows.genomics.simulate.variants import VariantSpectrum
@@ -63,7 +83,13 @@ def run(args: argparse.Namespace) -> None:
         reads=ReadModel(depth=args.depth, read_length=args.read_length, insert_mean=args.insert_mean,
                         insert_sd=args.insert_sd, error_rate_scale=args.error_rate_scale,
                         hotspot_rate=args.hotspot_rate, homopolymer_slip_rate=args.homopolymer_slip_rate,
+                        library=LibraryModel(gc_bias=args.gc_bias, duplicate_rate=args.duplicate_rate,
+                                             stutter_rate=args.pcr_stutter_rate,
+                                             capture_depth_sigma=args.target_depth_sigma,
+                                             off_target_fraction=args.off_target_fraction),
                         **artifacts),
+        targets=args.targets,
+        mark_duplicates=args.mark_duplicates,
         seed=args.seed,
         sample=args.sample,
         aligner=args.aligner,
@@ -84,6 +110,11 @@ def _check(args: argparse.Namespace) -> None:
         (not 0 <= args.homopolymer_slip_rate <= 0.05,
          f"--homopolymer-slip-rate {args.homopolymer_slip_rate}: must be 0-0.05"),
         (not 0 <= args.variant_rate <= 0.05, f"--variant-rate {args.variant_rate}: must be 0-0.05"),
+        (args.duplicate_rate >= 0.9, f"--duplicate-rate {args.duplicate_rate}: must be below 0.9"),
+        (args.off_target_fraction >= 0.9, f"--off-target-fraction {args.off_target_fraction}: must be below 0.9"),
+        (args.pcr_stutter_rate > 0.1, f"--pcr-stutter-rate {args.pcr_stutter_rate}: must be 0-0.1"),
+        (args.gc_bias > 10, f"--gc-bias {args.gc_bias}: must be 0-10"),
+        (args.target_depth_sigma > 3, f"--target-depth-sigma {args.target_depth_sigma}: must be 0-3"),
         (args.threads < 1, f"--threads {args.threads}: must be at least 1"),
         (not args.sample or any(c.isspace() for c in args.sample), f"--sample {args.sample!r}: no spaces allowed"),
     ]

@@ -28,6 +28,19 @@ from deepflows.genomics.simulate.artifacts import (
     draw_hotspots,
     homopolymer_slip_rates,
 )
+from deepflows.genomics.simulate.library import (
+    CaptureMap,
+    HaplotypeLibrary,
+    LibraryModel,
+    capture_map,
+    capture_probability,
+    draw_stutter,
+    find_repeats,
+    gc_weights,
+    read_bases_on_target,
+    stuttered_fragment,
+    target_efficiencies,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +59,7 @@ class ReadModel:
     hotspot_rate: float = 3e-3  # fraction of reference positions with a systematic error hotspot
     hotspot_beta: tuple[float, float] = HOTSPOT_BETA  # per-read error fraction at a hotspot
     homopolymer_slip_rate: float = 1e-3  # slip probability of a run of 5; grows with (length - 4)^2
+    library: LibraryModel = LibraryModel()  # capture, GC bias, PCR duplicates and stutter: none by default
 
     @property
     def max_proper_insert(self) -> int:
@@ -95,21 +109,36 @@ def read_origin(name: str) -> tuple[str, int, int, int]:
 
 
 def simulate_reads(regions: list[Interval], per_region: list[list[Variant]], fasta, model: ReadModel,
-                   seed: int, batch_size: int = 20_000) -> Iterator[ReadPairs]:
-    """Pairs from both haplotypes of every region, half the depth each, in batches."""
+                   seed: int, batch_size: int = 20_000, targets: list[Interval] | None = None) -> Iterator[ReadPairs]:
+    """Pairs from both haplotypes of every region, half the depth each, in batches. With `targets` (capture
+    targets, reference coordinates), the depth is that of the targets and most reads come from them."""
     counts: Counter[str] = Counter()
+    library = model.library
     for r, (region, variants) in enumerate(zip(regions, per_region)):
         seq = fetch_sequence(fasta, region)
         hotspots = draw_hotspots(
             seq, model.hotspot_rate, np.random.default_rng([seed, 2, r]), model.hotspot_beta
         )
+        efficiency = None
+        if targets is not None:
+            inside = [(t.start, t.end) for t in targets if t.contig == region.contig and t.start < region.end
+                      and t.end > region.start]  # fmt: skip
+            efficiency = target_efficiencies(region.start, region.end, inside, library.capture_depth_sigma,
+                                             np.random.default_rng([seed, 3, r]))  # fmt: skip
         for hap in (0, 1):
             haplotype, origin = build_haplotype(seq, region, variants, hap)
             slip = homopolymer_slip_rates(haplotype, model.homopolymer_slip_rate)
             rng = np.random.default_rng([seed, 1, r, hap])
             before = counts["pairs"]
-            for starts, ends, template1, template2, positions1, positions2, reverse1 in _fragments(
-                    haplotype, model, rng, batch_size, counts):  # fmt: skip
+            if efficiency is None and library.plain:
+                fragments = _fragments(haplotype, model, rng, batch_size, counts)
+            else:
+                fragments = _library_fragments(haplotype, HaplotypeLibrary(
+                    options=library,
+                    capture=None if efficiency is None else capture_map(origin, region.start, efficiency),
+                    repeats=find_repeats(haplotype, library.stutter_rate) if library.stutter_rate > 0 else None,
+                ), model, rng, batch_size, counts)  # fmt: skip
+            for starts, ends, template1, template2, positions1, positions2, reverse1 in fragments:
                 artifacts1, artifacts2 = (
                     along_templates(hotspots, slip, positions, origin[positions] - region.start, reverse)
                     for positions, reverse in ((positions1, reverse1), (positions2, ~reverse1)))  # fmt: skip
@@ -122,6 +151,9 @@ def simulate_reads(regions: list[Interval], per_region: list[list[Variant]], fas
             log.info("%s haplotype %d: %d pairs", region, hap + 1, counts["pairs"] - before)
     log.info("simulated %d pairs (skipped %d fragments with N, %d haplotypes shorter than a read)",
              counts["pairs"], counts["with N"], counts["too short"])
+    if not library.plain or targets is not None:
+        log.info("library: %d PCR duplicate pairs, %d fragments with PCR stutter (before copying)",
+                 counts["duplicates"], counts["stuttered fragments"])
 
 
 def _fragments(haplotype: bytes, model: ReadModel, rng: np.random.Generator, batch_size: int,
@@ -136,26 +168,116 @@ def _fragments(haplotype: bytes, model: ReadModel, rng: np.random.Generator, bat
     # uniform fragment starts leave the ends thinner; the interior gets the target depth
     usable = max(length - model.insert_mean, read_length)
     remaining = rng.poisson(model.depth / 2 * usable / (2 * read_length))
-    steps = np.arange(read_length + 4)  # a few template bases past the read end, for deletion errors
     while remaining > 0:
         n = min(batch_size, remaining)
         remaining -= n
-        inserts = np.clip(np.rint(rng.normal(model.insert_mean, model.insert_sd, n)), read_length, length)
-        starts = rng.integers(0, length - inserts.astype(np.int64) + 1)
-        ends = starts + inserts.astype(np.int64)
-        forward_at = np.minimum(starts[:, None] + steps, length - 1)
-        backward_at = np.maximum(ends[:, None] - 1 - steps, 0)
-        forward, backward = bases[forward_at], complement(bases[backward_at])
-        from_reverse_strand = (rng.random(n) < 0.5)[:, None]
-        template1 = np.where(from_reverse_strand, backward, forward)
-        template2 = np.where(from_reverse_strand, forward, backward)
-        positions1 = np.where(from_reverse_strand, backward_at, forward_at)
-        positions2 = np.where(from_reverse_strand, forward_at, backward_at)
-        has_n = ((template1[:, :read_length] == ord("N")) | (template2[:, :read_length] == ord("N"))).any(axis=1)
-        counts["with N"] += int(has_n.sum())
-        keep = ~has_n
-        yield (starts[keep], ends[keep], template1[keep], template2[keep], positions1[keep], positions2[keep],
-               from_reverse_strand[keep])  # fmt: skip
+        starts, ends = _draw_fragments(n, length, model, rng)
+        yield _templates(bases, starts, ends, read_length, rng, counts)
+
+
+def _draw_fragments(n: int, length: int, model: ReadModel, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    """n fragments [start, end) placed uniformly on a haplotype of `length` bp, normal insert sizes."""
+    inserts = np.clip(np.rint(rng.normal(model.insert_mean, model.insert_sd, n)), model.read_length, length)
+    starts = rng.integers(0, length - inserts.astype(np.int64) + 1)
+    return starts, starts + inserts.astype(np.int64)
+
+
+def _templates(bases: np.ndarray, starts: np.ndarray, ends: np.ndarray, read_length: int,
+               rng: np.random.Generator, counts: Counter, edited: dict | None = None) -> tuple[np.ndarray, ...]:
+    """The templates of both reads of each fragment (a random strand each); fragments with N in a read are
+    dropped. `edited` maps a fragment's row to its own bases (PCR stutter), read instead of the haplotype's."""
+    length, n = len(bases), len(starts)
+    steps = np.arange(read_length + 4)  # a few template bases past the read end, for deletion errors
+    forward_at = np.minimum(starts[:, None] + steps, length - 1)
+    backward_at = np.maximum(ends[:, None] - 1 - steps, 0)
+    forward, backward = bases[forward_at], complement(bases[backward_at])
+    for row, fragment in (edited or {}).items():
+        forward[row], backward[row] = _ends_of(fragment, bases, starts[row], ends[row], len(steps))
+    from_reverse_strand = (rng.random(n) < 0.5)[:, None]
+    template1 = np.where(from_reverse_strand, backward, forward)
+    template2 = np.where(from_reverse_strand, forward, backward)
+    positions1 = np.where(from_reverse_strand, backward_at, forward_at)
+    positions2 = np.where(from_reverse_strand, forward_at, backward_at)
+    has_n = ((template1[:, :read_length] == ord("N")) | (template2[:, :read_length] == ord("N"))).any(axis=1)
+    counts["with N"] += int(has_n.sum())
+    keep = ~has_n
+    return (starts[keep], ends[keep], template1[keep], template2[keep], positions1[keep], positions2[keep],
+            from_reverse_strand[keep])  # fmt: skip
+
+
+def _ends_of(fragment: np.ndarray, bases: np.ndarray, start: int, end: int, size: int) -> tuple[np.ndarray, ...]:
+    """The first `size` bases of an edited fragment and the reverse complement of its last `size`, continued
+    into the haplotype past its ends where it is shorter (as the unedited templates are)."""
+    after = bases[end:end + size]
+    before = bases[max(start - size, 0):start]
+    head = np.concatenate([fragment, after, np.full(size, bases[-1], np.uint8)])[:size]
+    tail = np.concatenate([np.full(size, bases[0], np.uint8), before, fragment])[-size:]
+    return head, complement(tail[::-1])
+
+
+def _library_fragments(haplotype: bytes, library: HaplotypeLibrary, model: ReadModel, rng: np.random.Generator,
+                       batch_size: int, counts: Counter) -> Iterator[tuple[np.ndarray, ...]]:
+    """As _fragments, for a library with capture, GC bias, duplicates or stutter (deepflows.genomics.simulate.
+    library): fragments are drawn uniformly and kept with the probability the library gives them until the
+    depth is reached (over the targets when capturing); kept fragments then get their PCR copies and stutter."""
+    length, read_length = len(haplotype), model.read_length
+    if length < read_length:
+        counts["too short"] += 1
+        return
+    bases = np.frombuffer(haplotype, np.uint8)
+    cumulative_gc = np.concatenate([[0], np.cumsum((bases == ord("G")) | (bases == ord("C")))])
+    capture = library.capture
+    if capture is None:
+        usable = max(length - model.insert_mean, read_length)
+        wanted = float(rng.poisson(model.depth / 2 * usable / (2 * read_length)))  # fragments
+    else:
+        wanted = model.depth / 2 * capture.target_bases  # read bases on target
+        if wanted == 0:
+            return
+        off_target = _off_target_probability(capture, cumulative_gc, length, model, library.options,
+                                              np.random.default_rng(rng.integers(2**63)))  # fmt: skip
+    repeats, idle = library.repeats, 0
+    while wanted > 0:
+        starts, ends = _draw_fragments(batch_size, length, model, rng)
+        weight = gc_weights(cumulative_gc, starts, ends, library.options.gc_bias)
+        if capture is not None:
+            captured = capture_probability(capture, starts, ends)
+            weight = np.where(captured > 0, captured, off_target) * weight
+        kept = rng.random(batch_size) < weight
+        starts, ends = starts[kept], ends[kept]
+        idle = 0 if kept.any() else idle + 1
+        if idle > 100:  # nothing can be kept here (targets too short to capture): stop, not spin
+            log.warning("no fragment kept in %d draws of %d: stopping with the depth not reached", idle, batch_size)
+            return
+        gained = (read_bases_on_target(capture, starts, ends, read_length) if capture is not None
+                  else np.ones(len(starts)))  # fmt: skip
+        total = np.cumsum(gained)
+        enough = int(np.searchsorted(total, wanted)) + 1  # the fragment that reaches the depth is the last
+        starts, ends = starts[:enough], ends[:enough]
+        wanted -= float(total[min(enough, len(total)) - 1]) if len(total) else 0.0
+        copies = (rng.geometric(1 - library.options.duplicate_rate, len(starts))
+                  if library.options.duplicate_rate > 0 else np.ones(len(starts), np.int64))  # fmt: skip
+        counts["duplicates"] += int(copies.sum() - len(copies))
+        stutter, direction = (draw_stutter(repeats, starts, ends, rng) if repeats is not None
+                              else (np.full(len(starts), -1), np.zeros(len(starts), np.int8)))  # fmt: skip
+        counts["stuttered fragments"] += int((stutter >= 0).sum())
+        starts, ends, stutter, direction = (np.repeat(a, copies) for a in (starts, ends, stutter, direction))
+        edited = {row: stuttered_fragment(bases, int(starts[row]), int(ends[row]), repeats, int(stutter[row]),
+                                          int(direction[row]))
+                  for row in np.flatnonzero(stutter >= 0).tolist()}  # fmt: skip
+        yield _templates(bases, starts, ends, read_length, rng, counts, edited)
+
+
+def _off_target_probability(capture: CaptureMap, cumulative_gc: np.ndarray, length: int, model: ReadModel,
+                            options: LibraryModel, rng: np.random.Generator) -> float:  # fmt: skip
+    """The keep probability of a fragment with no target that makes `off_target_fraction` of the kept
+    fragments off-target, estimated from a pilot draw of fragments."""
+    starts, ends = _draw_fragments(50_000, length, model, rng)
+    weight = gc_weights(cumulative_gc, starts, ends, options.gc_bias)
+    captured = capture_probability(capture, starts, ends)
+    on, off = float((captured * weight).sum()), float(weight[captured == 0].sum())
+    fraction = options.off_target_fraction
+    return min(fraction / (1 - fraction) * on / off, 1.0) if off > 0 and fraction > 0 else 0.0
 
 
 def quality_profile(n: int, read_length: int, rng: np.random.Generator) -> np.ndarray:

@@ -48,6 +48,8 @@ class SimulationOptions:
     seed: int = 1
     sample: str = "simulated"
     aligner: str = "mappy"
+    targets: str | None = None  # capture target BED: an exome-like library
+    mark_duplicates: bool = False
     threads: int = 1
     command_line: str = "deepflows simulate"
 
@@ -58,6 +60,7 @@ def simulate(opts: SimulationOptions) -> None:
     fasta = open_reference(opts.ref)
     lengths = dict(zip(fasta.references, fasta.lengths))
     regions = simulated_regions(opts.regions, opts.exclude, lengths, opts.ref)
+    targets = capture_targets(opts.targets, regions, lengths, opts.ref) if opts.targets else None
     log.info("simulating %d region(s), %s bp", len(regions), f"{sum(r.length for r in regions):,}")
     with staged_outputs(opts.out_prefix) as stage:
         variant_rng = np.random.default_rng([opts.seed, 0])
@@ -70,7 +73,7 @@ def simulate(opts: SimulationOptions) -> None:
         with htslib_writing(opts.out_prefix + ".truth.vcf.gz"):
             write_truth_vcf(stage.path(".truth.vcf.gz"), variants, lengths, opts)
         write_bed(stage.path(".confident.bed"), confident_regions(regions, fasta))
-        pairs = simulate_reads(regions, per_region, fasta, opts.reads, opts.seed)
+        pairs = simulate_reads(regions, per_region, fasta, opts.reads, opts.seed, targets=targets)
         header = bam_header(lengths, opts.sample, opts.command_line)
         unsorted = os.path.join(stage.workdir, "unsorted.bam")
         with htslib_writing(opts.out_prefix + ".bam"):
@@ -78,7 +81,13 @@ def simulate(opts: SimulationOptions) -> None:
                 align_with_bwa(pairs, opts.ref, header, opts.threads, stage.workdir, unsorted)
             else:
                 align_with_mappy(pairs, opts.ref, header, opts.reads, opts.threads, unsorted)
-            sort_and_index(unsorted, stage.path(".bam"), opts.threads, stage.workdir)
+            if opts.mark_duplicates:  # samtools markdup sorts and indexes
+                from deepflows.genomics.io.duplicates import mark_duplicates
+
+                marked = mark_duplicates(unsorted, stage.path(".bam"), opts.threads, stage.workdir)
+                log.info("samtools markdup: %d reads marked as duplicates", marked)
+            else:
+                sort_and_index(unsorted, stage.path(".bam"), opts.threads, stage.workdir)
     log.info("wrote %s.{bam,truth.vcf.gz,confident.bed} in %.1f s", opts.out_prefix, time.perf_counter() - started)
 
 
@@ -94,6 +103,16 @@ def simulated_regions(regions: list[str] | None, exclude: list[str] | None,
     if not chosen:
         raise UserError(f"--region {' '.join(regions or ['(all)'])}: nothing left to simulate after --exclude")
     return chosen
+
+
+def capture_targets(bed: str, regions: list[Interval], lengths: dict[str, int], reference: str) -> list[Interval]:
+    """The capture targets of the BED that touch the simulated regions (checked against the reference)."""
+    targets = resolve_regions([bed], lengths, reference)
+    touching = [t for t in targets if subtract([t], regions) != [t]]
+    if not touching:
+        raise UserError(f"{bed}: no capture target inside the simulated regions")
+    log.info("%d capture targets, %s bp", len(touching), f"{sum(t.length for t in touching):,}")
+    return touching
 
 
 def n_runs(sequence: str, offset: int) -> list[tuple[int, int]]:
