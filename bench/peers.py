@@ -16,11 +16,11 @@ Cases:
   sim-clean the sim-eval regions and seed without systematic artifacts (no error hotspots or homopolymer
             slippage: only random, quality-driven errors), same target
   pcr-plus  a PCR+ WGS library at 30x (GC bias, PCR duplicates marked with samtools markdup, PCR stutter in
-            homopolymers and short tandem repeats), the sim-eval regions, same target
+            homopolymers and short tandem repeats), the sim-eval regions, same target; pcr-plus2 drawn again
   wes       a simulated exome in the sim-eval regions (exon-like capture targets covering 30% of them, 100x
             on-target, log-normal depth between targets, off-target reads, duplicates marked), same target;
             every caller calls the targets +- 50 bp (deepflows: --preset wes --targets) and only the targets
-            are scored (benchmark --targets, as hap.py -T)
+            are scored (benchmark --targets, as hap.py -T); wes2 drawn again (other targets and reads)
 
 Several deepflows models side by side on the same examples: --model NAME=DIR ... (default: the shipped
 wgs-illumina); the preset's shipped model is not chosen for you, so the comparison is explicit:
@@ -66,7 +66,8 @@ def cases() -> dict[str, dict]:
         },
     }  # fmt: skip
     for name, folder in (("sim-eval", "standard"), ("sim-eval2", "standard2"), ("sim-hard", "hard"),
-                         ("sim-clean", "clean"), ("pcr-plus", "pcr-plus"), ("wes", "wes")):  # fmt: skip
+                         ("sim-clean", "clean"), ("pcr-plus", "pcr-plus"), ("pcr-plus2", "pcr-plus2"), ("wes", "wes"),
+                         ("wes2", "wes2")):  # fmt: skip
         prefix = EVAL / folder / "reads"
         table[name] = {
             "reads": Path(f"{prefix}.bam"),
@@ -75,7 +76,7 @@ def cases() -> dict[str, dict]:
             "confident": Path(f"{prefix}.confident.bed"),
             "regions": ["chr20:4,900,001-5,200,000", "chr20:8,900,001-9,200,000"],
             "published": {},
-            "targets": EVAL / folder / "targets.bed" if name == "wes" else None,
+            "targets": EVAL / folder / "targets.bed" if name.startswith("wes") else None,
         }
     return table
 
@@ -91,23 +92,19 @@ def plain_reference(fasta: Path) -> Path:
     return plain
 
 
-def padded_targets(targets: Path, work: Path) -> Path:
-    """The capture targets +- the wes preset's padding, merged: where every caller looks in an exome."""
+def padded_targets(targets: Path, ref: Path, work: Path) -> Path:
+    """The capture targets +- the wes preset's padding, merged (as make-examples --preset wes reads them): where
+    every caller looks in an exome."""
+    import pysam
+
+    from deepflows.genomics.io.regions import resolve_targets
     from deepflows.genomics.presets import get_preset
 
-    padding = get_preset("wes").target_padding
-    intervals = []
-    for line in targets.read_text().splitlines():
-        contig, start, end = line.split("\t")[:3]
-        intervals.append([contig, max(int(start) - padding, 0), int(end) + padding])
-    merged = []
-    for interval in sorted(intervals, key=lambda iv: (iv[0], iv[1])):
-        if merged and merged[-1][0] == interval[0] and interval[1] <= merged[-1][2]:
-            merged[-1][2] = max(merged[-1][2], interval[2])
-        else:
-            merged.append(interval)
+    with pysam.FastaFile(str(ref)) as fasta:
+        lengths = dict(zip(fasta.references, fasta.lengths))
     out = work / "padded_targets.bed"
-    out.write_text("".join(f"{c}\t{a}\t{b}\n" for c, a, b in merged))
+    out.write_text("".join(f"{iv.contig}\t{iv.start}\t{iv.end}\n"
+                           for iv in resolve_targets(targets, lengths, ref, get_preset("wes").target_padding)))  # fmt: skip
     return out
 
 
@@ -120,7 +117,7 @@ def callers(case: dict, work: Path, models: dict[str, Path]) -> dict[str, str]:
     plain = plain_reference(ref)
     preset = f" --preset wes --targets {case['targets']}" if case["targets"] else ""
     if case["targets"]:
-        padded = padded_targets(case["targets"], work)
+        padded = padded_targets(case["targets"], ref, work)
         bcf_where, fb_where = f"-R {padded}", f"--targets {padded}"
     else:
         bcf_where, fb_where = f"-r {bcf_regions}", fb_regions
@@ -204,6 +201,20 @@ def markdown(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def errors_table(results: list[dict]) -> str:
+    """Errors as DeepVariant's datatype posts count them: FP + FN, SNP and indel apart, beside F1."""
+    lines = ["| case | caller | SNP errors (FP + FN) | SNP F1 | INDEL errors (FP + FN) | INDEL F1 |",
+             "|---|---|---:|---:|---:|---:|"]  # fmt: skip
+    for r in results:
+        cells = []
+        for kind in ("SNP", "INDEL"):
+            s = r["scores"].get(kind, {})
+            f1 = "n/a" if s.get("F1") is None else f"{s['F1']:.4f}"
+            cells += [f"{s.get('FP', 0) + s.get('FN', 0)} ({s.get('FP', '')} + {s.get('FN', '')})", f1]
+        lines.append(f"| {r['case']} | {r['caller']} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)  # fmt: skip
@@ -223,6 +234,8 @@ def main() -> None:
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     print(markdown(results))
+    print()
+    print(errors_table(results))
     print(f"\n(PASS rows of `deepflows benchmark`; each caller on one CPU; JSON: {args.json})")
 
 

@@ -249,7 +249,7 @@ def test_config_inputs(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match=r"^targets: kit.bed: not found$"):
         dfconfig.check_inputs(_config(targets="kit.bed"))
     _bed(tmp_path / "kit.bed", f"{CONTIG}\t1\t100")
-    checkout = tmp_path / "checkout"  # a checkout without the shipped exome model (it is trained later)
+    checkout = tmp_path / "checkout"  # a checkout without the shipped exome model
     assert ("targets", "kit.bed", "file") in dfconfig.input_paths(_config(targets="kit.bed"), checkout)
     with pytest.raises(ConfigError) as err:
         dfconfig.check_inputs(_config(preset="wes", targets="kit.bed"), checkout)
@@ -355,10 +355,10 @@ def test_dry_run_of_an_exome(tmp_path):
         (tmp_path / name).touch()
     _bed(tmp_path / "kit.bed", "c\t10\t90")
     exome = {**tw.REAL_READS, "preset": "wes", "targets": "kit.bed", "truth": {"vcf": "t.vcf.gz", "confident_bed": "t.bed"}}
-    # the shipped exome model is not in the checkout yet: one line, before any job
-    cfg = tw.write_config(tmp_path, exome)
-    assert tw.one_error(tw.snakemake(tmp_path, "-n", configfile=cfg)).startswith(
-        "error: model: resources/models/wes-illumina: model not found")  # fmt: skip
+    # model: null calls with the preset's shipped model
+    run = tw.snakemake(tmp_path, "-n", "-p", configfile=tw.write_config(tmp_path, exome))
+    assert run.returncode == 0, run.stderr
+    assert re.search(r"deepflows call-variants .*--model \S*resources/models/wes-illumina", run.stdout)
     model = ROOT / "resources" / "models" / "wgs-illumina"
     run = tw.snakemake(tmp_path, "-n", "-p", configfile=tw.write_config(tmp_path, {**exome, "model": str(model)}))
     assert run.returncode == 0, run.stderr
