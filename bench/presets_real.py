@@ -20,6 +20,8 @@ from pathlib import Path
 
 from benchlib import DATA, OUT, ROOT, call_and_postprocess, deepflows, featurizer_flags, measure
 
+from deepflows.genomics.io.regions import read_bed
+
 BAM = DATA / "HG002_NIST_150bp_downsampled_30x.chr20.10_10p1mb.bam"
 REF = DATA / "hs37d5.chr20.fa.gz"
 REGION = "20:10,000,001-10,100,000"
@@ -61,7 +63,7 @@ def main() -> None:
     subprocess.run([deepflows(), "capture-targets", "--ref", str(REF), "--region", REGION.replace(",", ""),
                     "--fraction", "0.3", "--seed", "1", "--out", str(targets_bed)], check=True,
                    stderr=subprocess.DEVNULL)  # fmt: skip
-    targets = [(int(a), int(b)) for _, a, b in (line.split("\t")[:3] for line in targets_bed.read_text().splitlines())]
+    targets = [(iv.start, iv.end) for iv in read_bed(targets_bed)]
     runs = {}
     for preset, model, extra in (("wgs", args.wgs_model, ""), ("wes", args.wes_model, f" --targets {targets_bed}")):
         folder = work / preset

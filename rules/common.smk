@@ -581,7 +581,7 @@ def eval_regions(wildcards):
 
 
 def eval_simulation_args(wildcards):
-    settings = TRAINING["eval_sets"][wildcards.evalset]
+    settings = simulation_settings(wildcards)
     return f"{_simulation_args(settings)} --seed {settings['seed']}"
 
 

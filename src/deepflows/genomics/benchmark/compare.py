@@ -679,7 +679,7 @@ class BenchmarkOptions:
 def compare(options: BenchmarkOptions) -> BenchmarkResult:
     """Compare the query with the truth; nothing is written."""
     from deepflows.genomics.io.hts import open_reference
-    from deepflows.genomics.io.regions import intersect, resolve_regions, resolve_targets
+    from deepflows.genomics.io.regions import within_targets
 
     started = time.monotonic()
     confident = Regions.from_bed(require_file(options.confident, "confident BED", empty_ok=True),
@@ -699,13 +699,8 @@ def compare(options: BenchmarkOptions) -> BenchmarkResult:
             )
         windows: dict[str, list[tuple[int, int]]] = {}
         if options.regions or options.targets:
-            chosen = resolve_regions(options.regions, lengths, options.ref)  # none: the whole reference
-            if options.targets:
-                chosen = intersect(chosen, resolve_targets(options.targets, lengths, options.ref))
-                if not chosen:
-                    raise UserError(f"{options.targets}: no target overlaps --regions "
-                                    f"{' '.join(options.regions or [])}")  # fmt: skip
-            for iv in chosen:
+            # none: the whole reference; targets are counted unpadded, as hap.py -T does
+            for iv in within_targets(options.regions, options.targets, lengths, options.ref, purpose="score"):
                 windows.setdefault(iv.contig, []).append((iv.start, iv.end))
             if not windows:
                 raise UserError(f"--regions {' '.join(options.regions)}: no interval")

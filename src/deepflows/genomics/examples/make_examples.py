@@ -85,7 +85,7 @@ def make_examples(args) -> dict:
     from deepflows.genomics.examples.labels import label_for_alt_indices
     from deepflows.genomics.examples.pileup_image import CHANNELS, PileupShape
     from deepflows.genomics.io.hts import check_contigs, open_reads, open_reference
-    from deepflows.genomics.io.regions import parse_shard, shard_regions
+    from deepflows.genomics.io.regions import parse_shard, shard_regions, within_targets
     from deepflows.genomics.presets import get_preset
     from deepflows.store.examples import ShardWriter, file_fingerprint, region_plan, run_identity
 
@@ -96,7 +96,8 @@ def make_examples(args) -> dict:
     reads = open_reads(args.reads, args.ref)
     preset = get_preset(getattr(args, "preset", "wgs"))
     targets = getattr(args, "targets", None)
-    regions = calling_regions(args.regions, targets, preset, contig_lengths, args.ref)
+    # wes: only the capture targets +- the preset's padding, within --regions
+    regions = within_targets(args.regions, targets, contig_lengths, args.ref, preset.target_padding, "call")
     owned = shard_regions(regions, shard_index, shard_count)
     check_contigs(args.reads, reads, args.ref, reference, sorted({r.contig for r in owned}))
     labeler = _labeler(args) if args.truth else None
@@ -164,23 +165,6 @@ def make_examples(args) -> dict:
         if args.gvcf:
             blocks.commit()
     return {"shard": args.shard, "out": str(args.out), "examples": n_examples, **stats}
-
-
-def calling_regions(specs: list[str] | None, targets: str | None, preset, contig_lengths: dict[str, int],
-                    reference) -> list:
-    """Where make-examples looks: --regions (default the whole reference), and with --targets only the capture
-    targets padded by the preset's padding, merged, within --regions. Refuses an empty result with one line."""
-    from deepflows.errors import UserError
-    from deepflows.genomics.io.regions import intersect, resolve_regions, resolve_targets
-
-    regions = resolve_regions(specs, contig_lengths, reference)
-    if not targets:
-        return regions
-    padded = resolve_targets(targets, contig_lengths, reference, preset.target_padding)
-    called = intersect(regions, padded) if specs else padded
-    if not called:
-        raise UserError(f"{targets}: no target overlaps --regions {' '.join(specs)}: nothing to call")
-    return called
 
 
 def _block_writer(args, contigs: list[tuple[str, int]], identity: dict[str, str]):

@@ -121,6 +121,19 @@ def resolve_targets(path: str | Path, contig_lengths: dict[str, int], reference:
     return merge(padded, order=list(contig_lengths))
 
 
+def within_targets(specs: list[str] | None, targets: str | Path | None, contig_lengths: dict[str, int],
+                   reference: str | Path | None = None, padding: int = 0, purpose: str = "look at") -> list[Interval]:
+    """`specs` as resolve_regions reads them (none: the whole reference) and, with a capture targets BED, only its
+    targets padded by `padding` bp inside them. No target there is one line naming both (nothing to `purpose`)."""
+    regions = resolve_regions(specs, contig_lengths, reference)
+    if not targets:
+        return regions
+    chosen = intersect(regions, resolve_targets(targets, contig_lengths, reference, padding))
+    if not chosen:
+        raise UserError(f"{targets}: no target overlaps --regions {' '.join(specs or [])}: nothing to {purpose}")
+    return chosen
+
+
 def intersect(intervals: list[Interval], other: list[Interval]) -> list[Interval]:
     """Parts of merged `intervals` also covered by merged `other`, in the order of `intervals`."""
     return subtract(intervals, subtract(intervals, other))

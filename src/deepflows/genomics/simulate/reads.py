@@ -130,7 +130,10 @@ def simulate_reads(regions: list[Interval], per_region: list[list[Variant]], fas
             slip = homopolymer_slip_rates(haplotype, model.homopolymer_slip_rate)
             rng = np.random.default_rng([seed, 1, r, hap])
             before = counts["pairs"]
-            if efficiency is None and library.plain:
+            if len(haplotype) < model.read_length:
+                counts["too short"] += 1
+                fragments = iter(())
+            elif efficiency is None and library.plain:
                 fragments = _fragments(haplotype, model, rng, batch_size, counts)
             else:
                 fragments = _library_fragments(haplotype, HaplotypeLibrary(
@@ -161,18 +164,20 @@ def _fragments(haplotype: bytes, model: ReadModel, rng: np.random.Generator, bat
     """Fragment [start, end) on the haplotype, the templates of read 1 and read 2 (ASCII, read direction),
     the haplotype position of every template base, and whether read 1 is on the reverse strand."""
     length, read_length = len(haplotype), model.read_length
-    if length < read_length:
-        counts["too short"] += 1
-        return
     bases = np.frombuffer(haplotype, np.uint8)
-    # uniform fragment starts leave the ends thinner; the interior gets the target depth
-    usable = max(length - model.insert_mean, read_length)
-    remaining = rng.poisson(model.depth / 2 * usable / (2 * read_length))
+    remaining = _fragments_for_depth(length, model, rng)
     while remaining > 0:
         n = min(batch_size, remaining)
         remaining -= n
         starts, ends = _draw_fragments(n, length, model, rng)
         yield _templates(bases, starts, ends, read_length, rng, counts)
+
+
+def _fragments_for_depth(length: int, model: ReadModel, rng: np.random.Generator) -> int:
+    """How many fragments give one haplotype of `length` bp half the depth: uniform fragment starts leave the
+    ends thinner, the interior gets the target depth."""
+    usable = max(length - model.insert_mean, model.read_length)
+    return int(rng.poisson(model.depth / 2 * usable / (2 * model.read_length)))
 
 
 def _draw_fragments(n: int, length: int, model: ReadModel, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
@@ -221,15 +226,11 @@ def _library_fragments(haplotype: bytes, library: HaplotypeLibrary, model: ReadM
     library): fragments are drawn uniformly and kept with the probability the library gives them until the
     depth is reached (over the targets when capturing); kept fragments then get their PCR copies and stutter."""
     length, read_length = len(haplotype), model.read_length
-    if length < read_length:
-        counts["too short"] += 1
-        return
     bases = np.frombuffer(haplotype, np.uint8)
     cumulative_gc = np.concatenate([[0], np.cumsum((bases == ord("G")) | (bases == ord("C")))])
     capture = library.capture
     if capture is None:
-        usable = max(length - model.insert_mean, read_length)
-        wanted = float(rng.poisson(model.depth / 2 * usable / (2 * read_length)))  # fragments
+        wanted = float(_fragments_for_depth(length, model, rng))  # fragments
     else:
         wanted = model.depth / 2 * capture.target_bases  # read bases on target
         if wanted == 0:
@@ -260,12 +261,14 @@ def _library_fragments(haplotype: bytes, library: HaplotypeLibrary, model: ReadM
         counts["duplicates"] += int(copies.sum() - len(copies))
         stutter, direction = (draw_stutter(repeats, starts, ends, rng) if repeats is not None
                               else (np.full(len(starts), -1), np.zeros(len(starts), np.int8)))  # fmt: skip
-        counts["stuttered fragments"] += int((stutter >= 0).sum())
-        starts, ends, stutter, direction = (np.repeat(a, copies) for a in (starts, ends, stutter, direction))
-        edited = {row: stuttered_fragment(bases, int(starts[row]), int(ends[row]), repeats, int(stutter[row]),
-                                          int(direction[row]))
-                  for row in np.flatnonzero(stutter >= 0).tolist()}  # fmt: skip
-        yield _templates(bases, starts, ends, read_length, rng, counts, edited)
+        # a stuttered fragment is built once and shared by its copies
+        stuttered = {i: stuttered_fragment(bases, int(starts[i]), int(ends[i]), repeats, int(stutter[i]),
+                                           int(direction[i]))
+                     for i in np.flatnonzero(stutter >= 0).tolist()}  # fmt: skip
+        counts["stuttered fragments"] += len(stuttered)
+        source = np.repeat(np.arange(len(starts)), copies)  # the fragment each copy is of
+        edited = {row: stuttered[int(source[row])] for row in np.flatnonzero(stutter[source] >= 0).tolist()}
+        yield _templates(bases, starts[source], ends[source], read_length, rng, counts, edited)
 
 
 def _off_target_probability(capture: CaptureMap, cumulative_gc: np.ndarray, length: int, model: ReadModel,

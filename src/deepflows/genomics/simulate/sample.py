@@ -23,7 +23,7 @@ import numpy as np
 from deepflows import __version__
 from deepflows.errors import UserError
 from deepflows.genomics.io.hts import fetch_sequence, htslib_writing, open_reference
-from deepflows.genomics.io.regions import Interval, merge, resolve_regions, subtract
+from deepflows.genomics.io.regions import Interval, merge, resolve_regions, resolve_targets, subtract
 from deepflows.genomics.io.variants import Variant
 from deepflows.genomics.simulate.align import align_with_bwa, align_with_mappy, bam_header, sort_and_index
 from deepflows.genomics.simulate.reads import ReadModel, simulate_reads
@@ -107,7 +107,7 @@ def simulated_regions(regions: list[str] | None, exclude: list[str] | None,
 
 def capture_targets(bed: str, regions: list[Interval], lengths: dict[str, int], reference: str) -> list[Interval]:
     """The capture targets of the BED that touch the simulated regions (checked against the reference)."""
-    targets = resolve_regions([bed], lengths, reference)
+    targets = resolve_targets(bed, lengths, reference)
     touching = [t for t in targets if subtract([t], regions) != [t]]
     if not touching:
         raise UserError(f"{bed}: no capture target inside the simulated regions")
