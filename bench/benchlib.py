@@ -80,3 +80,28 @@ def call_and_postprocess(examples: list[Path], model: Path, probs: Path, ref: Pa
     shards = " ".join(map(str, examples))
     return (f"{deepflows()} call-variants --examples {shards} --model {model} --out {probs}{log('call_variants')}",
             f"{deepflows()} postprocess --probs {probs} --ref {ref} --out {vcf}{log('postprocess')}")  # fmt: skip
+
+
+# Real HG002 30x Illumina reads on b37 (duplicates marked by bamsormadup), 148 bp; no GIAB truth on b37 here
+HG002_B37 = {"reads": DATA / "HG002_NIST_150bp_downsampled_30x.chr20.10_10p1mb.bam", "ref": DATA / "hs37d5.chr20.fa.gz",
+             "region": "20:10,000,001-10,100,000"}  # fmt: skip
+
+
+def pass_calls(vcf: Path, targets: list[tuple[int, int]] | None = None) -> dict[tuple, str]:
+    """(pos, ref, alts) -> genotype of the PASS calls of a one-sample VCF (inside `targets`, when given)."""
+    import pysam
+
+    calls = {}
+    with pysam.VariantFile(str(vcf)) as records:
+        for record in records:
+            inside = targets is None or any(a <= record.start < b for a, b in targets)
+            if inside and list(record.filter.keys()) in (["PASS"], []):
+                genotype = "/".join(map(str, sorted(g for g in record.samples[0]["GT"] if g is not None)))
+                if genotype.strip("0/"):  # a called ALT allele
+                    calls[(record.pos, record.ref, record.alts)] = genotype
+    return calls
+
+
+def kind(key: tuple) -> str:
+    _, ref, alts = key
+    return "SNP" if len(ref) == 1 and all(len(a) == 1 for a in alts) else "INDEL"

@@ -17,6 +17,12 @@ Cases:
             slippage: only random, quality-driven errors), same target
   pcr-plus  a PCR+ WGS library at 30x (GC bias, PCR duplicates marked with samtools markdup, PCR stutter in
             homopolymers and short tandem repeats), the sim-eval regions, same target; pcr-plus2 drawn again
+  na12878-binned  the NA12878 reads with their base qualities binned as a NovaSeq writes them (2/12/23/37)
+  art       ART (HiSeq 2500 profile) 2x150 at 30x over the sim-eval regions, aligned with bwa mem: reads of
+            an independent simulator; art-binned the very same reads with NovaSeq-binned qualities. Made by
+            `snakemake --configfile config/train-hg002-grch38-mixed.yaml --cores 2 training_data`
+  mason     Mason (seqan) 2x150 at 30x, bwa mem, same regions: a simulator no model was trained on;
+            mason-binned the same reads binned, mason2 drawn again; same target as art
   wes       a simulated exome in the sim-eval regions (exon-like capture targets covering 30% of them, 100x
             on-target, log-normal depth between targets, off-target reads, duplicates marked), same target;
             every caller calls the targets +- 50 bp (deepflows: --preset wes --targets) and only the targets
@@ -51,6 +57,7 @@ from benchlib import (
 )
 
 EVAL = ROOT / "results" / "hg002-grch38" / "eval"
+MIXED_EVAL = ROOT / "results" / "hg002-grch38-mixed" / "eval"
 
 
 def cases() -> dict[str, dict]:
@@ -65,10 +72,14 @@ def cases() -> dict[str, dict]:
             "targets": None,
         },
     }  # fmt: skip
-    for name, folder in (("sim-eval", "standard"), ("sim-eval2", "standard2"), ("sim-hard", "hard"),
-                         ("sim-clean", "clean"), ("pcr-plus", "pcr-plus"), ("pcr-plus2", "pcr-plus2"), ("wes", "wes"),
-                         ("wes2", "wes2")):  # fmt: skip
-        prefix = EVAL / folder / "reads"
+    table["na12878-binned"] = {**table["na12878"], "reads": OUT / "peers" / "na12878-binned.bam", "published": {},
+                               "binned_from": table["na12878"]["reads"]}  # fmt: skip
+    simulated = [(name, EVAL / folder) for name, folder in (
+        ("sim-eval", "standard"), ("sim-eval2", "standard2"), ("sim-hard", "hard"), ("sim-clean", "clean"),
+        ("pcr-plus", "pcr-plus"), ("pcr-plus2", "pcr-plus2"), ("wes", "wes"), ("wes2", "wes2"))]  # fmt: skip
+    simulated += [(name, MIXED_EVAL / name) for name in ("art", "art-binned", "mason", "mason-binned", "mason2")]
+    for name, folder in simulated:
+        prefix = folder / "reads"
         table[name] = {
             "reads": Path(f"{prefix}.bam"),
             "ref": DATA / "grch38.chr20_and_21_10M.fa.gz",
@@ -76,7 +87,7 @@ def cases() -> dict[str, dict]:
             "confident": Path(f"{prefix}.confident.bed"),
             "regions": ["chr20:4,900,001-5,200,000", "chr20:8,900,001-9,200,000"],
             "published": {},
-            "targets": EVAL / folder / "targets.bed" if name.startswith("wes") else None,
+            "targets": folder / "targets.bed" if name.startswith("wes") else None,
         }
     return table
 
@@ -166,7 +177,27 @@ def score(case: dict, vcf: Path, out: Path) -> dict:
     return rows
 
 
+def binned_copy(source: Path, out: Path, scheme: str = "novaseq") -> None:
+    """The BAM with every base quality binned as `scheme` (deepflows.genomics.simulate.qualities), indexed."""
+    import array
+
+    import pysam
+
+    from deepflows.genomics.simulate.qualities import binning_table
+
+    table = binning_table(scheme)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with pysam.AlignmentFile(str(source)) as reads, pysam.AlignmentFile(str(out), "wb", template=reads) as binned:
+        for read in reads:
+            if read.query_qualities is not None:
+                read.query_qualities = array.array("B", table[read.query_qualities].tobytes())
+            binned.write(read)
+    pysam.index(str(out))
+
+
 def run_case(name: str, case: dict, models: dict[str, Path]) -> list[dict]:
+    if "binned_from" in case:
+        binned_copy(case["binned_from"], case["reads"])
     for key in ("reads", "ref", "truth", "confident", *(["targets"] if case["targets"] else [])):
         if not Path(case[key]).exists():
             raise SystemExit(f"[{name}] {case[key]}: not found" +

@@ -18,32 +18,21 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from benchlib import DATA, OUT, ROOT, call_and_postprocess, deepflows, featurizer_flags, measure
+from benchlib import (
+    HG002_B37,
+    OUT,
+    ROOT,
+    call_and_postprocess,
+    deepflows,
+    featurizer_flags,
+    kind,
+    measure,
+    pass_calls,
+)
 
 from deepflows.genomics.io.regions import read_bed
 
-BAM = DATA / "HG002_NIST_150bp_downsampled_30x.chr20.10_10p1mb.bam"
-REF = DATA / "hs37d5.chr20.fa.gz"
-REGION = "20:10,000,001-10,100,000"
-
-
-def pass_calls(vcf: Path, targets: list[tuple[int, int]]) -> dict[tuple, str]:
-    """(pos, ref, alts) -> genotype of the PASS calls inside the targets."""
-    import pysam
-
-    calls = {}
-    with pysam.VariantFile(str(vcf)) as records:
-        for record in records:
-            inside = any(a <= record.start < b for a, b in targets)
-            if inside and list(record.filter.keys()) == ["PASS"]:
-                genotype = "/".join(map(str, sorted(record.samples[0]["GT"])))
-                calls[(record.pos, record.ref, record.alts)] = genotype
-    return calls
-
-
-def kind(key: tuple) -> str:
-    _, ref, alts = key
-    return "SNP" if len(ref) == 1 and all(len(a) == 1 for a in alts) else "INDEL"
+BAM, REF, REGION = HG002_B37["reads"], HG002_B37["ref"], HG002_B37["region"]
 
 
 def main() -> None:

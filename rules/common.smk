@@ -498,6 +498,8 @@ def training_simulate_inputs(wildcards):
         inputs.update(_truth_inputs(config["truth"]["vcf"]))
     if _captured(wildcards):
         inputs["targets"] = _targets_path(wildcards)
+    if simulation_settings(wildcards)["aligner"] == "bwa":
+        inputs["bwa_index"] = f"results/{wildcards.sample}/reference/bwa/reference.bwt"
     return inputs
 
 
@@ -514,7 +516,7 @@ def _flag(key, value):
 
 # Optional simulate settings -> flags; passed only when set, so configs without them keep their exact commands.
 _OPTIONAL_FLAGS = ("hotspot_rate", "hotspot_beta", "homopolymer_slip_rate", "gc_bias", "duplicate_rate",
-                   "pcr_stutter_rate")  # fmt: skip
+                   "pcr_stutter_rate", "simulator", "art_profile", "quality_bins")  # fmt: skip
 _CAPTURE_FLAGS = {"depth_sigma": "target_depth_sigma", "off_target_fraction": "off_target_fraction"}
 
 
@@ -531,9 +533,14 @@ def _simulation_args(settings):
     )
 
 
-def capture_args(wildcards, input):
-    """simulate's --targets for a captured (exome-like) chunk or set."""
-    return f"--targets {shlex.quote(input.targets)}" if "targets" in input.keys() else ""
+def simulate_file_args(wildcards, input):
+    """simulate's --targets for a captured (exome-like) chunk or set, --bwa-index for reads aligned by bwa mem."""
+    args = []
+    if "targets" in input.keys():
+        args.append(f"--targets {shlex.quote(input.targets)}")
+    if "bwa_index" in input.keys():
+        args.append(f"--bwa-index {shlex.quote(input.bwa_index.removesuffix('.bwt'))}")
+    return " ".join(args)
 
 
 def capture_fraction(wildcards):

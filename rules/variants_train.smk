@@ -36,7 +36,7 @@ rule train_simulate:
         region=train_chunk_region,
         variants=training_variant_args,
         simulation=train_simulation_args,
-        capture=capture_args,
+        files=simulate_file_args,
         seed=train_chunk_seed,
     log:
         "logs/{sample}/train/simulate/{chunk}.log",
@@ -46,8 +46,27 @@ rule train_simulate:
         "../envs/genomics.yaml"
     shell:
         "deepflows simulate --ref {input.ref:q} {params.variants} --region {params.region}"
-        " {params.simulation} {params.capture} --seed {params.seed} --threads {threads}"
+        " {params.simulation} {params.files} --seed {params.seed} --threads {threads}"
         " --sample {wildcards.sample} --out-prefix {params.prefix:q} 2> {log:q}"
+
+
+# Chunks and sets aligned with bwa mem (`aligner: bwa`): one bwa index of the reference, beside the results
+# (the reference's own folder may be read-only).
+rule bwa_index:
+    input:
+        unpack(reference_inputs),
+    output:
+        multiext("results/{sample}/reference/bwa/reference", ".amb", ".ann", ".bwt", ".pac", ".sa"),
+    params:
+        prefix=lambda wildcards, output: output[0].removesuffix(".amb"),
+    log:
+        "logs/{sample}/reference/bwa_index.log",
+    benchmark:
+        "benchmarks/{sample}/reference/bwa_index.tsv"
+    conda:
+        "../envs/genomics.yaml"
+    shell:
+        "bwa index -p {params.prefix:q} {input.ref:q} 2> {log:q}"
 
 
 # Exome-like chunks and sets (`capture` in their simulation): the capture targets they are simulated and called over.
@@ -157,7 +176,7 @@ rule eval_simulate:
         regions=eval_regions,
         variants=training_variant_args,
         simulation=eval_simulation_args,
-        capture=capture_args,
+        files=simulate_file_args,
     log:
         "logs/{sample}/eval/{evalset}/simulate.log",
     benchmark:
@@ -166,7 +185,7 @@ rule eval_simulate:
         "../envs/genomics.yaml"
     shell:
         "deepflows simulate --ref {input.ref:q} {params.variants} --region {params.regions}"
-        " {params.simulation} {params.capture} --threads {threads} --sample {wildcards.sample} --out-prefix {params.prefix:q}"
+        " {params.simulation} {params.files} --threads {threads} --sample {wildcards.sample} --out-prefix {params.prefix:q}"
         " 2> {log:q}"
 
 

@@ -251,7 +251,7 @@ def test_truth_input_is_normalised_phased_and_visible_in_reads(reference, tmp_pa
 
 
 def test_pair_records_keep_an_unmapped_mate_next_to_its_mapped_mate():
-    header = pysam.AlignmentHeader.from_dict(sim_align.bam_header({CONTIG: LENGTH}, "s", "test"))
+    header = pysam.AlignmentHeader.from_dict(sim_align.bam_header({CONTIG: LENGTH}, "s", "test", {}))
     hit = sim_align._Hit(tid=0, pos=1000, end=1150, reverse=True, mapq=60, cigar=[(0, 150)], nm=0)
     reads = [(b"ACGT" * 2, np.full(8, 30, np.uint8)), (b"TTGCA" * 2, np.arange(10, dtype=np.uint8))]
     first, second = sim_align.pair_records(header, "sim:demo:0:1:1-400", reads, [hit, None], "s", 700)

@@ -190,11 +190,12 @@ def test_calibration_on_evaluation_data_is_refused(tmp_path):
 
 
 NAMED_WES_RUN = ROOT / "config" / "train-hg002-grch38-wes.yaml"
+NAMED_MIXED_RUN = ROOT / "config" / "train-hg002-grch38-mixed.yaml"
 
 
 @pytest.mark.workflow
 @pytest.mark.realdata
-@pytest.mark.parametrize("named", [NAMED_RUN, NAMED_WES_RUN], ids=["wgs", "wes"])
+@pytest.mark.parametrize("named", [NAMED_RUN, NAMED_WES_RUN, NAMED_MIXED_RUN], ids=["wgs", "wes", "mixed"])
 def test_named_run_never_simulates_training_reads_in_evaluation_regions(tmp_path, shared_data, named):
     """config/train-hg002-grch38(-wes).yaml, dry run in an empty directory (its data paths made absolute)."""
     text = named.read_text().replace("../shared/data", str(shared_data))
@@ -230,8 +231,27 @@ def test_named_run_never_simulates_training_reads_in_evaluation_regions(tmp_path
     assert counts.get("eval_targets", 0) == len(captured_sets)
     for name in captured_sets:
         assert f"--preset wes --targets results/{sample}/eval/{name}/targets.bed" in run.stdout
+    # the simulator, its profile, the quality binning and the aligner of each chunk and set are its entry's
+    bwa_index = f"--bwa-index results/{sample}/reference/bwa/reference"
+    entries = [(f"train/chunks/{i:05d}", cycle[i % len(cycle)]) for i in range(10 * replicates)]
+    for folder, settings in entries + [(f"eval/{name}", entry) for name, entry in eval_sets.items()]:
+        command = simulate_command(run.stdout, f"results/{sample}/{folder}/reads")
+        simulator = settings.get("simulator", "deepflows")
+        assert (f"--simulator {simulator}" in command) == (simulator != "deepflows"), folder
+        assert (f"--art-profile {settings.get('art_profile')}" in command) == ("art_profile" in settings), folder
+        assert (f"--quality-bins {settings.get('quality_bins')}" in command) == ("quality_bins" in settings), folder
+        assert (bwa_index in command) == (settings.get("aligner") == "bwa"), folder
+    uses_bwa = any(settings.get("aligner") == "bwa" for _, settings in entries) or any(
+        settings.get("aligner") == "bwa" for settings in eval_sets.values())
+    assert counts.get("bwa_index", 0) == int(uses_bwa)
     assert "--truth " + str(shared_data / "genomics/HG002_GRCh38_1_22_v4.2.1_benchmark.chr20.vcf.gz") in run.stdout
     assert "--tune-regions chr20:2000001-2250000 chr20:7200001-7450000 --tune-margin 1000" in run.stdout
+
+
+def simulate_command(stdout: str, prefix: str) -> str:
+    """The one `deepflows simulate` command of a dry run (-p) that writes PREFIX."""
+    [command] = [line for line in stdout.splitlines() if "deepflows simulate" in line and f"--out-prefix {prefix} " in line]
+    return command
 
 
 # ----------------------------------------------------------------------------- end to end

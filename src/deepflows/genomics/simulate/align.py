@@ -21,11 +21,11 @@ log = logging.getLogger(__name__)
 _COMPLEMENT = bytes.maketrans(b"ACGTN", b"TGCAN")
 
 
-def bam_header(lengths: dict[str, int], sample: str, command_line: str) -> dict:
+def bam_header(lengths: dict[str, int], sample: str, command_line: str, read_group: dict[str, str]) -> dict:
     return {
         "HD": {"VN": "1.6", "SO": "unsorted"},
         "SQ": [{"SN": name, "LN": length} for name, length in lengths.items()],
-        "RG": [{"ID": sample, "SM": sample, "LB": sample, "PL": "ILLUMINA"}],
+        "RG": [{"ID": sample, "SM": sample, "LB": sample, "PL": "ILLUMINA", **read_group}],
         "PG": [{"ID": "deepflows-simulate", "PN": "deepflows", "VN": __version__, "CL": command_line}],
     }
 
@@ -140,11 +140,17 @@ def _is_proper_pair(first: _Hit | None, second: _Hit | None, max_insert: int) ->
 
 
 def align_with_bwa(pairs: Iterator[ReadPairs], ref: str, header: dict, threads: int, workdir: str,
-                   out_path: str) -> None:
-    """FASTQ files in the scratch folder, `bwa mem` (indexing the reference first if needed), unsorted BAM."""
+                   out_path: str, index: str | None = None) -> None:
+    """FASTQ files in the scratch folder, `bwa mem` against `index` (a `bwa index` prefix of the reference;
+    default: the reference itself, indexed first if needed), unsorted BAM."""
     if shutil.which("bwa") is None:
         raise UserError("--aligner bwa: `bwa` is not on PATH")
-    ref = os.path.abspath(ref)
+    if index is not None:
+        if not os.path.exists(index + ".bwt"):
+            raise UserError(f"--bwa-index {index}: no {index}.bwt (make it with `bwa index -p {index} REF`)")
+        ref = os.path.abspath(index)
+    else:
+        ref = os.path.abspath(ref)
     if not os.path.exists(ref + ".bwt"):
         log.info("bwa index %s", ref)
         done = subprocess.run(["bwa", "index", ref], capture_output=True, text=True)

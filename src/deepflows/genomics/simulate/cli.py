@@ -9,6 +9,8 @@ import argparse
 
 from deepflows.arguments import finite_float, non_negative_float, seed
 from deepflows.errors import UserError
+from deepflows.genomics.simulate.external import ART_PROFILES, SIMULATORS
+from deepflows.genomics.simulate.qualities import QUALITY_BINS
 from deepflows.genomics.simulate.sample import OUTPUT_SUFFIXES
 from deepflows.outputs import check_new_output
 
@@ -57,15 +59,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                               "beyond 5), one unit lost or gained in every copy (default: %(default)s, none)")
     library.add_argument("--mark-duplicates", action="store_true",
                          help="mark duplicates in the BAM with samtools markdup, as a PCR+ or exome pipeline does")
+    source = parser.add_argument_group("read simulator (default: deepflows' own read model)")
+    source.add_argument("--simulator", choices=SIMULATORS, default="deepflows",
+                        help="draw the reads with deepflows' model, or with ART (art_illumina), dwgsim or Mason "
+                             "(mason_simulator) over the same haplotypes: other error models; the error, "
+                             "artifact and library options above are deepflows' own (default: %(default)s)")
+    source.add_argument("--art-profile", choices=sorted(ART_PROFILES), default="HS25",
+                        help="with --simulator art: the instrument's built-in profile (default: %(default)s)")
+    source.add_argument("--quality-bins", choices=sorted(QUALITY_BINS), default="none",
+                        help="write base qualities binned as NovaSeq (2/12/23/37) or HiSeq X/4000 (8 bins) do; "
+                             "the reads themselves are unchanged (default: %(default)s)")
     add("--seed", type=seed, default=1, help="random seed (default: %(default)s)")
     add("--sample", default="simulated", help="sample name in the VCF and the BAM @RG (default: %(default)s)")
     add("--aligner", choices=("mappy", "bwa"), default="mappy",
         help="minimap2 -x sr through mappy, or bwa mem (default: %(default)s)")
+    add("--bwa-index", metavar="PREFIX",
+        help="with --aligner bwa: a `bwa index -p PREFIX` of --ref (default: --ref itself, indexed beside it "
+             "if it has no index)")
     add("--threads", type=int, default=1, help="threads for indexing, bwa mem and sorting (default: %(default)s)")
     add("--out-prefix", required=True, metavar="PREFIX", help="output path prefix")
 
 
 def run(args: argparse.Namespace) -> None:
+    from deepflows.genomics.simulate.external import ExternalSimulator
     from deepflows.genomics.simulate.library import LibraryModel
     from deepflows.genomics.simulate.reads import ReadModel
     from deepflows.genomics.simulate.sample import SimulationOptions, simulate
@@ -90,9 +106,12 @@ def run(args: argparse.Namespace) -> None:
                         **artifacts),
         targets=args.targets,
         mark_duplicates=args.mark_duplicates,
+        simulator=None if args.simulator == "deepflows" else ExternalSimulator(args.simulator, args.art_profile),
+        quality_bins=args.quality_bins,
         seed=args.seed,
         sample=args.sample,
         aligner=args.aligner,
+        bwa_index=args.bwa_index,
         threads=args.threads,
         command_line=getattr(args, "command_line", "deepflows simulate"),
     ))
@@ -115,9 +134,15 @@ def _check(args: argparse.Namespace) -> None:
         (args.pcr_stutter_rate > 0.1, f"--pcr-stutter-rate {args.pcr_stutter_rate}: must be 0-0.1"),
         (args.gc_bias > 10, f"--gc-bias {args.gc_bias}: must be 0-10"),
         (args.target_depth_sigma > 3, f"--target-depth-sigma {args.target_depth_sigma}: must be 0-3"),
+        (args.bwa_index and args.aligner != "bwa", f"--bwa-index {args.bwa_index}: needs --aligner bwa"),
         (args.threads < 1, f"--threads {args.threads}: must be at least 1"),
         (not args.sample or any(c.isspace() for c in args.sample), f"--sample {args.sample!r}: no spaces allowed"),
     ]
+    library = [flag for flag, value in (("--targets", args.targets), ("--gc-bias", args.gc_bias),
+                                        ("--duplicate-rate", args.duplicate_rate),
+                                        ("--pcr-stutter-rate", args.pcr_stutter_rate)) if value]  # fmt: skip
+    problems.append((args.simulator != "deepflows" and library,
+                     f"{' '.join(library)}: library preparation is simulated by --simulator deepflows only"))
     for failed, message in problems:
         if failed:
             raise UserError(message)

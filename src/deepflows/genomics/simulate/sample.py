@@ -26,7 +26,9 @@ from deepflows.genomics.io.hts import fetch_sequence, htslib_writing, open_refer
 from deepflows.genomics.io.regions import Interval, merge, resolve_regions, resolve_targets, subtract
 from deepflows.genomics.io.variants import Variant
 from deepflows.genomics.simulate.align import align_with_bwa, align_with_mappy, bam_header, sort_and_index
-from deepflows.genomics.simulate.reads import ReadModel, simulate_reads
+from deepflows.genomics.simulate.external import ExternalSimulator, external_reads
+from deepflows.genomics.simulate.qualities import bin_qualities
+from deepflows.genomics.simulate.reads import ReadModel, ReadPairs, simulate_reads
 from deepflows.genomics.simulate.variants import VariantSpectrum, describe_variants, random_variants, truth_variants
 from deepflows.outputs import removed_on_error
 
@@ -48,8 +50,11 @@ class SimulationOptions:
     seed: int = 1
     sample: str = "simulated"
     aligner: str = "mappy"
+    bwa_index: str | None = None  # a `bwa index` prefix of `ref`; None: `ref` itself, indexed if needed
     targets: str | None = None  # capture target BED: an exome-like library
     mark_duplicates: bool = False
+    simulator: ExternalSimulator | None = None  # None: deepflows' own read model
+    quality_bins: str = "none"  # deepflows.genomics.simulate.qualities.QUALITY_BINS
     threads: int = 1
     command_line: str = "deepflows simulate"
 
@@ -73,12 +78,16 @@ def simulate(opts: SimulationOptions) -> None:
         with htslib_writing(opts.out_prefix + ".truth.vcf.gz"):
             write_truth_vcf(stage.path(".truth.vcf.gz"), variants, lengths, opts)
         write_bed(stage.path(".confident.bed"), confident_regions(regions, fasta))
-        pairs = simulate_reads(regions, per_region, fasta, opts.reads, opts.seed, targets=targets)
-        header = bam_header(lengths, opts.sample, opts.command_line)
+        if opts.simulator is None:
+            pairs = simulate_reads(regions, per_region, fasta, opts.reads, opts.seed, targets=targets)
+        else:
+            pairs = external_reads(opts.simulator, regions, per_region, fasta, opts.reads, opts.seed, stage.workdir)
+        pairs = binned(pairs, opts.quality_bins)
+        header = bam_header(lengths, opts.sample, opts.command_line, read_group_description(opts))
         unsorted = os.path.join(stage.workdir, "unsorted.bam")
         with htslib_writing(opts.out_prefix + ".bam"):
             if opts.aligner == "bwa":
-                align_with_bwa(pairs, opts.ref, header, opts.threads, stage.workdir, unsorted)
+                align_with_bwa(pairs, opts.ref, header, opts.threads, stage.workdir, unsorted, opts.bwa_index)
             else:
                 align_with_mappy(pairs, opts.ref, header, opts.reads, opts.threads, unsorted)
             if opts.mark_duplicates:  # samtools markdup sorts and indexes
@@ -89,6 +98,19 @@ def simulate(opts: SimulationOptions) -> None:
             else:
                 sort_and_index(unsorted, stage.path(".bam"), opts.threads, stage.workdir)
     log.info("wrote %s.{bam,truth.vcf.gz,confident.bed} in %.1f s", opts.out_prefix, time.perf_counter() - started)
+
+
+def binned(pairs: Iterator[ReadPairs], scheme: str) -> Iterator[ReadPairs]:
+    """The pairs with their base qualities binned as `scheme`; reads and random streams unchanged."""
+    for batch in pairs:
+        yield ReadPairs(batch.names, batch.seq1, bin_qualities(batch.qual1, scheme), batch.seq2,
+                        bin_qualities(batch.qual2, scheme))
+
+
+def read_group_description(opts: SimulationOptions) -> dict[str, str]:
+    """@RG PM (the simulator and its profile) and DS: which error model and qualities made these reads."""
+    simulator = "deepflows" if opts.simulator is None else opts.simulator.description
+    return {"PM": simulator, "DS": f"simulator={simulator};quality_bins={opts.quality_bins}"}
 
 
 # ----------------------------------------------------------------------------- regions
