@@ -6,7 +6,8 @@ The real HG002 30x BAM of ../shared/data (b37, 20:10,000,001-10,100,000, 148 bp)
 model (--model NAME=DIR ...), by bcftools (`mpileup -a AD,DP | call -mv`) and freebayes; then again by each
 model on the same reads with their qualities binned as a NovaSeq writes them (2/12/23/37). Reported: PASS
 calls per caller, SNP and indel apart, and for each caller how many of its calls the first model (the
-reference column) makes too, with the same alleles and with the same genotype.
+reference column) makes too, with the same alleles and with the same genotype (every VCF normalised by
+`bcftools norm -a -m -any` first: left-aligned, one ALT per record, complex alleles atomized).
 
     python bench/real_concordance.py [--model v8=resources/models/wgs-illumina-v8 v9=resources/models/wgs-illumina]
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 from benchlib import HG002_B37, OUT, call_and_postprocess, deepflows, featurizer_flags, kind, measure, pass_calls
@@ -40,6 +42,15 @@ def commands(reads: Path, work: Path, models: dict[str, Path], peers: bool) -> d
                            f" | bcftools call -mv -Oz -o {work}/bcftools.vcf.gz")  # fmt: skip
         out["freebayes"] = (f"freebayes -f {plain_reference(ref)} --region {region} {reads}"
                             f" | bgzip > {work}/freebayes.vcf.gz")  # fmt: skip
+    return out
+
+
+def normalized(vcf: Path) -> Path:
+    """The calls left-aligned, split into one ALT per record and atomized (bcftools norm -a -m -any), so that
+    callers that write an indel or a complex allele differently are compared allele by allele."""
+    out = vcf.with_name(vcf.name.replace(".vcf.gz", ".norm.vcf.gz"))
+    subprocess.run(["bcftools", "norm", "-f", str(HG002_B37["ref"]), "-a", "-m", "-any", "-Oz", "-o", str(out),
+                    str(vcf)], check=True, capture_output=True)  # fmt: skip
     return out
 
 
@@ -71,7 +82,7 @@ def main() -> None:
                                                                                False)):  # fmt: skip
         for name, command in commands(reads, folder, models, peers).items():
             timing = measure(command)
-            runs[label + name] = {**timing, "calls": pass_calls(folder / f"{name}.vcf.gz")}
+            runs[label + name] = {**timing, "calls": pass_calls(normalized(folder / f"{name}.vcf.gz"))}
     reference_name = next(iter(models))
     reference = runs[reference_name]["calls"]
     rows = [{"caller": name, "type": t, **agreement(reference, run["calls"], t)} for name, run in runs.items()

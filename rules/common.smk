@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -52,7 +53,7 @@ EVAL_SETS = sorted(TRAINING["eval_sets"]) if TRAINING["eval_regions"] else []
 
 
 wildcard_constraints:
-    sample=r"[A-Za-z0-9][A-Za-z0-9._-]*",
+    sample=re.escape(SAMPLE),  # this config's sample only: another run's files (also_shuffle) are inputs, never remade
     mode=r"calling|training",
     shard=r"\d{5}",
     nshards=r"\d{5}",
@@ -570,9 +571,24 @@ def train_simulation_args(wildcards):
 
 
 def training_shards(wildcards):
-    return expand(
-        "results/{sample}/train/chunks/{chunk}/examples.zarr", sample=wildcards.sample, chunk=training_chunks()
-    )
+    """This run's chunk shards, then those of other runs that `also_shuffle` names."""
+    own = expand("results/{sample}/train/chunks/{chunk}/examples.zarr", sample=wildcards.sample, chunk=training_chunks())
+    return own + INCLUDED_SHARDS
+
+
+def _included_shards():
+    """The shards matched by each `also_shuffle` glob (in order, sorted), each glob matching at least one."""
+    shards = []
+    for pattern in TRAINING["also_shuffle"]:
+        matched = sorted(str(p) for p in Path().glob(pattern) if (p / "zarr.json").is_file())
+        if not matched:
+            sys.exit(f"error: config key training_data.also_shuffle: {pattern!r} matches no example shard "
+                     f"(make that run's training data first)")  # fmt: skip
+        shards += matched
+    return shards
+
+
+INCLUDED_SHARDS = _included_shards() if TRAINING["enabled"] else []
 
 
 def tune_region_args(wildcards):

@@ -201,8 +201,15 @@ def test_named_run_never_simulates_training_reads_in_evaluation_regions(tmp_path
     text = named.read_text().replace("../shared/data", str(shared_data))
     config = tmp_path / named.name
     config.write_text(text)
+    included = [tmp_path / pattern.replace("*", "00000")  # another run's shard, made by its own config first
+                for pattern in yaml.safe_load(text)["training_data"].get("also_shuffle", [])]  # fmt: skip
+    for shard in included:
+        shard.mkdir(parents=True)
+        (shard / "zarr.json").write_text("{}")
     run = snakemake(tmp_path, "-n", "-p", config=config)  # rule all: training_data.enabled is true
     assert run.returncode == 0, run.stderr
+    [shuffle] = [line for line in run.stdout.splitlines() if "deepflows shuffle-examples " in line]
+    assert all(f" {shard.relative_to(tmp_path)} " in shuffle for shard in included)  # shuffled in, not remade:
     counts = job_counts(run.stdout)
     named_config = yaml.safe_load(text)
     sample, training = named_config["sample"], named_config["training_data"]
