@@ -2,8 +2,8 @@
 
 The task brings the model, the batches, the loss and the metrics; everything else is here. Workdir:
 
-    DIR/run.json          what this workdir trains: the config (defaults filled in) and the task's data
-                          (without paths); a rerun with another config or other data is refused
+    DIR/run.json          what this workdir trains: the config (defaults filled in) and the task's data; a
+                          rerun with another config or other data (compared without paths) is refused
     DIR/checkpoints/N/    Orbax checkpoints every training.checkpoint_every steps (model parameters and batch
                           statistics, optimizer state, step; metadata: data position, seed, best tune metrics
                           so far, wall time); the last training.keep_checkpoints kept

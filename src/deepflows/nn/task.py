@@ -76,7 +76,7 @@ class Task:
         raise NotImplementedError
 
     def position(self, step: int) -> dict:
-        """Where batch `step` starts in the data (checkpoint metadata)."""
+        """Where batch `step` starts in the data (checkpoint metadata; `examples_seen` at least)."""
         return {"examples_seen": step * self.cfg["training"]["batch_size"]}
 
     def train_metrics(self, aux: dict, examples: int) -> dict:
