@@ -122,14 +122,17 @@ def focus_config(args: argparse.Namespace) -> dict:
     raw = read_yaml(args.config) if args.config else {}
     if not isinstance(raw, dict):
         raise UserError(f"{args.config}: expected a mapping of keys at the top level")
-    for option, (section, key) in OPTIONS.items():
-        if getattr(args, option) is not None:
-            raw.setdefault(section, {})[key] = getattr(args, option)
-    if args.model_options is not None:
-        raw["model"].setdefault("architecture", "focus_cnn")
+    settings = [(section, key, getattr(args, option)) for option, (section, key) in OPTIONS.items()]
     if args.eval_every is not None:
-        raw.setdefault("evaluation", {})["every"] = args.eval_every
-        raw.setdefault("training", {}).update(log_every=args.eval_every, checkpoint_every=args.eval_every)
+        settings += [(section, key, args.eval_every) for section, key in (("evaluation", "every"),
+                     ("training", "log_every"), ("training", "checkpoint_every"))]  # fmt: skip
+    for section, key, value in settings:
+        if value is not None:
+            if not isinstance(raw.setdefault(section, {}), dict):
+                raise UserError(f"{args.config}: {section}: expected a mapping of keys, not {raw[section]!r}")
+            raw[section][key] = value
+    if isinstance(raw.get("model"), dict):  # the one architecture this task trains, whether named or not
+        raw["model"].setdefault("architecture", "focus_cnn")
     cfg = load_config(raw, schema(), args.config or "focus-train options")
     if "images" not in cfg["data"]:
         raise UserError("focus-train: no training images; give --images, or data.images in --config")
