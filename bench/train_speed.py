@@ -54,20 +54,22 @@ def bench_train_step(batch: int, steps: int) -> dict:
     import optax
     from flax import nnx
 
+    from deepflows.nn.loop import train_step
     from deepflows.nn.models import build_model
-    from deepflows.nn.train import _steps
+    from deepflows.nn.task import key_per_step
+    from deepflows.nn.train import pileup_loss
 
     model = build_model("small_cnn", {}, SHAPE[2], 0)
     model.train()
     optimizer = nnx.Optimizer(model, optax.adamw(1e-3, weight_decay=1e-4), wrt=nnx.Param)
-    step = nnx.cached_partial(_steps()[0], model, optimizer)
+    step = nnx.cached_partial(train_step(pileup_loss, key_per_step), model, optimizer)
     rng = np.random.default_rng(0)
     images, labels = pileups(rng, batch), rng.integers(0, 3, batch).astype(np.int32)
     weights, smoothing = np.ones(3, np.float32), np.float32(0)
 
     def one(k=[0]):  # noqa: B006 (a counter)
         k[0] += 1
-        loss, _ = step(images, labels, weights, smoothing, np.array([0, k[0]], np.uint32))
+        loss, _ = step((images, labels), (weights, smoothing), np.array([0, k[0]], np.uint32))
         jax.block_until_ready(loss)
 
     t0 = time.perf_counter()

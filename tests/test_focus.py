@@ -82,12 +82,9 @@ def test_sharpness_baseline_orders_levels():
 
 
 def test_focus_train_writes_a_loadable_model(tmp_path):
-    from PIL import Image
-
     from deepflows.nn.model_dir import load_model
 
-    for s in (7, 8):
-        Image.fromarray(synthetic_field((PATCH + 10, 2 * PATCH + 20), seed=s)).save(tmp_path / f"f{s}.png")
+    focus_fields(tmp_path)
     out = tmp_path / "model"
     assert main(["focus-train", "--images", str(tmp_path / "f*.png"), "--out", str(out), "--workdir", str(tmp_path / "w"),
                  "--steps", "2", "--batch-size", "4", "--eval-every", "1", "--val-columns", str(PATCH),
@@ -95,9 +92,16 @@ def test_focus_train_writes_a_loadable_model(tmp_path):
     model, meta = load_model(out)
     assert meta["architecture"] == "focus_cnn" and meta["input_shape"] == [PATCH, PATCH, 1] and meta["steps"] == 2
     assert meta["options"] == {"widths": [4, 8], "hidden": 16} and model.dense.out_features == 16
-    assert len(meta["training_data"]) == 2 and meta["selected"]["step"] in (1, 2)
+    assert len(meta["training_data"]) == 2 and meta["best_step"] in (1, 2) and meta["selected_by"] == "tune loss"
+    assert {p.name for p in out.iterdir()} == {"model.json", "weights.msgpack"}  # a copy of the workdir's export
+    assert (out / "weights.msgpack").read_bytes() == (tmp_path / "w" / "model" / "weights.msgpack").read_bytes()
+    assert model.dense.kernel.dtype == np.float16  # the exported weights are half precision
     rows = [json.loads(line) for line in (tmp_path / "w" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [1, 2] and all(np.isfinite(r["val_loss"]) for r in rows)
+    tune = [r for r in rows if r["split"] == "tune"]
+    assert [r["step"] for r in tune] == [1, 2] and all(np.isfinite(r["loss"]) for r in tune)
+    assert set(tune[0]) >= {"exact", "within_one", "spearman", "rps", "n", "best"}
+    chosen = min(tune, key=lambda r: r["loss"])
+    assert meta["tune_metrics"] == {k: v for k, v in chosen.items() if k not in ("step", "split", "best")}
     assert Scorer(model)(np.zeros((1, PATCH, PATCH), np.float32)).shape == (1, LEVELS)
     # Continuing from the float16 weights it wrote, with the other loss and selection options.
     again = tmp_path / "again"
@@ -105,39 +109,118 @@ def test_focus_train_writes_a_loadable_model(tmp_path):
                  "--steps", "2", "--batch-size", "4", "--eval-every", "1", "--val-columns", str(PATCH), "--init", str(out),
                  "--rps-weight", "5", "--select", "within_one", "--model-options", '{"widths": [4, 8], "hidden": 16}']) == 0  # fmt: skip
     _, meta = load_model(again)
-    assert meta["initialised_from"]["sha256"] == load_model(out)[1]["sha256"] and meta["select"] == "within_one"
+    assert meta["init"] == {"model": str(out), "sha256": load_model(out)[1]["sha256"]}
+    assert meta["training_config"]["evaluation"]["select_by"] == "within_one" and meta["selected_by"] == "tune within_one"
+    assert meta["training_config"]["training"]["rps_weight"] == 5
     rows = [json.loads(line) for line in (tmp_path / "w2" / "metrics.jsonl").read_text().splitlines()]
-    assert all(np.isfinite(r["train_loss"]) and np.isfinite(r["val_loss"]) for r in rows)
+    assert [r["split"] for r in rows] == ["init", "train", "tune", "train", "tune"]
+    assert all(np.isfinite(r["loss"]) for r in rows) and rows[0]["sha256"] == meta["init"]["sha256"]
 
 
-def test_focus_train_resumes_to_the_same_weights(tmp_path):
-    """Stopped at step 3 (between evaluations) and rerun, focus-train ends with the weights, the selected
-    step and the metrics of an uninterrupted run; a workdir of another run's settings is refused."""
+def focus_fields(tmp_path):
     from PIL import Image
 
     for s in (7, 8):
         Image.fromarray(synthetic_field((PATCH + 10, 2 * PATCH + 20), seed=s)).save(tmp_path / f"f{s}.png")
 
-    def focus_train(out, workdir, *extra):
-        return main(["focus-train", "--images", str(tmp_path / "f*.png"), "--out", str(tmp_path / out),
-                     "--workdir", str(tmp_path / workdir), "--steps", "5", "--batch-size", "4", "--eval-every", "2",
-                     "--val-columns", str(PATCH), "--model-options", '{"widths": [4, 8], "hidden": 16, "dropout": 0.5}',
-                     *extra])  # fmt: skip
 
-    assert focus_train("whole", "w1") == 0
-    assert focus_train("resumed", "w2", "--stop-at", "3") == 0
+def focus_argv(tmp_path, out, workdir, steps=5, *extra) -> list[str]:
+    return ["focus-train", "--images", str(tmp_path / "f*.png"), "--out", str(tmp_path / out), "--workdir",
+            str(tmp_path / workdir), "--steps", str(steps), "--batch-size", "4", "--eval-every", "2", "--val-columns",
+            str(PATCH), "--model-options", '{"widths": [4, 8], "hidden": 16, "dropout": 0.5}', *extra]  # fmt: skip
+
+
+def tune_rows(workdir) -> list[dict]:
+    rows = map(json.loads, (workdir / "metrics.jsonl").read_text().splitlines())
+    return [r for r in rows if r["split"] == "tune"]
+
+
+def test_focus_train_resumes_to_the_same_weights(tmp_path):
+    """Stopped at step 3 (between evaluations) and rerun, focus-train ends with the weights, the selected
+    step and the metrics of an uninterrupted run; a workdir of another run's settings is refused."""
+    focus_fields(tmp_path)
+    assert main(focus_argv(tmp_path, "whole", "w1")) == 0
+    assert main(focus_argv(tmp_path, "resumed", "w2", 5, "--stop-at", "3")) == 0
     assert not (tmp_path / "resumed").exists()  # nothing exported before the last step
-    assert focus_train("resumed", "w2") == 0
+    assert main(focus_argv(tmp_path, "resumed", "w2")) == 0
     whole, resumed = (tmp_path / name / "weights.msgpack" for name in ("whole", "resumed"))
     assert whole.read_bytes() == resumed.read_bytes()
-    rows = [(tmp_path / w / "metrics.jsonl").read_text().splitlines() for w in ("w1", "w2")]
-    steps = [[json.loads(line)["step"] for line in r] for r in rows]
-    assert steps == [[2, 4, 5], [2, 4, 5]]
-    drop_time = [[{k: v for k, v in json.loads(line).items() if k != "elapsed_s"} for line in r] for r in rows]
-    assert drop_time[0] == drop_time[1]
+    steps = [json.loads(line)["step"] for line in (tmp_path / "w2" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [2, 2, 3, 4, 4, 5, 5]  # train lines every 2 steps and at the stop, tune lines every 2
+    assert tune_rows(tmp_path / "w1") == tune_rows(tmp_path / "w2") and [r["step"] for r in tune_rows(tmp_path / "w1")] == [2, 4, 5]
     # the same workdir with another learning rate: one line, nothing written
-    assert focus_train("other", "w2", "--learning-rate", "1e-3") != 0
+    assert main(focus_argv(tmp_path, "other", "w2", 5, "--learning-rate", "1e-3")) == 2
     assert not (tmp_path / "other").exists()
+
+
+def test_focus_train_resumes_after_kill(tmp_path):
+    """A focus-train process killed (SIGKILL, no chance to clean up) after its first checkpoint resumes and ends
+    with the weights, optimizer state and tune metrics of an uninterrupted run."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from test_train import final_weights
+
+    focus_fields(tmp_path)
+    steps = 40
+    assert main(focus_argv(tmp_path, "whole", "w1", steps)) == 0
+    workdir = tmp_path / "w2"
+    process = subprocess.Popen([sys.executable, "-m", "deepflows.cli", *focus_argv(tmp_path, "resumed", "w2", steps)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        for _ in range(12000):  # two minutes at most, for the first checkpoint (step 2 of 40)
+            if (workdir / "checkpoints" / "2").is_dir() or process.poll() is not None:
+                break
+            time.sleep(0.01)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert not (workdir / "model").exists(), "the run finished before it could be killed"
+    assert main(focus_argv(tmp_path, "resumed", "w2", steps)) == 0
+    assert (tmp_path / "whole" / "weights.msgpack").read_bytes() == (tmp_path / "resumed" / "weights.msgpack").read_bytes()
+    a, b = final_weights(tmp_path / "w1"), final_weights(workdir)
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    assert tune_rows(tmp_path / "w1") == tune_rows(workdir)
+
+
+def test_focus_config(tmp_path, capsys):
+    """focus-train's settings as a config (one schema, deepflows.imaging.focus_train.schema): the defaults are
+    the shipped recipe's (the command line's defaults before the shared loop), --config YAML takes any of them,
+    the options override it, and a wrong key is one line."""
+    import argparse
+
+    import yaml
+
+    from deepflows.imaging.focus_train import add_arguments, focus_config
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = lambda *extra: parser.parse_args(["--out", "o", "--workdir", "w", *extra])  # noqa: E731
+    cfg = focus_config(args("--images", "a.png"))
+    assert cfg["model"] == {"architecture": "focus_cnn", "options": {"dropout": 0.5}}
+    assert cfg["data"] == {"images": ["a.png"], "val_columns": 168} and cfg["evaluation"] == {"every": 50, "select_by": "loss"}
+    t = cfg["training"]
+    assert (t["steps"], t["batch_size"], t["seed"], t["rps_weight"], t["checkpoint_every"], t["log_every"]) == (600, 64, 0, 1.0, 50, 50)
+    o, sc = cfg["optimizer"], cfg["schedule"]
+    assert (o["name"], o["weight_decay"], o["b1"], o["b2"], o["eps"], o["clip_norm"]) == ("adamw", 1e-4, 0.9, 0.999, 1e-8, 1.0)
+    assert (sc["name"], sc["learning_rate"], sc["warmup_steps"], sc["decay_steps"], sc["end_learning_rate"]) == (
+        "warmup_cosine", 3e-4, 50, 600, 0.0)  # decay_steps: the run's steps
+    config = tmp_path / "focus.yaml"
+    config.write_text(yaml.safe_dump({"data": {"images": ["b.png"], "val_columns": 100}, "training": {"steps": 7},
+                                      "evaluation": {"select_by": "within_one"}, "init": {"model": "m"}}))  # fmt: skip
+    cfg = focus_config(args("--config", str(config), "--steps", "9", "--eval-every", "3"))
+    assert cfg["data"] == {"images": ["b.png"], "val_columns": 100} and cfg["training"]["steps"] == 9
+    assert cfg["evaluation"] == {"every": 3, "select_by": "within_one"} and cfg["training"]["checkpoint_every"] == 3
+    assert cfg["init"] == {"model": "m"}
+    config.write_text(yaml.safe_dump({"training": {"stepz": 7}}))
+    assert main(["focus-train", "--images", "a.png", "--out", str(tmp_path / "o"), "--workdir", str(tmp_path / "w"),
+                 "--config", str(config)]) == 2  # fmt: skip
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        f"{config}: training.stepz: unknown key (known keys here: accumulate, batch_size, checkpoint_every, "
+        "keep_checkpoints, log_every, prefetch, rps_weight, seed, steps)")
+    assert not (tmp_path / "w").exists() and not (tmp_path / "o").exists()
 
 
 @pytest.fixture(scope="module")

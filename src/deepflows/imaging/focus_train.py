@@ -1,8 +1,9 @@
 """`deepflows focus-train`: train the focus-quality model on synthetically defocused in-focus fields.
 
     deepflows focus-train --images 'DIR/*a0[1-6]*.png' --out resources/models/focus-quality --workdir runs/focus
-                          [--steps N] [--batch-size B] [--learning-rate LR] [--val-columns PX] [--seed S]
-                          [--model-options JSON] [--init MODEL_DIR] [--rps-weight W] [--select loss|within_one]
+                          [--config YAML] [--steps N] [--batch-size B] [--learning-rate LR] [--eval-every N]
+                          [--val-columns PX] [--seed S] [--model-options JSON] [--init MODEL_DIR]
+                          [--rps-weight W] [--select loss|within_one] [--stop-at N]
 
 Each step draws a fresh batch of augmented patches (deepflows.imaging.focus_data; a pure function of seed
 and step). The loss is cross-entropy plus the ranked probability score (the squared distance between the
@@ -10,31 +11,36 @@ predicted and true cumulative distributions over the ordered levels), which char
 levels off more than one level off; --rps-weight scales that term (at weight 1 it is a small fraction of the
 loss: a confident one-level miss costs 0.1). Every --eval-every steps the model is scored on the validation
 columns of the same fields (never seen in training); the best model by --select (validation loss, or
-within-one accuracy on the validation patches with content, ties broken by loss) is exported to --out
-(deepflows.nn.model_dir) with the run's provenance. --init continues from a model this command wrote (a
-fresh warmup and cosine schedule over --steps; recorded in model.json).
+within-one accuracy on the validation patches with content, ties broken by loss) is exported, its weights as
+float16, to --workdir/model and copied to --out. --init starts from a model directory's
+weights (a fresh warmup and cosine schedule over --steps; recorded in model.json `init`).
 
---workdir gets metrics.jsonl and, at every evaluation, an Orbax checkpoint (weights, optimizer state, the
-best weights so far and the dropout stream's position): a killed run, rerun with the same command, resumes
-from its last evaluation and ends with the same weights as an uninterrupted run. A workdir holding a run
-with other settings is refused. --stop-at N stops after step N (then rerun without it).
+This module is the focus task (deepflows.nn.task); the training loop is deepflows.nn.loop's, so --workdir holds
+run.json, checkpoints/ (every --eval-every steps), best/, model/, metrics.jsonl and metrics.png, and a killed run
+rerun with the same command resumes and ends with the same weights as an uninterrupted run. A workdir holding
+a run with other settings or images is refused. --stop-at N stops after step N (then rerun without it).
+
+--config takes the same settings as YAML (JSON Schema: `schema()`: data.images, data.val_columns, model.options,
+optimizer, schedule, training, evaluation, init); the options given on the command line override it. The
+defaults are the options' defaults below.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import hashlib
 import json
 import logging
-import platform
-import time
+import shutil
 from pathlib import Path
 
 import numpy as np
 
 from deepflows.arguments import non_negative_float, positive_float, positive_int, seed
 from deepflows.errors import UserError
-from deepflows.imaging.io import expand_images
+from deepflows.nn.task import Task, stream_at_step
 
 log = logging.getLogger("deepflows.focus_train")
 
@@ -49,185 +55,203 @@ def level_metrics(predicted: np.ndarray, true: np.ndarray) -> dict:
             "within_one": float(np.mean(np.abs(predicted - true) <= 1)), "spearman": float(rho)}  # fmt: skip
 
 
-def better(row: dict, best: dict, select: str) -> bool:
-    """Whether a validation row beats the best so far: lower loss, or higher within-one then lower loss."""
-    if select == "within_one" and row["val_within_one"] != best["val_within_one"]:
-        return row["val_within_one"] > best["val_within_one"]
-    return row["val_loss"] < best["val_loss"]
+# ----------------------------------------------------------------------------- config and CLI
 
 
-def half_precision(params):
-    """Parameters as float16 for the shipped file: 58 MB instead of 116 MB (the dense layer alone has 28.9M
-    weights), under the 100 MB a file may have on common git hosts. Layers compute in float32 regardless
-    (Flax promotes float16 weights to the float32 inputs); ratings change by far less than a level."""
-    import jax
+@functools.cache
+def schema() -> dict:
+    """The focus-train config's JSON Schema: the loop's keys with focus defaults, and the focus task's own."""
+    from deepflows.nn.loop import config_schema
 
-    return jax.tree.map(lambda a: a.astype(np.float16), params)
+    data = {
+        "type": "object",
+        "additionalProperties": False,
+        "default": {},
+        "properties": {
+            "images": {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1,
+                       "description": "in-focus fields: directories, globs or files"},
+            "val_columns": {"type": "integer", "minimum": 1, "default": 168,
+                            "description": "right-hand columns of each field kept for validation"},
+        },
+    }  # fmt: skip
+    rps = {"type": "number", "minimum": 0, "default": 1.0, "description": "weight of the ranked probability score"}
+    return config_schema(
+        "deepflows focus-train config", ["focus_cnn"], ("loss", "within_one"), training={"rps_weight": rps},
+        evaluation={}, sections={"data": data}, model_default={"architecture": "focus_cnn", "options": {"dropout": 0.5}},
+        defaults={"training": {"steps": 600, "checkpoint_every": 50, "log_every": 50, "keep_checkpoints": 2},
+                  "evaluation": {"every": 50}, "optimizer": {"clip_norm": 1.0},
+                  "schedule": {"learning_rate": 3e-4, "warmup_steps": 50}},
+    )  # fmt: skip
+
+
+# option -> the config key it sets
+OPTIONS = {"images": ("data", "images"), "val_columns": ("data", "val_columns"), "steps": ("training", "steps"),
+           "batch_size": ("training", "batch_size"), "seed": ("training", "seed"),
+           "rps_weight": ("training", "rps_weight"), "learning_rate": ("schedule", "learning_rate"),
+           "select": ("evaluation", "select_by"), "model_options": ("model", "options")}  # fmt: skip
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--images", nargs="+", required=True, help="in-focus fields: directory, glob or files")
+    p.add_argument("--images", nargs="+", help="in-focus fields: directory, glob or files (data.images)")
     p.add_argument("--out", required=True, help="model directory to write (model.json + weights.msgpack)")
-    p.add_argument("--workdir", required=True, help="metrics.jsonl and checkpoints/; a rerun resumes from them")
-    p.add_argument("--steps", type=int, default=600)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--learning-rate", type=positive_float, default=3e-4)
-    p.add_argument("--eval-every", type=int, default=50)
-    p.add_argument("--val-columns", type=positive_int, default=168, help="right-hand columns of each field kept for validation")
-    p.add_argument("--seed", type=seed, default=0)
-    p.add_argument("--model-options", type=json.loads, default={"dropout": 0.5},
+    p.add_argument("--workdir", required=True, help="checkpoints, metrics and the exported model; a rerun resumes")
+    p.add_argument("--config", metavar="YAML", help="settings as YAML (see the module doc); the options override it")
+    p.add_argument("--steps", type=positive_int, help="training.steps (default 600)")
+    p.add_argument("--batch-size", type=positive_int, help="training.batch_size (default 64)")
+    p.add_argument("--learning-rate", type=positive_float, help="schedule.learning_rate (default 3e-4)")
+    p.add_argument("--eval-every", type=positive_int,
+                   help="evaluate, log and checkpoint every N steps (evaluation.every, training.log_every and "
+                        "checkpoint_every; default 50)")  # fmt: skip
+    p.add_argument("--val-columns", type=positive_int, help="right-hand columns of each field kept for validation (168)")
+    p.add_argument("--seed", type=seed, help="training.seed (default 0)")
+    p.add_argument("--model-options", type=json.loads,
                    help='focus_cnn options as JSON (default {"dropout": 0.5}; e.g. smaller widths for tests)')  # fmt: skip
     p.add_argument("--init", help="start from this focus model's weights (a continued run) instead of at random")
-    p.add_argument("--rps-weight", type=non_negative_float, default=1.0, help="weight of the ranked probability score in the loss")
-    p.add_argument("--select", choices=("loss", "within_one"), default="loss",
-                   help="validation figure that picks the exported step: loss, or within-one accuracy (then loss)")  # fmt: skip
-    p.add_argument("--stop-at", type=int, help="stop after this step (checkpointed; rerun without it to go on)")
+    p.add_argument("--rps-weight", type=non_negative_float, help="weight of the ranked probability score (default 1)")
+    p.add_argument("--select", choices=("loss", "within_one"),
+                   help="validation figure that picks the exported step: loss (default), or within-one accuracy "
+                        "(then loss)")  # fmt: skip
+    p.add_argument("--stop-at", type=positive_int, help="stop after this step (checkpointed; rerun without it to go on)")
+
+
+def focus_config(args: argparse.Namespace) -> dict:
+    """The validated config: --config (if any) with the command line's options in place."""
+    from deepflows.config import read_yaml
+    from deepflows.nn.loop import load_config, override
+
+    raw = read_yaml(args.config) if args.config else {}
+    if not isinstance(raw, dict):
+        raise UserError(f"{args.config}: expected a mapping of keys at the top level")
+    settings = [(section, key, getattr(args, option)) for option, (section, key) in OPTIONS.items()]
+    if args.eval_every is not None:
+        settings += [(section, key, args.eval_every) for section, key in (("evaluation", "every"),
+                     ("training", "log_every"), ("training", "checkpoint_every"))]  # fmt: skip
+    for section, key, value in settings:
+        if value is not None:
+            if not isinstance(raw.setdefault(section, {}), dict):
+                raise UserError(f"{args.config}: {section}: expected a mapping of keys, not {raw[section]!r}")
+            raw[section][key] = value
+    if isinstance(raw.get("model"), dict):  # the one architecture this task trains, whether named or not
+        raw["model"].setdefault("architecture", "focus_cnn")
+    cfg = load_config(raw, schema(), args.config or "focus-train options")
+    if "images" not in cfg["data"]:
+        raise UserError("focus-train: no training images; give --images, or data.images in --config")
+    return override(cfg, init=args.init)
 
 
 def run(args: argparse.Namespace) -> None:
+    from deepflows.nn.loop import fit
+
+    summary = fit(FocusTask(focus_config(args)), args.workdir, stop_at=args.stop_at,
+                  command=getattr(args, "command_line", "deepflows focus-train"))  # fmt: skip
+    if "model" not in summary:  # stopped early (--stop-at): nothing to export yet
+        return
+    out, exported = Path(args.out), Path(summary["model"])
+    out.mkdir(parents=True, exist_ok=True)
+    if out.resolve() != exported.resolve():  # a copy beside whatever else --out holds (a model card, eval/)
+        for name in ("weights.msgpack", "model.json"):
+            shutil.copyfile(exported / name, out / f".{name}.tmp")
+            (out / f".{name}.tmp").replace(out / name)
+    log.info("best step %d (val loss %.3f) -> %s in %.0f s", summary["best_step"],
+             (summary["tune_metrics"] or {}).get("loss", float("nan")), out, summary["wall_seconds"])  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- the task
+
+
+def loss_terms(logits, labels):
+    """Per patch: cross-entropy, and the ranked probability score (over the ordered levels, in [0, 1])."""
     import jax
     import jax.numpy as jnp
     import optax
-    from flax import nnx
 
-    from deepflows.imaging.defocus import LEVELS, RADIUS_PER_LEVEL
-    from deepflows.imaging.focus_data import DefocusSet, load_field
-    from deepflows.imaging.focus_model import PATCH, Scorer
-    from deepflows.nn.model_dir import save_model
-    from deepflows.nn.models import build_model
-    from deepflows.nn.optim import make_optimizer, make_schedule
-    from deepflows.nn.train import Checkpoints, MetricsLog
+    from deepflows.imaging.defocus import LEVELS
 
-    if args.steps < 1 or args.batch_size < 1 or args.eval_every < 1 or (args.stop_at is not None and args.stop_at < 1):
-        raise UserError("--steps, --batch-size, --eval-every and --stop-at must be at least 1")
-    started = time.time()
-    paths = expand_images(args.images)
-    training_data = [{"path": str(p), "sha256": hashlib.sha256(p.read_bytes()).hexdigest()} for p in paths]
-    data = DefocusSet([load_field(p) for p in paths], val_columns=args.val_columns)
-    val_x, val_y, _, val_content = data.grid(seed=args.seed + 1, columns="val")
-    log.info("%d fields, %d validation patches (%d with content)", len(paths), len(val_y), val_content.sum())
-
-    options = args.model_options
-    model = build_model("focus_cnn", options, channels=1, seed=args.seed)
-    init = None
-    if args.init:
-        from deepflows.nn.model_dir import load_model
-
-        start, init = load_model(args.init)
-        if init["architecture"] != "focus_cnn" or init["options"] != options:
-            raise UserError(f"{args.init}: not a focus_cnn model with options {options}")
-        # Shipped weights are float16 (half_precision): train in float32, else Adam's updates overflow to NaN.
-        nnx.update(model, jax.tree.map(lambda a: a.astype(jnp.float32), nnx.state(start, nnx.Param)))
-        model.train()
-    schedule = make_schedule({"name": "warmup_cosine", "learning_rate": args.learning_rate, "warmup_steps": 50,
-                              "decay_steps": None, "end_learning_rate": 0.0}, args.steps)  # fmt: skip
-    tx = make_optimizer({"name": "adamw", "weight_decay": 1e-4, "b1": 0.9, "b2": 0.999, "eps": 1e-8,
-                         "clip_norm": 1.0}, schedule)  # fmt: skip
-    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
-
-    def loss_terms(logits, labels):
-        probs = jax.nn.softmax(logits)
-        onehot = jax.nn.one_hot(labels, LEVELS)
-        ce = optax.softmax_cross_entropy(logits, onehot)
-        rps = jnp.sum((jnp.cumsum(probs, -1) - jnp.cumsum(onehot, -1)) ** 2, -1) / (LEVELS - 1)
-        return ce, rps
-
-    @nnx.jit
-    def train_step(model, optimizer, x, y):
-        def loss_fn(model):
-            ce, rps = loss_terms(model(x[..., None]), y)
-            return jnp.mean(ce + args.rps_weight * rps)
-
-        loss, grads = nnx.value_and_grad(loss_fn)(model)
-        optimizer.update(model, grads)
-        return loss
-
-    workdir = Path(args.workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    # What must match for a checkpoint to be continued (the data by content, not by path).
-    settings = {"training_data": [d["sha256"] for d in training_data], "init": init and init["sha256"],
-                **{k: getattr(args, k) for k in ("steps", "batch_size", "learning_rate", "eval_every", "val_columns",
-                                                 "seed", "model_options", "rps_weight", "select")}}  # fmt: skip
-    checkpoints = Checkpoints(workdir / "checkpoints", keep=2)
-    # best_state holds the initial weights until the first evaluation replaces them (best is None until then).
-    start, best, best_state, wall_before, losses = 0, None, _host_copy(model, nnx.Param), 0.0, []
-    latest = checkpoints.latest()
-    if latest is not None:
-        template = {"best": _host_copy(model, nnx.Param), "rng": _host_copy(model, nnx.RngCount)}
-        saved, extra = checkpoints.restore(latest, model, optimizer, extra=template)
-        if saved["settings"] != json.loads(json.dumps(settings)):
-            raise UserError(f"{workdir}: holds checkpoints of a run with other settings or images; "
-                            "rerun that command, or use another --workdir")  # fmt: skip
-        start, best, best_state, wall_before = saved["step"], saved["best"], extra["best"], saved["wall_seconds"]
-        losses = saved["losses"]  # since the last evaluation, when --stop-at fell between two
-        counts = nnx.state(model, nnx.RngCount)
-        nnx.replace_by_pure_dict(counts, extra["rng"])
-        nnx.update(model, counts)
-        log.info("resuming from %s at step %d", workdir / "checkpoints", start)
-    metrics = MetricsLog(workdir / "metrics.jsonl", start)
-    end = min(args.steps, args.stop_at or args.steps)
-    for step in range(start + 1, end + 1):
-        x, y = data.sample(np.random.default_rng([args.seed, step]), args.batch_size)
-        losses.append(float(train_step(model, optimizer, jnp.asarray(x), jnp.asarray(y))))
-        evaluated = step % args.eval_every == 0 or step == args.steps
-        if evaluated:
-            model.eval()
-            probs = Scorer(model)(val_x)
-            model.train()
-            ce, rps = (np.asarray(t) for t in loss_terms(jnp.log(jnp.clip(probs, 1e-9)), val_y))
-            row = {"step": step, "train_loss": float(np.mean(losses)),
-                   "val_loss": float(np.mean(ce + args.rps_weight * rps)), "val_rps": float(np.mean(rps)),
-                   "lr": float(schedule(step - 1)), "elapsed_s": round(wall_before + time.time() - started, 1),
-                   **{f"val_{k}": v for k, v in level_metrics(probs[val_content].argmax(-1), val_y[val_content]).items()}}  # fmt: skip
-            losses = []
-            metrics.write(row)
-            log.info("step %d: train loss %.3f, val loss %.3f, val exact %.3f, within-one %.3f", step,
-                     row["train_loss"], row["val_loss"], row["val_exact"], row["val_within_one"])  # fmt: skip
-            if best is None or better(row, best, args.select):
-                best, best_state = row, _host_copy(model, nnx.Param)
-        if evaluated or step == end:
-            meta = {"step": step, "best": best, "settings": settings, "losses": losses,
-                    "wall_seconds": wall_before + time.time() - started}  # fmt: skip
-            carried = {"best": best_state, "rng": _host_copy(model, nnx.RngCount)}
-            checkpoints.save(step, model, optimizer, meta, extra=carried)
-    checkpoints.wait()
-    checkpoints.close()
-    if end < args.steps:
-        log.info("stopped at step %d of %d as asked (--stop-at); rerun without it to go on", end, args.steps)
-        return
-    params = nnx.state(model, nnx.Param)
-    nnx.replace_by_pure_dict(params, best_state)
-    nnx.update(model, half_precision(params))
-    model.eval()
-    meta = {
-        "name": "focus-quality",
-        "architecture": "focus_cnn",
-        "options": options,
-        "input_shape": [PATCH, PATCH, 1],
-        "channels": ["intensity"],
-        "levels": LEVELS,
-        "defocus": {"psf": "airy", "radius_px_per_level": RADIUS_PER_LEVEL, "noise": "poisson, gain 1"},
-        "training_data": training_data,
-        "command": getattr(args, "command_line", None),
-        "steps": args.steps, "batch_size": args.batch_size, "seed": args.seed, "val_columns": args.val_columns,
-        "rps_weight": args.rps_weight, "select": args.select,
-        "selected": best,
-        "initialised_from": init and {"path": str(args.init), "sha256": init["sha256"], "steps": init["steps"],
-                                      "command": init["command"], "wall_time_s": init["wall_time_s"],
-                                      "initialised_from": init.get("initialised_from")},
-        "wall_time_s": round(wall_before + time.time() - started, 1),
-        "hardware": f"{platform.processor() or platform.machine()}, {jax.devices()[0].platform}",
-    }  # fmt: skip
-    save_model(args.out, model, meta)
-    log.info(
-        "best step %d (val loss %.3f) -> %s in %.0f s", best["step"], best["val_loss"], args.out, meta["wall_time_s"]
-    )
+    probs = jax.nn.softmax(logits)
+    onehot = jax.nn.one_hot(labels, LEVELS)
+    ce = optax.softmax_cross_entropy(logits, onehot)
+    rps = jnp.sum((jnp.cumsum(probs, -1) - jnp.cumsum(onehot, -1)) ** 2, -1) / (LEVELS - 1)
+    return ce, rps
 
 
-def _host_copy(model, kind) -> dict:
-    """A host copy of the model's variables of one kind (nnx.Param; nnx.RngCount, how far each random
-    stream has advanced, its key being a function of the seed alone) as a pure dict, as checkpoints store."""
-    import jax
-    from flax import nnx
+@dataclasses.dataclass(frozen=True)
+class FocusLoss:
+    """Mean cross-entropy + rps_weight x ranked probability score of patches [B, p, p] and their levels; aux: the
+    exact predictions. Frozen: the jitted step is compiled once per weight."""
 
-    return jax.tree.map(np.array, nnx.to_pure_dict(nnx.state(model, kind)))
+    rps_weight: float
+
+    def __call__(self, model, batch, constants):
+        import jax.numpy as jnp
+
+        x, y = batch
+        logits = model(x[..., None])
+        ce, rps = loss_terms(logits, y)
+        return jnp.mean(ce + self.rps_weight * rps), {"correct": jnp.sum(jnp.argmax(logits, axis=-1) == y)}
+
+
+class FocusTask(Task):
+    """focus_cnn on augmented patches of defocused fields; validated on the fields' right-hand columns."""
+
+    inputs_name = "training images"
+    rng = staticmethod(stream_at_step)  # as the loop this task had before the shared one: same weights per seed
+    # float16 weights in the shipped file: 58 MB instead of 116 MB (the dense layer alone has 28.9M weights), under
+    # the 100 MB a file may have on common git hosts. Layers compute in float32 regardless (Flax promotes float16
+    # weights to the float32 inputs); ratings change by far less than a level.
+    export_dtype = np.float16
+    plotted = {"train": ("accuracy",), "tune": ("within_one", "exact"), "loss": "loss (cross-entropy + w x RPS)"}
+
+    def __init__(self, cfg: dict):
+        from deepflows.imaging.focus_data import DefocusSet, load_field
+        from deepflows.imaging.focus_model import PATCH
+        from deepflows.imaging.io import expand_images
+
+        self.cfg, self.shape, self.channels = cfg, [PATCH, PATCH, 1], ["intensity"]
+        paths = expand_images(cfg["data"]["images"])
+        self.data = {"training_data": [{"path": str(p), "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
+                                       for p in paths]}  # fmt: skip
+        self.fields = DefocusSet([load_field(p) for p in paths], val_columns=cfg["data"]["val_columns"])
+        self.val_x, self.val_y, _, self.val_content = self.fields.grid(seed=cfg["training"]["seed"] + 1, columns="val")
+        self.loss = FocusLoss(float(cfg["training"]["rps_weight"]))
+
+    def batches(self, step: int):
+        seed, size = self.cfg["training"]["seed"], self.cfg["training"]["batch_size"]
+        while True:
+            step += 1  # the generator of step k (0-based) is seeded with k + 1, as focus-train always did
+            yield self.fields.sample(np.random.default_rng([seed, step]), size)
+
+    def train_metrics(self, aux: dict, examples: int) -> dict:
+        return {"accuracy": float(aux["correct"] / examples)}
+
+    def evaluate(self, model) -> dict:
+        import jax.numpy as jnp
+
+        from deepflows.imaging.focus_model import Scorer
+
+        probs = Scorer(model)(self.val_x)
+        ce, rps = (np.asarray(t) for t in loss_terms(jnp.log(jnp.clip(probs, 1e-9)), self.val_y))
+        content = self.val_content
+        return {"loss": float(np.mean(ce + self.loss.rps_weight * rps)), "rps": float(np.mean(rps)),
+                **level_metrics(probs[content].argmax(-1), self.val_y[content])}  # fmt: skip
+
+    def better(self, new: dict, best: dict | None) -> bool:
+        """Lower loss, or (select_by within_one) higher within-one accuracy, then lower loss."""
+        if best is None:
+            return True
+        if self.cfg["evaluation"]["select_by"] == "within_one" and new["within_one"] != best["within_one"]:
+            return new["within_one"] > best["within_one"]
+        return new["loss"] < best["loss"]
+
+    def describe(self, result: dict) -> str:
+        return (f"loss {result['loss']:.3f}, exact {result['exact']:.3f}, within-one {result['within_one']:.3f}, "
+                f"Spearman {result['spearman']:.3f}")  # fmt: skip
+
+    def summary(self) -> str:
+        fields = len(self.data["training_data"])
+        return f"{fields} fields, {len(self.val_y)} validation patches ({int(self.val_content.sum())} with content)"
+
+    def model_meta(self) -> dict:
+        from deepflows.imaging.defocus import LEVELS, RADIUS_PER_LEVEL
+
+        return {"name": "focus-quality", "levels": LEVELS, "training_data": self.data["training_data"],
+                "defocus": {"psf": "airy", "radius_px_per_level": RADIUS_PER_LEVEL, "noise": "poisson, gain 1"}}  # fmt: skip

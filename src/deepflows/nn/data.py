@@ -1,4 +1,5 @@
-"""Batches from a training store (`deepflows shuffle-examples`), streamed through Dask/Zarr.
+"""Batches from a training store (`deepflows shuffle-examples`), streamed through Dask/Zarr (and, for a task whose
+data fit in memory, from arrays: ArrayStream).
 
 Training order is a pure function of (seed, step), so a run resumed from a checkpoint at step k sees
 exactly the batches an uninterrupted run sees from step k on:
@@ -178,6 +179,33 @@ class BatchStream:
         """Batches `step`, `step + 1`, ... (images uint8 [B, H, W, C], labels int32 [B])."""
         for images, labels, _ in rebatch(self._examples(step * self.batch_size), self.batch_size, self.split.shape):
             yield images, labels  # the stream never ends, so every batch is full
+
+
+class ArrayStream:
+    """Training batches of arrays held in memory, as a pure function of (seed, step): epoch e visits the examples
+    in the order of a permutation drawn from (seed, e), and batch k is positions [k * batch_size, (k + 1) *
+    batch_size) of the epochs one after another, as BatchStream's (without its windows: it reads nothing)."""
+
+    def __init__(self, arrays: tuple[np.ndarray, ...], batch_size: int, seed: int):
+        self.arrays, self.batch_size, self.seed = tuple(arrays), batch_size, seed
+        self.n = len(self.arrays[0])
+        if self.n == 0 or any(len(a) != self.n for a in self.arrays):
+            raise UserError(f"{[len(a) for a in self.arrays]} examples per array: need the same number, not none")
+
+    def batches(self, step: int) -> Iterator[tuple[np.ndarray, ...]]:
+        """Batches `step`, `step + 1`, ...: tuples of the arrays' rows, `batch_size` each."""
+        epoch, offset = divmod(step * self.batch_size, self.n)
+        order = np.random.default_rng([self.seed, epoch]).permutation(self.n)
+        while True:
+            rows = []
+            while sum(map(len, rows)) < self.batch_size:
+                if offset == self.n:
+                    epoch, offset = epoch + 1, 0
+                    order = np.random.default_rng([self.seed, epoch]).permutation(self.n)
+                take = order[offset : offset + self.batch_size - sum(map(len, rows))]
+                rows.append(take)
+                offset += len(take)
+            yield tuple(a[np.concatenate(rows)] for a in self.arrays)
 
 
 def eval_batches(split: Split, batch_size: int, max_examples: int | None = None):
