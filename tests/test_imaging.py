@@ -16,6 +16,7 @@ from PIL import Image
 
 from deepflows.cli import main
 from deepflows.errors import UserError
+from deepflows.imaging.focus import legend
 from deepflows.imaging.focus_data import synthetic_field
 from deepflows.imaging.focus_model import PATCH, Scorer, certainty, to_patches
 from deepflows.imaging.io import OmeZarrWriter, ingest, open_ome_zarr, read_image
@@ -83,14 +84,45 @@ def test_bad_images_get_one_line(tmp_path, case):
     assert str(path) in str(err.value) and "\n" not in str(err.value)
 
 
-def test_lzw_tiff_is_read(tmp_path):
-    """LZW (ImageJ's and many microscopes' default) needs imagecodecs, part of the imaging extra."""
+@pytest.mark.parametrize("compression, code", [
+    ("lzw", "LZW"),  # ImageJ's and many microscopes' default: needs imagecodecs, part of the imaging extra
+    ("adobe_deflate", "ADOBE_DEFLATE"),
+    ("zstd", "ZSTD"),
+    (None, "NONE"),
+])  # fmt: skip
+def test_compressed_tiffs_are_read(tmp_path, compression, code):
     field = synthetic_field((90, 120), seed=3)
-    tifffile.imwrite(tmp_path / "lzw.tif", field, compression="lzw")
-    with tifffile.TiffFile(tmp_path / "lzw.tif") as tif:
-        assert tif.pages[0].compression == tifffile.COMPRESSION.LZW
-    pixels, axes = read_image(tmp_path / "lzw.tif")
+    tifffile.imwrite(tmp_path / "field.tif", field, compression=compression, predictor=compression == "lzw")
+    with tifffile.TiffFile(tmp_path / "field.tif") as tif:
+        assert tif.pages[0].compression == getattr(tifffile.COMPRESSION, code)
+    pixels, axes = read_image(tmp_path / "field.tif")
     assert axes == "yx" and pixels.dtype == np.uint16 and np.array_equal(pixels, field)
+
+
+def test_jpeg_tiff_is_read_within_its_loss(tmp_path):
+    field = (synthetic_field((96, 128), seed=4) >> 8).astype(np.uint8)  # JPEG in TIFF: 8-bit
+    tifffile.imwrite(tmp_path / "jpeg.tif", field, compression="jpeg", compressionargs={"level": 95})
+    with tifffile.TiffFile(tmp_path / "jpeg.tif") as tif:
+        assert tif.pages[0].compression == tifffile.COMPRESSION.JPEG
+    pixels, axes = read_image(tmp_path / "jpeg.tif")
+    assert axes == "yx" and pixels.dtype == np.uint8 and pixels.shape == field.shape
+    assert np.abs(pixels.astype(int) - field).mean() < 2
+
+
+def test_bigtiff_and_ome_tiff_axes_are_read(tmp_path):
+    stack = np.stack([synthetic_field((64, 80), seed=s) for s in range(6)]).reshape(2, 3, 64, 80)  # c, z, y, x
+    tifffile.imwrite(tmp_path / "big.tif", stack[0, 0], bigtiff=True, compression="zlib")
+    with tifffile.TiffFile(tmp_path / "big.tif") as tif:
+        assert tif.is_bigtiff
+    pixels, axes = read_image(tmp_path / "big.tif")
+    assert axes == "yx" and np.array_equal(pixels, stack[0, 0])
+    # OME-TIFF written z-first: its own OME-XML names the axes, read back in NGFF order (c, z, y, x)
+    tifffile.imwrite(tmp_path / "stack.ome.tif", np.transpose(stack, (1, 0, 2, 3)), metadata={"axes": "ZCYX"},
+                     compression="lzw")  # fmt: skip
+    with tifffile.TiffFile(tmp_path / "stack.ome.tif") as tif:
+        assert tif.is_ome and tif.series[0].axes == "ZCYX"
+    pixels, axes = read_image(tmp_path / "stack.ome.tif")
+    assert axes == "czyx" and np.array_equal(pixels, stack)
 
 
 def test_png_beyond_pils_decompression_bomb_limit_is_read(tmp_path):
@@ -211,7 +243,10 @@ def test_focus_cli_images_and_bad_inputs(tiny_model_dir, tmp_path, capsys):
     montages = sorted(p.name for p in (out / "montages").iterdir())
     assert montages == ["black.png", "eight.png", "sixteen.png", "stack_z_0.png", "stack_z_1.png"]
     montage = np.asarray(Image.open(out / "montages" / "sixteen.png"))
-    assert montage.shape == (*field.shape, 3) and (montage[0, 0] != montage[0, 0, 0]).any()  # a coloured border
+    key = legend(11)
+    assert montage.shape == (field.shape[0] + key.shape[0], max(field.shape[1], key.shape[1]), 3)
+    assert (montage[0, 0] != montage[0, 0, 0]).any()  # a coloured border
+    assert np.array_equal(montage[field.shape[0]:, : key.shape[1]], key)  # the legend under the plane
 
     # Existing output, a truncated image, too small, wrong dimensions: one line each, nothing written.
     capsys.readouterr()

@@ -11,7 +11,8 @@ patches' distributions. Writes, under a temporary name renamed to DIR when compl
     DIR/images.csv         image, plane, status (ok, or no_content when no patch shows anything, e.g. an
                            all-black image), patches, level, expected_level, certainty
     DIR/montages/NAME.png  the plane with each patch's border coloured by level (hue: red in focus to magenta
-                           most defocused) and certainty (lightness: dark when uncertain), as the Fiji plugin
+                           most defocused) and certainty (lightness: dark when uncertain), as the Fiji plugin,
+                           with a legend of both under it
     DIR/predictions/NAME.ome.zarr   for OME-Zarr inputs: the predictions as OME-Zarr ([level, certainty,
                            p0..p10] x patch rows x patch columns, scaled to lie over the image)
 """
@@ -117,7 +118,41 @@ def montage(plane, probs: np.ndarray, out: Path, width: int = 3) -> None:
             for sl in ((slice(y0, y0 + w), slice(x0, x1)), (slice(y1 - w, y1), slice(x0, x1)),
                        (slice(y0, y1), slice(x0, x0 + w)), (slice(y0, y1), slice(x1 - w, x1))):  # fmt: skip
                 rgb[sl] = colour
-    Image.fromarray(rgb).save(out)
+    key = legend(levels)
+    canvas = np.full((rgb.shape[0] + key.shape[0], max(rgb.shape[1], key.shape[1]), 3), 255, np.uint8)
+    canvas[: rgb.shape[0], : rgb.shape[1]] = rgb
+    canvas[rgb.shape[0] :, : key.shape[1]] = key
+    Image.fromarray(canvas).save(out)
+
+
+LEGEND_SWATCH = 28  # px: one colour box of the montage legend
+
+
+def legend(levels: int) -> np.ndarray:
+    """The montage's key, an RGB strip to go under the plane: one swatch per defocus level at full certainty
+    (0 = in focus), the lightness ramp of certainty for level 0, and the grey of patches without content."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    box, gap = LEGEND_SWATCH, 6
+    ramp = [0.0, 0.25, 0.5, 0.75, 1.0]
+    no_content = gap + 130 + len(ramp) * (box + gap) + gap  # where the "no content" swatch starts
+    width = max(levels * (box + gap), no_content + box + 80) + 2 * gap
+    strip = Image.new("RGB", (width, 2 * box + 48), "white")
+    draw, font = ImageDraw.Draw(strip), ImageFont.load_default()
+    draw.text((gap, 2), "patch border: defocus level (0 = in focus, most likely level)", fill="black", font=font)
+    for level in range(levels):
+        x = gap + level * (box + gap)
+        draw.rectangle([x, 14, x + box, 14 + box], fill=border_colour(level, 1.0, levels))
+        draw.text((x + 8, 16 + box // 4), str(level), fill="white" if level > 6 else "black", font=font)
+    y = 20 + box
+    draw.text((gap, y), "certainty (level 0):", fill="black", font=font)
+    for i, cert in enumerate(ramp):
+        x = gap + 130 + i * (box + gap)
+        draw.rectangle([x, y + 10, x + box, y + 10 + box // 2], fill=border_colour(0, cert, levels))
+        draw.text((x + 4, y), f"{cert:g}", fill="black", font=font)
+    draw.rectangle([no_content, y + 10, no_content + box, y + 10 + box // 2], fill=(40, 40, 40))
+    draw.text((no_content + box + 4, y + 12), "no content", fill="black", font=font)
+    return np.asarray(strip)
 
 
 def safe_name(source: Path, label: str) -> str:
