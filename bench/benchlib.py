@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -105,3 +107,67 @@ def pass_calls(vcf: Path, targets: list[tuple[int, int]] | None = None) -> dict[
 def kind(key: tuple) -> str:
     _, ref, alts = key
     return "SNP" if len(ref) == 1 and all(len(a) == 1 for a in alts) else "INDEL"
+
+
+def model_arg(text: str) -> tuple[str, Path]:
+    """--model's [NAME=]DIR."""
+    name, _, directory = text.rpartition("=")
+    return name, Path(directory)
+
+
+def deepflows_commands(reads: Path, ref: Path, regions: list[str], work: Path, models: dict[str, Path],
+                       extra: str = "") -> dict[str, str]:
+    """Shell commands, one per deepflows model (keyed by caller name), each writing `work/<caller>.vcf.gz`. The
+    models share one make-examples run (the first model's command makes the examples; their featurisation
+    must agree). `extra`: more make-examples flags (a preset, targets)."""
+    flags = {featurizer_flags(model) for model in models.values()}
+    if len(flags) > 1:
+        raise SystemExit(f"--model: the models featurize differently ({', '.join(sorted(flags))}); bench them apart")
+    make_examples = (f"{deepflows()} make-examples --reads {reads} --ref {ref} --regions {' '.join(regions)}{extra}"
+                     f" --sample sample --out {work}/examples.zarr{flags.pop()} 2> {work}/make_examples.log")
+    commands = {}
+    for i, (caller, model) in enumerate(models.items()):
+        (work / caller).mkdir()
+        call, post = call_and_postprocess([work / "examples.zarr"], model, work / caller / "probs.zarr", ref,
+                                          work / f"{caller}.vcf.gz", logs=work / caller)  # fmt: skip
+        commands[caller] = f"{make_examples} && {call} && {post}" if i == 0 else f"{call} && {post}"
+    return commands
+
+
+def peer_commands(reads: Path, ref: Path, work: Path, bcf_where: str, fb_where: str) -> dict[str, str]:
+    """bcftools (`mpileup -a AD,DP | call -mv`) and freebayes on the same reads, writing `work/<caller>.vcf.gz`;
+    `bcf_where` / `fb_where`: where each looks (`-r REGIONS` or `-R BED`; `--region R ...` or `--targets BED`)."""
+    return {
+        "bcftools": f"bcftools mpileup -f {ref} {bcf_where} -a AD,DP {reads} 2>/dev/null"
+                    f" | bcftools call -mv -Oz -o {work}/bcftools.vcf.gz",
+        "freebayes": f"freebayes -f {plain_reference(ref)} {fb_where} {reads} | bgzip > {work}/freebayes.vcf.gz",
+    }  # fmt: skip
+
+
+def plain_reference(fasta: Path) -> Path:
+    """freebayes reads only uncompressed FASTA: a plain, indexed copy is made once under bench/out."""
+    plain = OUT / (fasta.name.removesuffix(".gz") if fasta.suffix == ".gz" else fasta.name)
+    if not Path(f"{plain}.fai").exists():
+        OUT.mkdir(parents=True, exist_ok=True)
+        with (gzip.open(fasta, "rb") if fasta.suffix == ".gz" else open(fasta, "rb")) as src, open(plain, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        subprocess.run(["samtools", "faidx", str(plain)], check=True)
+    return plain
+
+
+def binned_copy(source: Path, out: Path, scheme: str = "novaseq") -> None:
+    """The BAM with every base quality binned as `scheme` (deepflows.genomics.simulate.qualities), indexed."""
+    import array
+
+    import pysam
+
+    from deepflows.genomics.simulate.qualities import binning_table
+
+    table = binning_table(scheme)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with pysam.AlignmentFile(str(source)) as reads, pysam.AlignmentFile(str(out), "wb", template=reads) as binned:
+        for read in reads:
+            if read.query_qualities is not None:
+                read.query_qualities = array.array("B", table[read.query_qualities].tobytes())
+            binned.write(read)
+    pysam.index(str(out))

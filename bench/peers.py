@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import gzip
 import json
 import shutil
 import subprocess
@@ -50,10 +49,12 @@ from benchlib import (
     OUT,
     ROOT,
     SHIPPED_MODEL,
-    call_and_postprocess,
+    binned_copy,
     deepflows,
-    featurizer_flags,
+    deepflows_commands,
     measure,
+    model_arg,
+    peer_commands,
 )
 
 EVAL = ROOT / "results" / "hg002-grch38" / "eval"
@@ -92,15 +93,6 @@ def cases() -> dict[str, dict]:
     return table
 
 
-def plain_reference(fasta: Path) -> Path:
-    """freebayes reads only uncompressed FASTA: a plain, indexed copy is made once under bench/out."""
-    plain = OUT / (fasta.name.removesuffix(".gz") if fasta.suffix == ".gz" else fasta.name)
-    if not Path(f"{plain}.fai").exists():
-        OUT.mkdir(parents=True, exist_ok=True)
-        with (gzip.open(fasta, "rb") if fasta.suffix == ".gz" else open(fasta, "rb")) as src, open(plain, "wb") as dst:
-            shutil.copyfileobj(src, dst)
-        subprocess.run(["samtools", "faidx", str(plain)], check=True)
-    return plain
 
 
 def padded_targets(targets: Path, ref: Path, work: Path) -> Path:
@@ -120,35 +112,18 @@ def padded_targets(targets: Path, ref: Path, work: Path) -> Path:
 
 
 def callers(case: dict, work: Path, models: dict[str, Path]) -> dict[str, str]:
-    """Shell commands, one per caller, each writing `work/<caller>.vcf.gz`. The deepflows models share one
-    make-examples run (the first model's command makes the examples; their featurisation must agree)."""
+    """Shell commands, one per caller, each writing `work/<caller>.vcf.gz`."""
     ref, reads = case["ref"], case["reads"]
-    bcf_regions = ",".join(r.replace(",", "") for r in case["regions"])
-    fb_regions = " ".join(f"--region {r.replace(',', '')}" for r in case["regions"])
-    plain = plain_reference(ref)
+    regions = [r.replace(",", "") for r in case["regions"]]
     preset = f" --preset wes --targets {case['targets']}" if case["targets"] else ""
     if case["targets"]:
         padded = padded_targets(case["targets"], ref, work)
         bcf_where, fb_where = f"-R {padded}", f"--targets {padded}"
     else:
-        bcf_where, fb_where = f"-r {bcf_regions}", fb_regions
-    flags = {featurizer_flags(model) for model in models.values()}
-    if len(flags) > 1:
-        raise SystemExit(f"--model: the models featurize differently ({', '.join(sorted(flags))}); bench them apart")
-    make_examples = (f"{deepflows()} make-examples --reads {reads} --ref {ref} --regions {bcf_regions.replace(',', ' ')}"
-                     f"{preset} --sample sample --out {work}/examples.zarr{flags.pop()} 2> {work}/make_examples.log")
-    commands = {}
-    for i, (name, model) in enumerate(models.items()):
-        caller = deepflows_caller(name)
-        (work / caller).mkdir()
-        call, post = call_and_postprocess([work / "examples.zarr"], model, work / caller / "probs.zarr", ref,
-                                          work / f"{caller}.vcf.gz", logs=work / caller)  # fmt: skip
-        commands[caller] = f"{make_examples} && {call} && {post}" if i == 0 else f"{call} && {post}"
-    return commands | {
-        "bcftools": f"bcftools mpileup -f {ref} {bcf_where} -a AD,DP {reads} 2>/dev/null"
-                    f" | bcftools call -mv -Oz -o {work}/bcftools.vcf.gz",
-        "freebayes": f"freebayes -f {plain} {fb_where} {reads} | bgzip > {work}/freebayes.vcf.gz",
-    }  # fmt: skip
+        bcf_where, fb_where = f"-r {','.join(regions)}", " ".join(f"--region {r}" for r in regions)
+    named = {deepflows_caller(name): model for name, model in models.items()}
+    return deepflows_commands(reads, ref, regions, work, named, preset) | peer_commands(reads, ref, work, bcf_where,
+                                                                                         fb_where)  # fmt: skip
 
 
 def deepflows_caller(name: str) -> str:
@@ -177,22 +152,6 @@ def score(case: dict, vcf: Path, out: Path) -> dict:
     return rows
 
 
-def binned_copy(source: Path, out: Path, scheme: str = "novaseq") -> None:
-    """The BAM with every base quality binned as `scheme` (deepflows.genomics.simulate.qualities), indexed."""
-    import array
-
-    import pysam
-
-    from deepflows.genomics.simulate.qualities import binning_table
-
-    table = binning_table(scheme)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with pysam.AlignmentFile(str(source)) as reads, pysam.AlignmentFile(str(out), "wb", template=reads) as binned:
-        for read in reads:
-            if read.query_qualities is not None:
-                read.query_qualities = array.array("B", table[read.query_qualities].tobytes())
-            binned.write(read)
-    pysam.index(str(out))
 
 
 def run_case(name: str, case: dict, models: dict[str, Path]) -> list[dict]:
@@ -270,9 +229,6 @@ def main() -> None:
     print(f"\n(PASS rows of `deepflows benchmark`; each caller on one CPU; JSON: {args.json})")
 
 
-def model_arg(text: str) -> tuple[str, Path]:
-    name, _, directory = text.rpartition("=")
-    return name, Path(directory)
 
 
 if __name__ == "__main__":

@@ -20,29 +20,25 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from benchlib import HG002_B37, OUT, call_and_postprocess, deepflows, featurizer_flags, kind, measure, pass_calls
-from peers import binned_copy, model_arg, plain_reference
+from benchlib import (
+    HG002_B37,
+    OUT,
+    binned_copy,
+    deepflows_commands,
+    kind,
+    measure,
+    model_arg,
+    pass_calls,
+    peer_commands,
+)
 
 SHIPPED = Path(__file__).resolve().parents[1] / "resources" / "models" / "wgs-illumina"
 
 
 def commands(reads: Path, work: Path, models: dict[str, Path], peers: bool) -> dict[str, str]:
     ref, region = HG002_B37["ref"], HG002_B37["region"].replace(",", "")
-    out = {}
-    for name, model in models.items():
-        folder = work / name
-        folder.mkdir()
-        call, post = call_and_postprocess([folder / "examples.zarr"], model, folder / "probs.zarr", ref,
-                                          work / f"{name}.vcf.gz", logs=folder)  # fmt: skip
-        out[name] = (f"{deepflows()} make-examples --reads {reads} --ref {ref} --regions {region} --sample HG002"
-                     f" --out {folder}/examples.zarr{featurizer_flags(model)} 2> {folder}/make_examples.log"
-                     f" && {call} && {post}")  # fmt: skip
-    if peers:
-        out["bcftools"] = (f"bcftools mpileup -f {ref} -r {region} -a AD,DP {reads} 2>/dev/null"
-                           f" | bcftools call -mv -Oz -o {work}/bcftools.vcf.gz")  # fmt: skip
-        out["freebayes"] = (f"freebayes -f {plain_reference(ref)} --region {region} {reads}"
-                            f" | bgzip > {work}/freebayes.vcf.gz")  # fmt: skip
-    return out
+    out = deepflows_commands(reads, ref, [region], work, models)
+    return out | peer_commands(reads, ref, work, f"-r {region}", f"--region {region}") if peers else out
 
 
 def normalized(vcf: Path) -> Path:

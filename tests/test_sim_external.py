@@ -12,11 +12,11 @@ import pysam
 import pytest
 
 from deepflows import cli
-from deepflows.genomics.simulate.external import MASON
+from deepflows.genomics.simulate.external import TOOLS
 from deepflows.genomics.simulate.qualities import QUALITY_BINS, bin_qualities
 
 LENGTH = 60_000
-EXECUTABLES = {"art": "art_illumina", "dwgsim": "dwgsim", "mason": MASON}
+EXECUTABLES = {name: executable for name, (executable, _package) in TOOLS.items()}
 
 
 def deepflows(*argv) -> int:

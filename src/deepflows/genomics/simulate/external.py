@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -31,6 +32,9 @@ SIMULATORS = ("deepflows", "art", "dwgsim", "mason")
 ART_PROFILES = {"HS10": 100, "HS20": 100, "HS25": 150, "HSXn": 150, "HSXt": 150, "MinS": 50, "MSv1": 250,
                 "MSv3": 250, "NS50": 75}  # fmt: skip
 MASON = "/usr/lib/seqan/bin/mason_simulator"  # Debian's seqan-apps keeps its tools off PATH
+# simulator -> (its executable, the Debian package that installs it)
+TOOLS = {"art": ("art_illumina", "art-nextgen-simulation-tools"), "dwgsim": ("dwgsim", "dwgsim"),
+         "mason": (MASON, "seqan-apps")}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -39,17 +43,13 @@ class ExternalSimulator:
     art_profile: str = "HS25"
 
     @property
-    def executable(self) -> str:
-        return {"art": "art_illumina", "dwgsim": "dwgsim", "mason": MASON}[self.name]
-
-    @property
     def description(self) -> str:
         return f"art-{self.art_profile}" if self.name == "art" else self.name
 
     def check(self, model: ReadModel) -> None:
-        if shutil.which(self.executable) is None:
-            package = {"art": "art-nextgen-simulation-tools", "dwgsim": "dwgsim", "mason": "seqan-apps"}[self.name]
-            raise UserError(f"--simulator {self.name}: {self.executable} is not installed (Debian package {package})")
+        executable, package = TOOLS[self.name]
+        if shutil.which(executable) is None:
+            raise UserError(f"--simulator {self.name}: {executable} is not installed (Debian package {package})")
         if self.name == "art" and model.read_length > ART_PROFILES[self.art_profile]:
             raise UserError(f"--read-length {model.read_length}: ART's {self.art_profile} profile has reads of "
                             f"at most {ART_PROFILES[self.art_profile]} bp")  # fmt: skip
@@ -88,23 +88,23 @@ def external_reads(simulator: ExternalSimulator, regions: list[Interval], per_re
                 continue
             pairs = round(model.depth / 2 * len(haplotype) / (2 * model.read_length))
             tool_seed = int(np.random.default_rng([seed, 4, r, hap]).integers(1, 2**31 - 1))
-            prefix = os.path.join(workdir, f"{simulator.name}-{r}-{hap}")
+            # the tool's FASTA, FASTQ and side files, in a folder of their own: removed whole once read
+            scratch = tempfile.mkdtemp(prefix=f"{simulator.name}-{r}-{hap}.", dir=workdir)
+            prefix = os.path.join(scratch, "haplotype")
             with open(prefix + ".fa", "w") as out:
                 out.write(f">{region.contig}_{region.start}_{hap + 1}\n{haplotype.decode()}\n")
-            _run(simulator, simulator.command(prefix + ".fa", pairs, model, tool_seed, prefix), prefix)
+            _run(simulator, simulator.command(prefix + ".fa", pairs, model, tool_seed, prefix), scratch)
             name = f"{simulator.name}:{region.contig}:{r}:{hap + 1}"
             for batch in _fastq_pairs(*simulator.fastq_paths(prefix), name, batch_size):
                 total += len(batch.names)
                 yield batch
-            for leftover in os.listdir(workdir):  # the tool's FASTA, FASTQ and side files
-                if leftover.startswith(os.path.basename(prefix)):
-                    os.remove(os.path.join(workdir, leftover))
+            shutil.rmtree(scratch)
             log.info("%s haplotype %d: %d pairs from %s", region, hap + 1, pairs, simulator.description)
     log.info("%s: %d pairs", simulator.description, total)
 
 
-def _run(simulator: ExternalSimulator, command: list[str], prefix: str) -> None:
-    done = subprocess.run(command, capture_output=True, text=True, cwd=os.path.dirname(prefix))
+def _run(simulator: ExternalSimulator, command: list[str], scratch: str) -> None:
+    done = subprocess.run(command, capture_output=True, text=True, cwd=scratch)
     if done.returncode != 0:
         raise UserError(f"--simulator {simulator.name}: {os.path.basename(command[0])} failed "
                         f"({last_line(done.stderr or done.stdout, 'no message')})")  # fmt: skip
