@@ -404,6 +404,19 @@ CASES = [
          "simulate --ref {ref} --truth {sites_only} --depth 2 --read-length 100 --out-prefix {out}/sim", None,
          ("{out}/sim.bam", "{out}/sim.truth.vcf.gz", "{out}/sim.confident.bed"), ("sites_only.vcf.gz",),
          (NOT_GENOTYPED,)),
+    # reads of an independent simulator (simulate --simulator): its truth, its profile, its aligner's index
+    Case("own-simulate-art-sites-only-truth", "simulate",
+         "simulate --ref {ref} --truth {sites_only} --simulator art --depth 2 --read-length 100 --out-prefix {out}/sim",
+         None, ("{out}/sim.bam", "{out}/sim.truth.vcf.gz", "{out}/sim.confident.bed"), ("sites_only.vcf.gz",),
+         (NOT_GENOTYPED,)),
+    Case("own-simulate-art-read-longer-than-profile", "simulate",
+         "simulate --ref {ref} --truth {truth} --simulator art --art-profile NS50 --depth 2 --read-length 100 "
+         "--out-prefix {out}/sim", None, ("{out}/sim.bam", "{out}/sim.truth.vcf.gz", "{out}/sim.confident.bed"),
+         ("--read-length 100",), ("NS50 profile has reads of at most 75 bp",)),
+    Case("own-simulate-bwa-index-missing", "simulate",
+         "simulate --ref {ref} --truth {truth} --depth 2 --read-length 100 --aligner bwa --bwa-index {out}/none/ref "
+         "--out-prefix {out}/sim", None, ("{out}/sim.bam", "{out}/sim.truth.vcf.gz", "{out}/sim.confident.bed"),
+         ("none/ref",), ("make it with `bwa index",)),
     Case("8e-gq-calibration-sites-only-calls", "gq-calibration", GQ.replace("{vcf}", "{sites_only}"), None, GQ_OUT,
          ("sites_only.vcf.gz",), (NOT_GENOTYPED,)),
     Case("7c-truth-record-five-columns", "make-examples", ME_TRAIN, truth_with_bad_record("five-columns"), ME_OUT,
