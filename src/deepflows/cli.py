@@ -72,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     # (deepflows.genomics.io.hts.htslib_call) and htslib's noise can be kept off the user's screen.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                         stream=_own_stderr())  # fmt: skip
+    # Zarr writes chunks concurrently on its own event loop: when one write fails (a full disk), the error is
+    # raised here once, and its siblings' identical errors would reach stderr later, as asyncio's "exception
+    # was never retrieved" tracebacks after the one error line.
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     try:
         importlib.import_module(args._module).run(args)
     except UserError as err:
