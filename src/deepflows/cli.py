@@ -44,6 +44,9 @@ STAGES: dict[str, tuple[str, str]] = {
     "focus-train": ("deepflows.imaging.focus_train", "train the focus-quality model on synthetically defocused fields"),
     "focus": ("deepflows.imaging.focus", "rate focus quality per patch and per image; CSVs and montages"),
     "focus-eval": ("deepflows.imaging.focus_eval", "focus model vs a classical baseline on held-out fields"),
+    "isl-train": ("deepflows.imaging.isl.train", "train an In Silico Labeling model on z-stack patch shards"),
+    "isl-predict": ("deepflows.imaging.isl.predict",
+                    "predict fluorescent labels (and their uncertainty) for a whole z-stack, tile by tile"),
     "provenance": ("deepflows.provenance", "a deepflows VCF's header provenance -> a table for the report"),
 }
 

@@ -98,6 +98,8 @@ ARCHITECTURES: dict[str, Callable[..., nnx.Module]] = {
     "read_set": _Lazy("deepflows.nn.read_set", "ReadSetNet"),  # read by read, pooled as a set
     "inception_v3": _Lazy("deepflows.nn.inception", "InceptionV3"),  # DeepVariant's classifier
     "focus_cnn": _Lazy("deepflows.imaging.focus_model", "FocusNet"),  # microscope focus quality (Yang 2018)
+    "isl_fovea": _Lazy("deepflows.imaging.isl.model", "ISLNet"),  # In Silico Labeling (Christiansen 2018)
+    "isl_unet": _Lazy("deepflows.imaging.isl.model", "UNet"),  # its L2 baseline
 }
 
 

@@ -1,0 +1,167 @@
+"""`deepflows isl-predict`: fluorescent labels predicted for a whole transmitted-light z-stack of any size.
+
+    deepflows isl-predict --stack WELL.ome.zarr|STACK.ome.zarr|STACK.tif --model resources/models/isl-neurons
+                          --out PRED.ome.zarr [--tile 256] [--statistics mean,median,q05,q25,q75,q95,entropy]
+                          [--threads N]
+
+The stack is normalised as in training (its planes' 0.5th and 99.9th percentiles: an ISL well's recorded
+ones, computed for any other stack) and predicted tile by tile with Dask: each `--tile` x `--tile` block is
+read with --context pixels around it (mirrored at the image's edges), padded to one fixed
+shape (one compilation for every tile), predicted, and only its centre kept, so tiles join without seams
+and memory stays bounded by a few tiles per thread whatever the image's size.
+
+Writes an OME-Zarr image (cyx, float32, under a temporary name renamed when complete): for each label and
+statistic a channel "<label> <statistic>", in the label's normalised units (0 and 1 are the training
+well's percentiles, recorded in the attributes with the model). Statistics of the per-pixel distribution
+over 256 bins: mean, median and the 5/25/75/95% quantiles (linear within a bin), entropy (bits); the 90%
+interval width q95 - q05 is the uncertainty map. An L2 model (isl_unet) has only `mean`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from deepflows.arguments import positive_int
+from deepflows.errors import UserError
+from deepflows.imaging.isl import BINS
+
+log = logging.getLogger("deepflows.isl_predict")
+QUANTILES = {"median": 0.5, "q05": 0.05, "q25": 0.25, "q75": 0.75, "q95": 0.95}
+STATISTICS = ("mean", *QUANTILES, "entropy")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--stack", required=True, help="an ISL well or a z-stack (OME-Zarr, multi-page TIFF)")
+    p.add_argument("--model", required=True, help="an isl-train model directory")
+    p.add_argument("--out", required=True, help="the predictions (OME-Zarr) to write")
+    p.add_argument("--tile", type=positive_int, default=256, help="tile side in pixels (default 256)")
+    p.add_argument("--statistics", default=",".join(STATISTICS),
+                   help=f"comma-separated, of {', '.join(STATISTICS)} (default: all)")  # fmt: skip
+    p.add_argument("--context", type=positive_int, default=32,
+                   help="pixels of context read around each tile (at least the model's training margin; default 32)")
+    p.add_argument("--threads", type=positive_int, default=2, help="Dask threads (tiles predicted at once)")
+
+
+def distribution_statistics(logits: np.ndarray, wanted: tuple[str, ...]) -> np.ndarray:
+    """Logits [..., bins] -> [..., len(wanted)] float32: each statistic of the softmax distribution."""
+    z = logits - logits.max(axis=-1, keepdims=True)
+    p = np.exp(z)
+    p /= p.sum(axis=-1, keepdims=True)
+    edges = np.arange(BINS + 1, dtype=np.float32) / BINS
+    cdf = np.cumsum(p, axis=-1)
+    out = []
+    for name in wanted:
+        if name == "mean":
+            out.append(p @ ((edges[:-1] + edges[1:]) / 2))
+        elif name == "entropy":
+            out.append(-np.sum(p * np.log2(np.maximum(p, 1e-12)), axis=-1))
+        else:  # the quantile, linear within the bin where the cumulative distribution reaches it
+            q = QUANTILES[name]
+            k = np.minimum(np.sum(cdf < q, axis=-1, keepdims=True), BINS - 1)
+            below = np.where(k > 0, np.take_along_axis(cdf, np.maximum(k - 1, 0), -1), 0.0)
+            mass = np.take_along_axis(p, k, -1)
+            frac = np.clip((q - below) / np.maximum(mass, 1e-12), 0.0, 1.0)
+            out.append(((k + frac) / BINS)[..., 0])
+    return np.stack(out, axis=-1).astype(np.float32)
+
+
+class Predictor:
+    """A loaded model as a function of one normalised block [h, w, planes] (with the margin around) ->
+    [h - 2 margin, w - 2 margin, labels x statistics], jitted once for the padded block shape."""
+
+    def __init__(self, model, meta: dict, statistics: tuple[str, ...], tile: int, context: int = 0):
+        import jax
+        from flax import nnx
+
+        # more context than training's margin is still what training saw: its windows' centres had up to
+        # (window - margin) pixels of real context on a side
+        self.margin, self.statistics = max(int(meta["margin"]), int(context)), statistics
+        self.labels = list(meta["labels"])
+        self.distribution = bool(getattr(model, "distribution", False))
+        multiple = int(getattr(model, "multiple", 1))
+        side = tile + 3 * self.margin  # the widest chunk: a tile with a remainder (< margin) joined
+        self.side = -(-side // multiple) * multiple  # the padded block side every call sees
+        # a pure function of the weights: Dask's threads call it at once, and NNX modules are not thread-safe
+        graphdef, self.state = nnx.split(model)
+        self.forward = jax.jit(lambda state, x: nnx.merge(graphdef, state)(x, crop=self.margin))
+
+    def __call__(self, block: np.ndarray) -> np.ndarray:
+        h, w, _ = block.shape
+        padded = np.pad(block, ((0, self.side - h), (0, self.side - w), (0, 0)), mode="reflect")
+        out = np.asarray(self.forward(self.state, padded[None].astype(np.float32))[0])
+        out = out[: h - 2 * self.margin, : w - 2 * self.margin]
+        if self.distribution:
+            stats = distribution_statistics(out, self.statistics)  # [h, w, labels, statistics]
+        else:
+            stats = out[..., None]
+        return stats.reshape(*stats.shape[:2], -1)
+
+    def channel_names(self) -> list[str]:
+        names = self.statistics if self.distribution else ("mean",)
+        return [f"{label} {name}" for label in self.labels for name in names]
+
+
+def tile_chunks(size: int, tile: int, margin: int) -> tuple[int, ...]:
+    """Chunks of `tile` along an axis of `size`, a remainder narrower than `margin` joined to the last tile
+    (Dask's mirrored overlap needs every chunk at least as wide as the overlap)."""
+    if size < margin:
+        raise UserError(f"the image is {size} px wide; the model reads {margin} px of context on each side")
+    chunks = [tile] * (size // tile)
+    rest = size - sum(chunks)
+    if rest and (rest >= margin or not chunks):
+        chunks.append(rest)
+    elif rest:
+        chunks[-1] += rest
+    return tuple(chunks)
+
+
+def predict_lazily(stack, predictor: Predictor, tile: int):
+    """Normalised Dask stack [planes, y, x] -> lazy predictions [channels, y, x] (float32)."""
+    import dask.array as da
+
+    m = predictor.margin
+    x = da.moveaxis(stack.astype(np.float32), 0, -1)
+    x = x.rechunk((tile_chunks(x.shape[0], tile, m), tile_chunks(x.shape[1], tile, m), -1))
+    if m:  # mirrored context at the image's edges
+        x = da.overlap.overlap(x, depth={0: m, 1: m, 2: 0}, boundary={0: "reflect", 1: "reflect", 2: "none"})
+    channels = len(predictor.channel_names())
+    chunks = (tuple(c - 2 * m for c in x.chunks[0]), tuple(c - 2 * m for c in x.chunks[1]), (channels,))
+    out = x.map_blocks(predictor, chunks=chunks, dtype=np.float32)
+    return da.moveaxis(out, -1, 0)
+
+
+def run(args: argparse.Namespace) -> None:
+    import dask
+
+    from deepflows.imaging.io import OmeZarrWriter
+    from deepflows.imaging.isl import INPUT_CHANNEL, normalize
+    from deepflows.imaging.isl.well import read_stack
+    from deepflows.nn.model_dir import load_model
+
+    statistics = tuple(s.strip() for s in args.statistics.split(",") if s.strip())
+    unknown = [s for s in statistics if s not in STATISTICS]
+    if unknown or not statistics:
+        raise UserError(f"--statistics {args.statistics}: expected names among {', '.join(STATISTICS)}")
+    model, meta = load_model(args.model)
+    if meta.get("name") != "in-silico-labeling":
+        raise UserError(f"{args.model}: not an In Silico Labeling model (model.json name {meta.get('name')!r})")
+    stack, norm = read_stack(args.stack)
+    planes = meta["input_shape"][-1]
+    if stack.shape[0] != planes:
+        raise UserError(f"{args.stack}: {stack.shape[0]} planes; the model reads {planes}")
+    writer = OmeZarrWriter(args.out, "cyx", chunks=args.tile, attrs={
+        "isl_predictions": {"model": str(args.model), "model_sha256": meta["sha256"], "stack": str(args.stack),
+                            "input_normalization": norm, "target_normalization": meta.get("normalization"),
+                            "units": "normalised: 0 and 1 are the training well's 0.5th and 99.9th percentiles"}})  # fmt: skip
+    predictor = Predictor(model, meta, statistics, args.tile, args.context)
+    lazy = predict_lazily(stack.map_blocks(normalize, norm, dtype=np.float32), predictor, args.tile)
+    log.info("%s: %d planes x %d x %d -> %d channels in tiles of %d px", args.stack, planes, *stack.shape[1:],
+             lazy.shape[0], args.tile)  # fmt: skip
+    writer.channel_names = predictor.channel_names()
+    with dask.config.set(scheduler="threads", num_workers=args.threads):
+        writer.write(lazy)
+    log.info("predictions -> %s", Path(args.out))
