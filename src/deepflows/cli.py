@@ -44,6 +44,10 @@ STAGES: dict[str, tuple[str, str]] = {
     "focus-train": ("deepflows.imaging.focus_train", "train the focus-quality model on synthetically defocused fields"),
     "focus": ("deepflows.imaging.focus", "rate focus quality per patch and per image; CSVs and montages"),
     "focus-eval": ("deepflows.imaging.focus_eval", "focus model vs a classical baseline on held-out fields"),
+    "isl-ingest": ("deepflows.imaging.isl.well",
+                   "In Silico Labeling: a well's phase-contrast z-stack and fluorescence targets -> one OME-Zarr well"),
+    "isl-patches": ("deepflows.imaging.isl.patches",
+                    "In Silico Labeling: a well -> a shard of train, tune or test patches (Zarr)"),
     "provenance": ("deepflows.provenance", "a deepflows VCF's header provenance -> a table for the report"),
 }
 
