@@ -321,3 +321,42 @@ def _one_error_line(capsys, stage: str, names: str, words: str) -> None:
     assert names in errors[0] and words in errors[0], errors[0]
     assert "Traceback" not in err
 
+
+# ---------------------------------------------------------------------------------------------- the workflow
+@pytest.mark.workflow
+def test_dry_run_of_imaging_isl(tmp_path, repo_root):
+    """`snakemake -n imaging_isl` over config/imaging-isl.yaml, pointed at a synthetic well: ingest once, the
+    configured train and tune shards, then train, predict, ridge, evaluate; a tune band narrower than a patch
+    stops the run with one line."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    stack, targets = synthetic_well((64, 64), planes=3, seed=0)
+    folder = write_well_dir(tmp_path / "pngs", stack, targets)
+    (tmp_path / "train.yaml").write_text("steps: 1\n")
+    override = tmp_path / "override.yaml"
+
+    def dry_run(**isl):
+        override.write_text(yaml.safe_dump({"isl": {"data": str(folder), "model_config": str(tmp_path / "train.yaml"),
+                                                    "train_shards": 3, **isl}}))  # fmt: skip
+        env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ.get('PATH', '')}"}
+        return subprocess.run([sys.executable, "-m", "snakemake", "-s", str(repo_root / "Snakefile"), "--configfile",
+                               str(repo_root / "config" / "imaging-isl.yaml"), str(override), "-n", "-p",
+                               "imaging_isl"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+
+    run = dry_run()
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    counts = {m[0]: int(m[1]) for m in (line.split() for line in run.stdout.splitlines()) if len(m) == 2 and
+              m[1].isdigit()}  # fmt: skip
+    assert {k: counts.get(k) for k in ("isl_ingest", "isl_patches", "isl_train", "isl_predict", "isl_ridge",
+                                       "isl_evaluate")} == {"isl_ingest": 1, "isl_patches": 4, "isl_train": 1,
+                                                            "isl_predict": 1, "isl_ridge": 1, "isl_evaluate": 1}  # fmt: skip
+    assert "--split train --shard 2/3 --size 96 --patches 2000 --seed 0" in run.stdout
+    assert "tune-00000-of-00001.zarr" in run.stdout and "--baseline ridge=" in run.stdout
+    run = dry_run(model=str(tmp_path / "no-such-model"))
+    assert run.returncode != 0 and "error: isl.model: " in run.stderr and "not found" in run.stderr
+    run = dry_run(tune_band=64, patch_size=96)
+    assert run.returncode != 0 and "isl.tune_band: 64 rows hold no 96-pixel tune patch" in run.stderr
