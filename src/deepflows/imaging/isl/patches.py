@@ -182,8 +182,8 @@ def extract_patches(well_path: str | Path, split: str, out: str | Path, size: in
 def open_patches(paths) -> tuple:
     """(inputs Dask float16 [N, P, P, Z], targets Dask float16 [N, P, P, L], attrs) of a set of shards in the
     order given, each checked against its integrity manifest. The shards must agree on the patch size, labels,
-    planes, split settings and augmentation; the same shard (well, index, seed) may not come twice. `attrs` are
-    the first shard's, with `patches` the total and `shards` the paths."""
+    planes, split settings and augmentation; the same shard (well, index, and for train the seed) may not come
+    twice. `attrs` are the first shard's, with `patches` the total and `shards` the paths."""
     import dask.array as da
     import zarr
 
@@ -200,7 +200,8 @@ def open_patches(paths) -> tuple:
             raise UserError(f"{path}: not an In Silico Labeling patch shard (make one with deepflows isl-patches)")
         verify(path, attrs, made_by=MADE_BY[SCHEMA])
         try:
-            key = (meta["well"], tuple(meta["shard"]), meta["seed"])
+            # tune and test shards are the same whatever the seed: only a train shard's draws depend on it
+            key = (meta["well"], tuple(meta["shard"]), meta["seed"] if meta["split"] == "train" else None)
             first = first or (path, meta)
             differ = [k for k in AGREE if meta[k] != first[1][k]]
         except (KeyError, TypeError) as err:
@@ -210,8 +211,8 @@ def open_patches(paths) -> tuple:
             raise UserError(f"{path}: does not match {first[0]} ({what}); shards read together must come from one "
                             "patch setting")  # fmt: skip
         if key in seen:
-            raise UserError(f"{path}: the same shard as {seen[key]} (well, shard {key[1][0]}/{key[1][1]}, seed "
-                            f"{key[2]}): given twice")  # fmt: skip
+            raise UserError(f"{path}: the same shard as {seen[key]} (well, shard {key[1][0]}/{key[1][1]}"
+                            f"{'' if key[2] is None else f', seed {key[2]}'}): given twice")  # fmt: skip
         seen[key] = path
         group = zarr.open_group(str(path), mode="r")
         inputs.append(da.from_zarr(group["inputs"]))
