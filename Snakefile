@@ -15,6 +15,7 @@ include: "rules/download.smk"
 include: "rules/variants.smk"
 include: "rules/variants_train.smk"
 include: "rules/imaging.smk"
+include: "rules/isl.smk"
 
 
 rule all:

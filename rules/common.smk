@@ -689,3 +689,65 @@ def _warn_unverified_downloads():
 
 
 _warn_unverified_downloads()
+
+
+# --- In Silico Labeling (rules/isl.smk) --------------------------------------------------------------------
+
+ISL = config["isl"]
+ISL_SPLIT_ARGS = f"--test-quadrant {ISL['test_quadrant']} --tune-band {ISL['tune_band']}"
+ISL_SHARDS = {"train": ISL["train_shards"], "tune": ISL["tune_shards"]}
+
+
+def isl_dir(well=ISL["well"]):
+    return f"results/isl/{well}"
+
+
+def isl_well_files(wildcards):
+    """The well's phase-contrast planes and targets, found by their file names in `isl.data`."""
+    from deepflows.errors import UserError
+    from deepflows.imaging.isl.well import find_well_files
+
+    if not ISL["data"]:
+        sys.exit("error: isl.data: must be set to run In Silico Labeling (the well's folder of PNGs)")
+    try:
+        planes, targets = find_well_files(ISL["data"])
+    except UserError as err:
+        sys.exit(f"error: isl.data: {err}")
+    return {"planes": [str(p) for p in planes], "targets": [str(p) for p in targets.values()]}
+
+
+def isl_patch_paths(well, split):
+    n = ISL_SHARDS[split]
+    return [f"{isl_dir(well)}/patches/{split}-{i:05d}-of-{n:05d}.zarr" for i in range(n)]
+
+
+def isl_train_patches(wildcards):
+    return isl_patch_paths(wildcards.well, "train")
+
+
+def isl_tune_patches(wildcards):
+    return isl_patch_paths(wildcards.well, "tune")
+
+
+def isl_shard_arg(wildcards):
+    """`--shard i/n` of a patch shard."""
+    return f"{int(wildcards.shard)}/{int(wildcards.nshards)}"
+
+
+def isl_patches_args(wildcards):
+    """Train shards draw `patches_per_shard` augmented patches; a tune shard takes its share of the band's grid."""
+    if wildcards.split == "train":
+        return f"--patches {ISL['patches_per_shard']} --seed {ISL['seed']}"
+    return ""
+
+
+def isl_trained_model_path(well=ISL["well"]):
+    """Where rule isl_train exports the model; its workdir (checkpoints, metrics) is beside it."""
+    return f"{isl_dir(well)}/train/model"
+
+
+def isl_model_path(wildcards):
+    """The model that predicts: `isl.model` when set, else the one trained on this well."""
+    if ISL["model"]:
+        return resolve_shipped(ISL["model"], workflow.basedir)
+    return isl_trained_model_path(wildcards.well)

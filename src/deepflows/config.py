@@ -108,6 +108,10 @@ def _check_combinations(cfg: dict) -> str | None:
     td = cfg.get("training_data")
     if td is not None and td["variants"] == "truth" and truth["vcf"] is None:
         return "truth.vcf: must be set when training_data.variants is 'truth'"
+    isl = cfg.get("isl")
+    if isl is not None and isl["tune_band"] < isl["patch_size"]:
+        return (f"isl.tune_band: {isl['tune_band']} rows hold no {isl['patch_size']}-pixel tune patch "
+                f"(isl.patch_size); make it at least {isl['patch_size']}")  # fmt: skip
     return None
 
 
@@ -226,7 +230,7 @@ def input_paths(cfg: dict, checkout: str | Path = REPO_ROOT) -> list[tuple[str, 
     """(config key, path, kind) of every configured input the config's run reads (generated ones, the demo
     reference and simulated reads, are not in the config). Kinds: fasta, reads, vcf, labels (a truth VCF that
     make-examples reads for labels), planned_fasta (a reference whose .fai training_data reads before the run),
-    file, model (a model directory), images (a file or glob)."""
+    file, model (a model directory), images (a file or glob), directory (a folder of inputs)."""
     simulated = cfg["reads"]["path"] is None
     training = cfg["make_examples"]["training"]
     labels = training and not simulated  # make-examples reads the truth by region: it needs the .tbi
@@ -247,6 +251,13 @@ def input_paths(cfg: dict, checkout: str | Path = REPO_ROOT) -> list[tuple[str, 
     if cfg["imaging"]["images"]:
         items += [(f"imaging.images[{i}]", spec, "images") for i, spec in enumerate(cfg["imaging"]["images"])]
         items.append(("imaging.model", resolve_shipped(cfg["imaging"]["model"], checkout), "model"))
+    isl = cfg["isl"]
+    if isl["data"]:
+        items.append(("isl.data", isl["data"], "directory"))
+        if isl["model"]:
+            items.append(("isl.model", resolve_shipped(isl["model"], checkout), "model"))
+        else:
+            items.append(("isl.model_config", resolve_shipped(isl["model_config"], checkout), "file"))
     return [(key, path, kind) for key, path, kind in items if path]
 
 
@@ -279,6 +290,8 @@ def _path_problem(path: str, kind: str) -> str | None:
     """'PATH: what is wrong with the input itself', or None."""
     if kind == "images":
         return _images_problem(path)
+    if kind == "directory":
+        return None if Path(path).is_dir() else f"{path}: {'is not a directory' if Path(path).exists() else 'not found'}"
     if not Path(path).exists():
         shipped = _shipped_by(path) if kind == "model" else None
         if shipped:

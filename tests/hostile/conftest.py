@@ -3,8 +3,9 @@
 `valid` (session) holds a synthetic reference and BAM with 37 SNPs (chrA, 9 kb), its CRAM, a truth VCF (with a
 sites-only twin) and confident BED, a calling shard set made by `make-examples --shard i/3 --chunk-size 4`
 (several `inputs` chunks per shard), the probabilities store of `call-variants` with the shipped model, the
-VCF of `postprocess`, a labelled shard and its shuffled training store, and PNG/TIFF images. Cases copy what
-they damage; everything else is used in place and never written to.
+VCF of `postprocess`, a labelled shard and its shuffled training store, PNG/TIFF images, and a tiny In
+Silico Labeling well (its PNGs, and the store isl-ingest makes of them). Cases copy what they damage;
+everything else is used in place and never written to.
 
 Set HOSTILE_REPORT=FILE.json to record, per case, the outcome and the last stderr line (for before/after
 tables: see tests/hostile/README.md).

@@ -18,6 +18,7 @@ sys.path.insert(0, str(HERE.parent))  # tests/: synthetic.py
 sys.path.insert(0, str(HERE))
 
 from hostile_contract import stage_command, stage_env  # noqa: E402
+from isl_synthetic import synthetic_well, write_well_dir  # noqa: E402
 from synthetic import random_reference, tile_reads, write_bam  # noqa: E402
 
 REPO = HERE.parents[1]
@@ -54,6 +55,8 @@ class Valid:
     tif: Path
     bench_tsv: Path  # a Snakemake `benchmark:` file, for run-times
     config: Path  # a pipeline config naming the reference, reads, truth and model above
+    isl_dir: Path  # an In Silico Labeling well's PNGs (3 planes of 64 x 64, DAPI/MAP2/NFH), ISL file names
+    isl_well: Path  # that well ingested (isl-ingest)
     build_seconds: float
 
     @property
@@ -64,7 +67,8 @@ class Valid:
                 "labelled": self.labelled, "train_store": self.train_store, "png": self.png, "tif": self.tif,
                 "png_url": self.png.as_uri(), "png_sha256": hashlib.sha256(self.png.read_bytes()).hexdigest(),
                 "bench_tsv": self.bench_tsv, "config": self.config, "regions_bed": self.bed, "png2": self.png2,
-                "model": SHIPPED_MODEL, "focus_model": FOCUS_MODEL,
+                "model": SHIPPED_MODEL, "focus_model": FOCUS_MODEL, "isl_dir": self.isl_dir,
+                "isl_well": self.isl_well,
                 "train_config": REPO / "config" / "model" / "read_set.yaml"}  # fmt: skip
 
 
@@ -176,6 +180,8 @@ def build_valid(d: Path) -> Valid:
     bench_tsv.write_text("s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
                          "12.5\t0:00:12\t300.1\t900.2\t280.0\t281.0\t0.1\t2.0\t95.0\t11.9\n")
     config = write_config(d / "config.yaml", d / "ref.fa", bam, truth, bed)
+    isl_dir = write_well_dir(d / "isl", *synthetic_well((64, 64), planes=3), extra=False)
+    isl_well = d / "isl-well.ome.zarr"
 
     examples = d / "examples"
     examples.mkdir()
@@ -184,7 +190,8 @@ def build_valid(d: Path) -> Valid:
     labelled.parent.mkdir()
     common = ["--reads", bam, "--ref", d / "ref.fa", "--chunk-size", "4"]
     run_valid([*(("make-examples", [*common, "--shard", f"{i}/{SHARDS}", "--out", shards[i]]) for i in range(SHARDS)),
-               ("make-examples", [*common, "--truth", truth, "--confident", bed, "--out", labelled])], d)  # fmt: skip
+               ("make-examples", [*common, "--truth", truth, "--confident", bed, "--out", labelled]),
+               ("isl-ingest", ["--dir", isl_dir, "--out", isl_well, "--chunks", "32"])], d)  # fmt: skip
     probs, train_store = d / "calls" / "probs.zarr", d / "train" / "train.zarr"
     probs.parent.mkdir()
     train_store.parent.mkdir()
@@ -195,7 +202,7 @@ def build_valid(d: Path) -> Valid:
     run_valid([("postprocess", ["--probs", probs, "--ref", d / "ref.fa", "--out", vcf])], d)
     BUILD_SECONDS.append(time.monotonic() - t0)
     return Valid(d, d / "ref.fa", d / "ref_other.fa", bam, d / "reads.cram", truth, truth_plain, sites_only, bed,
-                 shards, probs, vcf, labelled, train_store, png, png2, tif, bench_tsv, config,
+                 shards, probs, vcf, labelled, train_store, png, png2, tif, bench_tsv, config, isl_dir, isl_well,
                  time.monotonic() - t0)  # fmt: skip
 
 

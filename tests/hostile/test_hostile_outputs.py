@@ -43,6 +43,9 @@ WRITERS = {
     "shuffle-examples": ("shuffle-examples {labelled} --out {dest}/train.zarr --seed 1", ("{dest}/train.zarr",), False),
     "mark-duplicates": ("mark-duplicates --reads {bam} --out {dest}/md.bam", ("{dest}/md.bam", "{dest}/md.bam.bai"),
                         True),  # fmt: skip
+    "isl-ingest": ("isl-ingest --dir {isl_dir} --out {dest}/well.ome.zarr", ("{dest}/well.ome.zarr",), False),
+    "isl-patches": ("isl-patches --well {isl_well} --split train --patches 40 --size 16 --tune-band 16 --out "
+                    "{dest}/train.zarr", ("{dest}/train.zarr",), False),  # fmt: skip
 }
 # The probe's 11a/11c stages; the others are ours. 11b: postprocess segfaulted (rc 139) on an unwritable directory.
 PROBED_UNWRITABLE = {"make-examples", "call-variants", "check-shards", "simulate", "make-reference", "ingest-image",

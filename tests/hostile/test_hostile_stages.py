@@ -72,6 +72,9 @@ MINIMAL: dict[str, Minimal] = {
                      ("{out}/focus",)),
     "focus-eval": Minimal("focus-eval --model {focus_model} --train-images {png} --test-images {png2} --out {out}/eval",
                           ("focus_model", "png", "png2"), ("{out}/eval",)),
+    "isl-ingest": Minimal("isl-ingest --dir {isl_dir} --out {out}/well.ome.zarr", ("isl_dir",), ("{out}/well.ome.zarr",)),
+    "isl-patches": Minimal("isl-patches --well {isl_well} --split tune --size 16 --tune-band 16 --out {out}/tune.zarr",
+                           ("isl_well",), ("{out}/tune.zarr",)),
     "provenance": Minimal("provenance --vcf {vcf} --out {out}/provenance.tsv", ("vcf",), ("{out}/provenance.tsv",)),
     "verify": Minimal("verify {shards}", ("shards",)),
 }  # fmt: skip

@@ -1,5 +1,6 @@
-"""Hostile stores: chunks deleted, flipped, truncated or swapped in example shards and probabilities stores,
-and shard sets that mix in a shard of another run. Every reader refuses before work, naming the store.
+"""Hostile stores: chunks deleted, flipped, truncated or swapped in example shards, probabilities stores and
+In Silico Labeling wells, and shard sets that mix in a shard of another run. Every reader refuses before work,
+naming the store.
 
 Faults are injected into a copy of the session's valid stores. Each fault is run through each reader of its
 kind of store (`deepflows verify` among them), so a new reader joins by adding it to READERS.
@@ -28,6 +29,11 @@ READERS = {
         "postprocess": ("postprocess --probs {probs} --ref {ref} --out {out}/calls.vcf.gz",
                         ("{out}/calls.vcf.gz", "{out}/calls.vcf.gz.tbi")),  # fmt: skip
         "verify": ("verify {probs}", ()),
+    },
+    "well": {  # an In Silico Labeling well store (isl-ingest)
+        "isl-patches": ("isl-patches --well {isl_well} --split tune --size 16 --tune-band 16 --out {out}/tune.zarr",
+                        ("{out}/tune.zarr",)),  # fmt: skip
+        "verify": ("verify {isl_well}", ()),
     },
 }
 DAMAGED_SHARD = 1  # the shard of the set that gets the fault (not the first: every shard must be checked)
@@ -104,7 +110,7 @@ def emptied(store):
 @dataclass
 class Fault:
     id: str
-    kind: str  # "examples" or "probs"
+    kind: str  # "examples", "probs" or "well"
     apply: Callable[[Path], None]
     words: tuple[str, ...]
     readers: tuple[str, ...] = ()  # default: every reader of its kind of store
@@ -127,7 +133,10 @@ FAULTS = [
     Fault("own-probs-chunk-truncated", "probs", truncate("probs"), (CORRUPT,)),
     Fault("10d-probs-start-chunk-deleted", "probs", delete("start"), (MISSING,)),
     Fault("own-probs-contig-chunk-deleted", "probs", delete("contig"), (MISSING,)),
+    Fault("own-isl-stack-chunk-deleted", "well", delete("0"), (MISSING,)),
+    Fault("own-isl-target-chunk-flipped", "well", flip("targets/0"), (CORRUPT,)),
 ]
+STORE_NAMES = {"examples": SHARD_NAME, "probs": "probs.zarr", "well": "isl-well.ome.zarr"}
 
 
 def damaged_copy(fault: Fault):
@@ -138,6 +147,10 @@ def damaged_copy(fault: Fault):
             shards = [shutil.copytree(s, d / "examples" / s.name) for s in valid.shards]
             fault.apply(Path(shards[DAMAGED_SHARD]))
             return {"shards": [Path(s) for s in shards]}
+        if fault.kind == "well":
+            well = Path(shutil.copytree(valid.isl_well, d / valid.isl_well.name))
+            fault.apply(well)
+            return {"isl_well": well}
         probs = Path(shutil.copytree(valid.probs, d / "calls" / "probs.zarr"))
         fault.apply(probs)
         return {"probs": probs}
@@ -147,7 +160,7 @@ def damaged_copy(fault: Fault):
 
 FAULT_CASES = [
     Case(f"{f.id}[{reader}]", command.split()[0], command, damaged_copy(f), outputs,
-         (SHARD_NAME if f.kind == "examples" else "probs.zarr",), f.words)
+         (STORE_NAMES[f.kind],), f.words)
     for f in FAULTS
     for reader, (command, outputs) in READERS[f.kind].items()
     if not f.readers or reader in f.readers
@@ -199,6 +212,7 @@ SET_CASES = [
 CONTROLS = [
     Case("valid-shards[verify]", "verify", "verify {shards}", expect=ACCEPTED),
     Case("valid-probs[verify]", "verify", "verify {probs}", expect=ACCEPTED),
+    Case("valid-isl-well[verify]", "verify", "verify {isl_well}", expect=ACCEPTED),
     Case("valid-shards[check-shards]", "check-shards", "check-shards --out {out}/manifest.json {shards}",
          expect=ACCEPTED),
 ]

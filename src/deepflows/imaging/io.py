@@ -121,7 +121,9 @@ def _multiscales(axes: str, levels: int, scale: dict[str, float], translation: d
 
 class OmeZarrWriter:
     """Writes a Dask or NumPy image as an NGFF 0.5 multiscale group under a temporary name, renamed to `<out>`
-    by `write()` once every level is complete; an exception on the way removes the temporary group."""
+    by `write()` once every level is complete; an exception on the way removes the temporary group. A store of
+    several images (an In Silico Labeling well: the stack, and its targets as a sub-image) writes each with
+    `write_into()` into its own temporary group, and seals and renames it itself."""
 
     def __init__(self, out: str | Path, axes: str, chunks: int = 1024, levels: int = 1,
                  scale: dict[str, float] | None = None, translation: dict[str, float] | None = None,
@@ -132,51 +134,61 @@ class OmeZarrWriter:
         check_new_output(self.out)
 
     def write(self, image, compute_kwargs: dict | None = None) -> Path:
-        import dask.array as da
         import zarr
 
         from deepflows.outputs import atomic_output
         from deepflows.store.integrity import seal
 
-        image = image if isinstance(image, da.Array) else da.from_array(image)
-        if image.ndim != len(self.axes):
-            raise ValueError(f"image has {image.ndim} dimensions but axes are '{self.axes}'")
         with atomic_output(self.out) as tmp:
             group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
-            chunks = tuple(self.chunks if a in "yx" else 1 for a in self.axes)
-            level_image = image
-            for level in range(self.levels):
-                if level:
-                    # 2x2 mean over y and x; integer images stay integer (rounded).
-                    factors = {i: (2 if a in "yx" else 1) for i, a in enumerate(self.axes)}
-                    trimmed = level_image[tuple(slice(0, s - s % factors[i]) for i, s in enumerate(level_image.shape))]
-                    mean = da.coarsen(np.mean, trimmed.astype(np.float32), factors)
-                    level_image = (
-                        mean.round().astype(image.dtype) if image.dtype.kind in "ui" else mean.astype(image.dtype)
-                    )
-                level_chunks = tuple(min(c, s) for c, s in zip(chunks, level_image.shape))
-                level_image = level_image.rechunk(level_chunks)
-                array = group.create_array(str(level), shape=level_image.shape, chunks=level_chunks,
-                                           dtype=level_image.dtype, dimension_names=list(self.axes),
-                                           compressors=zarr.codecs.BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle"))  # fmt: skip
-                da.store(level_image, array, lock=False, **(compute_kwargs or {}))
-                level_image = da.from_zarr(array)
-            ome = {
-                "version": NGFF_VERSION,
-                "multiscales": [_multiscales(self.axes, self.levels, self.scale, self.translation, self.out.name)],
-            }
-            if "c" in self.axes:
-                n = image.shape[self.axes.index("c")]
-                names = self.channel_names or [f"channel {i}" for i in range(n)]
-                ome["omero"] = {"channels": [{"label": str(name)} for name in names]}
+            ome = self.write_into(group, image, compute_kwargs=compute_kwargs)
             # Last: the attributes and the manifest of every chunk (deepflows.store.integrity), then the rename.
             seal(group, tmp, {"ome": ome, "deepflows": self.attrs})
         return self.out
 
+    def write_into(self, group, image, name: str | None = None, compute_kwargs: dict | None = None) -> dict:
+        """Write the levels of `image` into the open Zarr `group` (the root of a store being written, or a
+        group inside it) and return the group's NGFF metadata (`ome`), for the caller to write: with the
+        root's integrity manifest (`seal`) last, or as a sub-image's attributes before that."""
+        import dask.array as da
+        import zarr
 
-def open_ome_zarr(path: str | Path) -> tuple[list, str, dict]:
+        image = image if isinstance(image, da.Array) else da.from_array(image)
+        if image.ndim != len(self.axes):
+            raise ValueError(f"image has {image.ndim} dimensions but axes are '{self.axes}'")
+        chunks = tuple(self.chunks if a in "yx" else 1 for a in self.axes)
+        level_image = image
+        for level in range(self.levels):
+            if level:
+                # 2x2 mean over y and x; integer images stay integer (rounded).
+                factors = {i: (2 if a in "yx" else 1) for i, a in enumerate(self.axes)}
+                trimmed = level_image[tuple(slice(0, s - s % factors[i]) for i, s in enumerate(level_image.shape))]
+                mean = da.coarsen(np.mean, trimmed.astype(np.float32), factors)
+                level_image = (
+                    mean.round().astype(image.dtype) if image.dtype.kind in "ui" else mean.astype(image.dtype)
+                )
+            level_chunks = tuple(min(c, s) for c, s in zip(chunks, level_image.shape))
+            level_image = level_image.rechunk(level_chunks)
+            array = group.create_array(str(level), shape=level_image.shape, chunks=level_chunks,
+                                       dtype=level_image.dtype, dimension_names=list(self.axes),
+                                       compressors=zarr.codecs.BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle"))  # fmt: skip
+            da.store(level_image, array, lock=False, **(compute_kwargs or {}))
+            level_image = da.from_zarr(array)
+        ome = {
+            "version": NGFF_VERSION,
+            "multiscales": [_multiscales(self.axes, self.levels, self.scale, self.translation, name or self.out.name)],
+        }
+        if "c" in self.axes:
+            n = image.shape[self.axes.index("c")]
+            names = self.channel_names or [f"channel {i}" for i in range(n)]
+            ome["omero"] = {"channels": [{"label": str(name)} for name in names]}
+        return ome
+
+
+def open_ome_zarr(path: str | Path, made_by: str | None = None) -> tuple[list, str, dict]:
     """(levels as Dask arrays, full resolution first; axes, e.g. "cyx"; the multiscales entry) of an OME-Zarr
-    image, NGFF 0.4 or 0.5."""
+    image, NGFF 0.4 or 0.5. `made_by`: the stage to run again when the store is damaged (default: ingest-image
+    or focus)."""
     import dask.array as da
     import zarr
 
@@ -192,7 +204,7 @@ def open_ome_zarr(path: str | Path) -> tuple[list, str, dict]:
     if not meta.get("multiscales"):
         raise UserError(f"{path}: not an OME-Zarr image (no multiscales metadata)")
     # Images deepflows wrote carry a manifest and are checked chunk by chunk; those of other tools cannot be.
-    verify(path, attrs, required="deepflows" in attrs, made_by=MADE_BY["ome"])
+    verify(path, attrs, required="deepflows" in attrs, made_by=made_by or MADE_BY["ome"])
     multiscales = meta["multiscales"][0]
     try:
         axes = "".join(a["name"] if isinstance(a, dict) else a for a in multiscales["axes"])
@@ -206,15 +218,11 @@ def open_ome_zarr(path: str | Path) -> tuple[list, str, dict]:
 
 def ingest(source: str | Path, out: str | Path, chunks: int = 1024, levels: int = 3, scale: dict | None = None) -> Path:
     """One PNG or TIFF -> an OME-Zarr multiscale group (pyramid of `levels`, y and x halved each time)."""
-    import hashlib
+    from deepflows.store.integrity import file_sha256
 
     pixels, axes = read_image(source)
     levels = max(1, min(levels, int(np.log2(max(1, min(pixels.shape[-2:])))) + 1))
-    digest = hashlib.sha256()
-    with open(source, "rb") as handle:  # streamed: a large uncompressed TIFF is not held in memory twice
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    attrs = {"source": {"path": str(source), "sha256": digest.hexdigest()}, "dtype": str(pixels.dtype)}
+    attrs = {"source": {"path": str(source), "sha256": file_sha256(source)}, "dtype": str(pixels.dtype)}
     return OmeZarrWriter(out, axes, chunks=chunks, levels=levels, scale=scale, attrs=attrs).write(pixels)
 
 

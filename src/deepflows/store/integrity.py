@@ -38,6 +38,8 @@ MADE_BY = {
     "deepflows.probs": "call-variants",
     "deepflows.training_store": "shuffle-examples",
     "ome": "ingest-image (or focus, for predictions)",
+    "deepflows.isl": "isl-ingest",
+    "deepflows.isl_patches": "isl-patches",
 }
 
 
@@ -139,6 +141,11 @@ def _hash_all(root: Path, names: list[str], algorithm: str = ALGORITHM) -> dict[
         return {}
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         return dict(zip(names, pool.map(lambda n: _digest(root / n, algorithm), names)))
+
+
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of a whole file, read in blocks (a large TIFF is never held in memory for it)."""
+    return _digest(Path(path), "sha256")
 
 
 def _digest(path: Path, algorithm: str) -> str:
