@@ -44,6 +44,10 @@ STAGES: dict[str, tuple[str, str]] = {
     "focus-train": ("deepflows.imaging.focus_train", "train the focus-quality model on synthetically defocused fields"),
     "focus": ("deepflows.imaging.focus", "rate focus quality per patch and per image; CSVs and montages"),
     "focus-eval": ("deepflows.imaging.focus_eval", "focus model vs a classical baseline on held-out fields"),
+    "isl-ridge": ("deepflows.imaging.isl.baselines",
+                  "In Silico Labeling baseline: ridge regression on multi-scale filtered planes -> prediction store"),
+    "isl-evaluate": ("deepflows.imaging.isl.evaluate",
+                     "In Silico Labeling predictions vs the well's fluorescence on one split: r, calibration, figures"),
     "provenance": ("deepflows.provenance", "a deepflows VCF's header provenance -> a table for the report"),
 }
 
