@@ -147,6 +147,11 @@ def test_ridge_recovers_a_linear_target_and_never_reads_test(wells, tmp_path):
         assert predicted.dtype == np.float32 and predicted.min() >= 0 and predicted.max() <= 1
         assert np.corrcoef(predicted[test], truth[j][test])[0, 1] > 0.95, label
         assert attrs["tune_r"][label] > 0.95
+    again = tmp_path / "again.ome.zarr"  # the same seed, the same predictions
+    assert main(["isl-ridge", "--well", "well", "--out", str(again), "--sigmas", "1,2,4", "--tune-band", "16",
+                 "--pixels", "4000", "--seed", "3"]) == 0  # fmt: skip
+    np.testing.assert_array_equal(np.asarray(open_predictions(again, LABELS, (SIZE, SIZE)).image),
+                                  np.asarray(pred.image))  # fmt: skip
 
     # Garbage in the test quadrant's targets and inputs changes nothing of the fit.
     mask = split_mask((SIZE, SIZE), "bottom-right", 16)
@@ -301,7 +306,7 @@ def png_well(folder: Path) -> Well:
 @pytest.mark.realdata
 def test_ridge_on_the_real_well(shared_data, wells, tmp_path):
     """The default ridge on condition_blue_sample (bottom-right test quadrant, tune band 96), scored by
-    isl-evaluate: a baseline that finds the labels, well above chance."""
+    isl-evaluate: a classical baseline that finds nuclei and dendrites, neurofilament less so."""
     wells["real"] = png_well(shared_data / "imaging" / "in_silico_labeling" / "condition_blue_sample")
     ridge = tmp_path / "ridge.ome.zarr"
     assert main(["isl-ridge", "--well", "real", "--out", str(ridge)]) == 0
@@ -309,4 +314,5 @@ def test_ridge_on_the_real_well(shared_data, wells, tmp_path):
                  "--out", str(tmp_path / "eval")]) == 0  # fmt: skip
     summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
     r = {label: summary["labels"][label]["ridge"]["r"] for label in LABELS}
-    assert all(value > 0.3 for value in r.values()), r
+    # Seeded, so these repeat: r = 0.796, 0.844 and 0.485 when written.
+    assert r["DAPI"] > 0.75 and r["MAP2"] > 0.8 and r["NFH"] > 0.4, r
