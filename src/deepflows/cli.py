@@ -51,6 +51,10 @@ STAGES: dict[str, tuple[str, str]] = {
     "isl-train": ("deepflows.imaging.isl.train", "train an In Silico Labeling model on z-stack patch shards"),
     "isl-predict": ("deepflows.imaging.isl.predict",
                     "predict fluorescent labels (and their uncertainty) for a whole z-stack, tile by tile"),
+    "isl-ridge": ("deepflows.imaging.isl.baselines",
+                  "In Silico Labeling baseline: ridge regression on multi-scale filtered planes -> prediction store"),
+    "isl-evaluate": ("deepflows.imaging.isl.evaluate",
+                     "In Silico Labeling predictions vs the well's fluorescence on one split: r, calibration, figures"),
     "provenance": ("deepflows.provenance", "a deepflows VCF's header provenance -> a table for the report"),
 }
 
