@@ -92,11 +92,32 @@ def test_isl_train_exports_a_model_that_learns(shards, tmp_path):
     out = train(shards, tmp_path, "fovea", write_config(tmp_path / "c.yaml", steps=60))
     meta = json.loads((out / "model.json").read_text())
     assert meta["name"] == "in-silico-labeling" and meta["labels"] == ["DAPI", "MAP2"] and meta["margin"] == 8
-    assert meta["options"]["labels"] == 2 and meta["input_shape"] == [32, 32, 4]
+    assert meta["options"]["labels"] == 2 and meta["input_shape"] == [24, 24, 4]  # 32-px windows, shifted by 8
     lines = [json.loads(line) for line in (tmp_path / "fovea" / "metrics.jsonl").read_text().splitlines()]
     tune = [r for r in lines if r["split"] == "tune"]
     assert tune[-1]["loss"] < tune[0]["loss"] < np.log(256)  # below the uniform distribution's loss, and falling
     assert (tmp_path / "fovea" / "metrics.png").is_file()
+
+
+def test_training_crops_windows_at_offsets_that_cover_every_grid_position(shards, tmp_path):
+    """The loss scores every 2nd pixel; were the windows not shifted, only even positions of the coarse towers'
+    cells would ever be trained (as a first run showed: tune loss 3.3 at odd positions, 2.4 at even ones)."""
+    import yaml
+
+    from deepflows.imaging.isl.train import ISLTask, isl_config
+
+    config = write_config(tmp_path / "c.yaml")
+    args = type("Args", (), {"config": config, "patches": shards["train"], "tune": [shards["tune"]], "labels": None,
+                             "steps": None, "seed": None, "init": None})()  # fmt: skip
+    task = ISLTask(isl_config(args))
+    assert yaml.safe_load(open(config))["data"].get("shift") is None and task.shift == 8
+    offsets = set()
+    for step, (x, _) in zip(range(30), task.batches(0)):
+        assert x.shape[1:3] == (24, 24) and task.shape == [24, 24, 4]
+        picks = np.sort(np.random.default_rng([0, step]).choice(len(task.x), 4, replace=False))
+        window = task.x[picks[0]].astype(np.float32)
+        offsets |= {(oy, ox) for oy in range(9) for ox in range(9) if np.array_equal(window[oy:oy + 24, ox:ox + 24], x[0])}
+    assert {(oy % 2, ox % 2) for oy, ox in offsets} == {(0, 0), (0, 1), (1, 0), (1, 1)}
 
 
 def test_isl_train_resumes_to_the_same_weights(shards, tmp_path):

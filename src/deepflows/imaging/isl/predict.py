@@ -10,9 +10,10 @@ read with --context pixels around it (mirrored at the image's edges), padded to 
 shape (one compilation for every tile), predicted, and only its centre kept, so tiles join without seams
 and memory stays bounded by a few tiles per thread whatever the image's size.
 
-Writes an OME-Zarr image (cyx, float32, under a temporary name renamed when complete): for each label and
-statistic a channel "<label> <statistic>", in the label's normalised units (0 and 1 are the training
-well's percentiles, recorded in the attributes with the model). Statistics of the per-pixel distribution
+Writes a prediction store (deepflows.imaging.isl.prediction_store: an OME-Zarr image, cyx, float32, under a
+temporary name renamed when complete): for each label and statistic a channel "<label> <statistic>", in
+the label's normalised units (0 and 1 are the training well's percentiles, recorded in the attributes
+with the model). Statistics of the per-pixel distribution
 over 256 bins: mean, median and the 5/25/75/95% quantiles (linear within a bin), entropy (bits); the 90%
 interval width q95 - q05 is the uncertainty map. An L2 model (isl_unet) has only `mean`.
 """
@@ -27,11 +28,12 @@ import numpy as np
 
 from deepflows.arguments import positive_int
 from deepflows.errors import UserError
+from deepflows.outputs import check_new_output
 from deepflows.imaging.isl import BINS
+from deepflows.imaging.isl.prediction_store import STATISTICS
 
 log = logging.getLogger("deepflows.isl_predict")
 QUANTILES = {"median": 0.5, "q05": 0.05, "q25": 0.25, "q75": 0.75, "q95": 0.95}
-STATISTICS = ("mean", *QUANTILES, "entropy")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -100,9 +102,10 @@ class Predictor:
             stats = out[..., None]
         return stats.reshape(*stats.shape[:2], -1)
 
-    def channel_names(self) -> list[str]:
+    def channels(self) -> list[tuple[str, str]]:
+        """(label, statistic) of each output channel, in order."""
         names = self.statistics if self.distribution else ("mean",)
-        return [f"{label} {name}" for label in self.labels for name in names]
+        return [(label, name) for label in self.labels for name in names]
 
 
 def tile_chunks(size: int, tile: int, margin: int) -> tuple[int, ...]:
@@ -128,7 +131,7 @@ def predict_lazily(stack, predictor: Predictor, tile: int):
     x = x.rechunk((tile_chunks(x.shape[0], tile, m), tile_chunks(x.shape[1], tile, m), -1))
     if m:  # mirrored context at the image's edges
         x = da.overlap.overlap(x, depth={0: m, 1: m, 2: 0}, boundary={0: "reflect", 1: "reflect", 2: "none"})
-    channels = len(predictor.channel_names())
+    channels = len(predictor.channels())
     chunks = (tuple(c - 2 * m for c in x.chunks[0]), tuple(c - 2 * m for c in x.chunks[1]), (channels,))
     out = x.map_blocks(predictor, chunks=chunks, dtype=np.float32)
     return da.moveaxis(out, -1, 0)
@@ -137,8 +140,8 @@ def predict_lazily(stack, predictor: Predictor, tile: int):
 def run(args: argparse.Namespace) -> None:
     import dask
 
-    from deepflows.imaging.io import OmeZarrWriter
-    from deepflows.imaging.isl import INPUT_CHANNEL, normalize
+    from deepflows.imaging.isl import normalize
+    from deepflows.imaging.isl.prediction_store import write_predictions
     from deepflows.imaging.isl.well import read_stack
     from deepflows.nn.model_dir import load_model
 
@@ -153,15 +156,14 @@ def run(args: argparse.Namespace) -> None:
     planes = meta["input_shape"][-1]
     if stack.shape[0] != planes:
         raise UserError(f"{args.stack}: {stack.shape[0]} planes; the model reads {planes}")
-    writer = OmeZarrWriter(args.out, "cyx", chunks=args.tile, attrs={
-        "isl_predictions": {"model": str(args.model), "model_sha256": meta["sha256"], "stack": str(args.stack),
-                            "input_normalization": norm, "target_normalization": meta.get("normalization"),
-                            "units": "normalised: 0 and 1 are the training well's 0.5th and 99.9th percentiles"}})  # fmt: skip
+    check_new_output(args.out)
     predictor = Predictor(model, meta, statistics, args.tile, args.context)
     lazy = predict_lazily(stack.map_blocks(normalize, norm, dtype=np.float32), predictor, args.tile)
     log.info("%s: %d planes x %d x %d -> %d channels in tiles of %d px", args.stack, planes, *stack.shape[1:],
              lazy.shape[0], args.tile)  # fmt: skip
-    writer.channel_names = predictor.channel_names()
+    attrs = {"isl_model": {"path": str(args.model), "sha256": meta["sha256"], "stack": str(args.stack),
+                           "input_normalization": norm, "target_normalization": meta.get("normalization"),
+                           "tile": args.tile, "context": predictor.margin}}  # fmt: skip
     with dask.config.set(scheduler="threads", num_workers=args.threads):
-        writer.write(lazy)
+        write_predictions(args.out, lazy, predictor.channels(), str(args.model), attrs, chunks=args.tile)
     log.info("predictions -> %s", Path(args.out))

@@ -5,9 +5,9 @@
                         [--labels DAPI,MAP2] [--stop-at N]
 
 The shards are deepflows.imaging.isl.patches stores (normalised, augmented z-stack windows and their targets).
-Each step draws `training.batch_size` windows at random, a pure function of (seed, step). Only the centre of
-a window is scored (data.margin pixels of context on every side, as prediction tiles have), every
-data.loss_stride-th pixel:
+Each step draws `training.batch_size` windows at random and crops them by data.shift pixels at a random
+offset, a pure function of (seed, step). Only the centre of a window is scored (data.margin pixels of
+context on every side, as prediction tiles have), every data.loss_stride-th pixel:
 
 - isl_fovea: cross-entropy of each pixel's 256-bin distribution per label against the binned truth;
 - isl_unet: the squared error of one value per pixel and label (the L2 baseline).
@@ -58,6 +58,10 @@ def schema() -> dict:
                        "description": "context pixels on each side of a window that are not scored"},
             "loss_stride": {"type": "integer", "minimum": 1, "default": 2,
                             "description": "score every n-th pixel of a window's centre in training (tune: all)"},
+            "shift": {"type": "integer", "minimum": 0, "default": 8,
+                      "description": "each step crops the windows by this many pixels at an offset drawn anew, so "
+                                     "that the scored pixels fall on every position of the coarse towers' grids "
+                                     "(a multiple of the coarsest scale; 0: whole windows)"},
         },
     }  # fmt: skip
     transfer = {
@@ -219,9 +223,11 @@ class ISLTask(Task):
         if missing:
             raise UserError(f"data.labels: {missing[0]} is not among the shards' labels ({', '.join(shard_labels)})")
         pick = [shard_labels.index(label) for label in self.labels]
-        size = x.shape[1]
+        self.shift = int(data["shift"])
+        size = x.shape[1] - self.shift  # what the model sees of a window
         if size <= 2 * data["margin"]:
-            raise UserError(f"data.margin {data['margin']}: leaves nothing of the {size}-pixel windows to score")
+            raise UserError(f"data.margin {data['margin']} and data.shift {self.shift}: leave nothing of the "
+                            f"{x.shape[1]}-pixel windows to score")  # fmt: skip
         # the model's outputs follow the labels learned (recorded in model.json's options, which rebuild it)
         cfg["model"]["options"]["labels"] = len(self.labels)
         frozen = cfg["model"]["options"].get("frozen")
@@ -244,6 +250,9 @@ class ISLTask(Task):
 
         model = self.cfg["model"]
         built = build_model(model["architecture"], model["options"], self.planes, self.cfg["training"]["seed"])
+        if self.shape[0] % built.multiple:
+            raise UserError(f"data.shift {self.shift}: windows of {self.shape[0]} px after the crop; "
+                            f"{model['architecture']} needs a multiple of {built.multiple}")  # fmt: skip
         if self.cfg.get("transfer"):
             self._copy_trunk(built, self.cfg["transfer"]["model"])
         return built
@@ -274,10 +283,17 @@ class ISLTask(Task):
                             "weights_copied": len(copied)}  # fmt: skip
 
     def batches(self, step: int):
+        """Windows drawn at random and cropped at a random offset (one per step). The offset matters: the
+        towers' grids start at a window's corner, and a loss at stride 2 on uncropped windows would only
+        ever score (and train) the even positions of every coarse cell."""
         seed, size = self.cfg["training"]["seed"], self.cfg["training"]["batch_size"]
+        keep = self.x.shape[1] - self.shift
         while True:
-            pick = np.sort(np.random.default_rng([seed, step]).choice(len(self.x), size, replace=False))
-            yield self.x[pick].astype(np.float32), self.y[pick].astype(np.float32)
+            rng = np.random.default_rng([seed, step])
+            pick = np.sort(rng.choice(len(self.x), size, replace=False))
+            oy, ox = rng.integers(0, self.shift + 1, 2)
+            crop = (pick, slice(oy, oy + keep), slice(ox, ox + keep))
+            yield self.x[crop].astype(np.float32), self.y[crop].astype(np.float32)
             step += 1
 
     def train_metrics(self, aux: dict, examples: int) -> dict:
