@@ -15,8 +15,7 @@ towers and the fusion pass no gradient: transfer learning trains the head (two 1
 H and W must be multiples of the coarsest scale (`multiple`); prediction pads tiles to fit. `crop` (in
 pixels) drops a border of the towers' features before they are fused: training scores only a patch's centre, where every
 pixel has the context it has at prediction time, and the head (BINS outputs per label) is the most costly
-layer per pixel; `stride` keeps every stride-th pixel of what remains (training's loss at stride 2 costs a
-quarter of the head and loses little: neighbouring pixels are alike).
+layer per pixel.
 """
 
 from __future__ import annotations
@@ -93,9 +92,9 @@ class ISLNet(nnx.Module):
         self.hidden = nnx.Conv(fuse, head, (1, 1), rngs=rngs)
         self.head = nnx.Conv(head, self.labels * self.bins, (1, 1), rngs=rngs)
 
-    def __call__(self, x, crop: int = 0, stride: int = 1):
+    def __call__(self, x, crop: int = 0):
         x = x.astype(jnp.float32)
-        x = _crop(jnp.concatenate([tower(x) for tower in self.towers], axis=-1), crop)[:, ::stride, ::stride]
+        x = _crop(jnp.concatenate([tower(x) for tower in self.towers], axis=-1), crop)
         x = nnx.relu(self.fuse2(nnx.relu(self.fuse1(x))))
         if self.frozen:  # transfer learning: the towers and the fusion stay as trained; the head learns
             x = jax.lax.stop_gradient(x)
@@ -124,7 +123,7 @@ class UNet(nnx.Module):
     def _pair(a: int, b: int, rngs):
         return nnx.List([nnx.Conv(a, b, (3, 3), rngs=rngs), nnx.Conv(b, b, (3, 3), rngs=rngs)])
 
-    def __call__(self, x, crop: int = 0, stride: int = 1):
+    def __call__(self, x, crop: int = 0):
         x = x.astype(jnp.float32)
         skips = []
         for i, pair in enumerate(self.down):
@@ -137,4 +136,4 @@ class UNet(nnx.Module):
             x = jnp.concatenate([nnx.relu(up(x)), skip], axis=-1)
             for conv in pair:
                 x = nnx.relu(conv(x))
-        return self.out(_crop(x, crop)[:, ::stride, ::stride])
+        return self.out(_crop(x, crop))

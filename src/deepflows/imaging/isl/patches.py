@@ -42,7 +42,7 @@ CONTRAST = (0.8, 1.25)  # input contrast factor, uniform
 BRIGHTNESS = (-0.1, 0.1)  # input brightness offset in normalised units, uniform
 AUGMENT = {"dihedral": True, "contrast": list(CONTRAST), "brightness": list(BRIGHTNESS)}
 # What every shard of a set must share to be read as one.
-AGREE = ("size", "labels", "planes", "split", "test_quadrant", "tune_band", "augment")
+AGREE = ("size", "labels", "planes", "split", "test_quadrant", "tune_band", "augment", "region")
 
 
 def dihedral(patch: np.ndarray, k: int) -> np.ndarray:
@@ -87,18 +87,27 @@ def draw_windows(mask: np.ndarray, split: int, size: int, count: int, rng: np.ra
 
 
 def plan_shard(shape: tuple[int, int], split: str, size: int, shard: tuple[int, int], seed: int,
-               patches: int | None, test_quadrant: str, tune_band: int, augment: bool) -> dict:  # fmt: skip
+               patches: int | None, test_quadrant: str, tune_band: int, augment: bool,
+               region: tuple[int, int, int, int] | None = None) -> dict:  # fmt: skip
     """The windows of one shard and their augmentation, before any pixel is read: {origin [K, 2],
-    transform [K], contrast [K], brightness [K]} (no augmentation: transform 0, contrast 1, brightness 0)."""
+    transform [K], contrast [K], brightness [K]} (no augmentation: transform 0, contrast 1, brightness 0).
+    `region` (y, x, height, width) keeps only the windows inside that rectangle of the split: a small crop,
+    as transfer learning learns a new label from."""
     index, count = shard
     if tune_band >= shape[0] // 2:
         raise UserError(f"--tune-band {tune_band} does not fit in a quadrant of a {shape[0]}x{shape[1]} well "
                         f"(at most {shape[0] // 2 - 1} rows)")  # fmt: skip
     mask = split_mask(shape, test_quadrant, tune_band)
+    if region is not None:
+        top, left, height, width = region
+        outside = np.ones(shape, bool)
+        outside[top:top + height, left:left + width] = False
+        mask[outside] = np.iinfo(mask.dtype).max  # no split: no window may touch it
     code = SPLITS[split]
     if not inside_windows(mask, code, size).any():
         raise UserError(f"no {size}x{size} window lies wholly in the {split} split of a {shape[0]}x{shape[1]} well "
-                        f"(test quadrant {test_quadrant}, tune band {tune_band}); use a smaller --size"
+                        f"(test quadrant {test_quadrant}, tune band {tune_band}"
+                        f"{'' if region is None else f', region {list(region)}'}); use a smaller --size"
                         + (" or a wider --tune-band" if split == "tune" else ""))  # fmt: skip
     if code == TRAIN:
         if not patches:
@@ -125,7 +134,8 @@ def plan_shard(shape: tuple[int, int], split: str, size: int, shard: tuple[int, 
 
 def extract_patches(well_path: str | Path, split: str, out: str | Path, size: int = 96, patches: int | None = None,
                     shard: tuple[int, int] = (0, 1), seed: int = 0, test_quadrant: str = "bottom-right",
-                    tune_band: int = 96, augment: bool = True, chunk: int = CHUNK) -> Path:  # fmt: skip
+                    tune_band: int = 96, augment: bool = True, chunk: int = CHUNK,
+                    region: tuple[int, int, int, int] | None = None) -> Path:  # fmt: skip
     """Write one shard of `split` patches of the well store at `well_path` to `out` (see the module doc)."""
     import zarr
 
@@ -141,7 +151,7 @@ def extract_patches(well_path: str | Path, split: str, out: str | Path, size: in
     well = open_well(well_path)
     augment = augment and SPLITS[split] == TRAIN
     try:
-        plan = plan_shard(well.shape, split, size, shard, seed, patches, test_quadrant, tune_band, augment)
+        plan = plan_shard(well.shape, split, size, shard, seed, patches, test_quadrant, tune_band, augment, region)
     except UserError as err:
         raise UserError(f"{well.path}: {err}") from None
     n, planes, labels = len(plan["origin"]), well.planes, len(well.labels)
@@ -153,6 +163,7 @@ def extract_patches(well_path: str | Path, split: str, out: str | Path, size: in
     attrs = {"well": str(well.path), "normalization": well.normalization, "labels": list(well.labels),
              "planes": planes, "split": split, "size": size, "shard": list(shard), "seed": seed, "patches": n,
              "test_quadrant": test_quadrant, "tune_band": tune_band, "augment": AUGMENT if augment else None,
+             "region": None if region is None else [int(v) for v in region],
              "well_sources": [{k: s[k] for k in ("path", "sha256", "role") if k in s} for s in well.sources]}  # fmt: skip
     compressors = zarr.codecs.BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
     with atomic_output(out) as tmp:
@@ -203,11 +214,11 @@ def open_patches(paths) -> tuple:
             # tune and test shards are the same whatever the seed: only a train shard's draws depend on it
             key = (meta["well"], tuple(meta["shard"]), meta["seed"] if meta["split"] == "train" else None)
             first = first or (path, meta)
-            differ = [k for k in AGREE if meta[k] != first[1][k]]
+            differ = [k for k in AGREE if meta.get(k) != first[1].get(k)]
         except (KeyError, TypeError) as err:
             raise UserError(f"{path}: malformed {SCHEMA} attributes ({type(err).__name__}: {err})") from None
         if differ:
-            what = ", ".join(f"{k} {meta[k]} vs {first[1][k]}" for k in differ)
+            what = ", ".join(f"{k} {meta.get(k)} vs {first[1].get(k)}" for k in differ)
             raise UserError(f"{path}: does not match {first[0]} ({what}); shards read together must come from one "
                             "patch setting")  # fmt: skip
         if key in seen:
@@ -243,7 +254,21 @@ def add_arguments(p) -> None:
                    help="rows of the tune strip beside the test quadrant (default 96)")  # fmt: skip
     p.add_argument("--no-augment", dest="augment", action="store_false",
                    help="train: no dihedral transforms nor brightness/contrast jitter")  # fmt: skip
+    p.add_argument("--region", type=_region, metavar="Y,X,H,W",
+                   help="only windows inside this rectangle of the split (e.g. one 256 x 256 crop to learn from)")
     p.add_argument("--chunk-patches", type=positive_int, default=CHUNK, help=f"patches per chunk (default {CHUNK})")
+
+
+def _region(text: str) -> tuple[int, int, int, int]:
+    import argparse
+
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 4 or min(values) < 0 or min(values[2:]) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected Y,X,HEIGHT,WIDTH in pixels (e.g. 128,128,256,256)")
+    return values
 
 
 def run(args) -> None:
@@ -251,4 +276,5 @@ def run(args) -> None:
 
     extract_patches(args.well, args.split, args.out, size=args.size, patches=args.patches,
                     shard=parse_shard(args.shard), seed=args.seed, test_quadrant=args.test_quadrant,
-                    tune_band=args.tune_band, augment=args.augment, chunk=args.chunk_patches)  # fmt: skip
+                    tune_band=args.tune_band, augment=args.augment, chunk=args.chunk_patches,
+                    region=args.region)  # fmt: skip

@@ -7,7 +7,9 @@
 The shards are deepflows.imaging.isl.patches stores (normalised, augmented z-stack windows and their targets).
 Each step draws `training.batch_size` windows at random and crops them by data.shift pixels at a random
 offset, a pure function of (seed, step). Only the centre of a window is scored (data.margin pixels of
-context on every side, as prediction tiles have), every data.loss_stride-th pixel:
+context on every side, as prediction tiles have), every pixel of it: a loss on every other pixel would be
+cheaper, but the coarse towers' learned up-scale gives each position of a cell its own weights, and those
+of the positions never scored would never learn (a first run, at stride 2, lost 0.3 nats a pixel there):
 
 - isl_fovea: cross-entropy of each pixel's 256-bin distribution per label against the binned truth;
 - isl_unet: the squared error of one value per pixel and label (the L2 baseline).
@@ -56,12 +58,10 @@ def schema() -> dict:
                        "description": "the labels to learn, a subset of the shards' (default: all of them)"},
             "margin": {"type": "integer", "minimum": 0, "default": 16,
                        "description": "context pixels on each side of a window that are not scored"},
-            "loss_stride": {"type": "integer", "minimum": 1, "default": 2,
-                            "description": "score every n-th pixel of a window's centre in training (tune: all)"},
             "shift": {"type": "integer", "minimum": 0, "default": 8,
-                      "description": "each step crops the windows by this many pixels at an offset drawn anew, so "
-                                     "that the scored pixels fall on every position of the coarse towers' grids "
-                                     "(a multiple of the coarsest scale; 0: whole windows)"},
+                      "description": "each step crops the windows by this many pixels at an offset drawn anew: "
+                                     "translations by less than the coarse towers' cells (windows minus shift "
+                                     "must be a multiple of the coarsest scale; 0: whole windows)"},
         },
     }  # fmt: skip
     transfer = {
@@ -141,9 +141,9 @@ def predicted_mean(output):
     return output
 
 
-def scored(y, margin: int, stride: int = 1):
-    """The scored part of targets [B, P, P, labels]: the centre inside `margin`, every `stride`-th pixel."""
-    return y[:, margin:y.shape[1] - margin:stride, margin:y.shape[2] - margin:stride]
+def scored(y, margin: int):
+    """The scored part of targets [B, P, P, labels]: the centre inside `margin`."""
+    return y[:, margin:y.shape[1] - margin, margin:y.shape[2] - margin]
 
 
 def pixel_loss(out, truth):
@@ -165,14 +165,13 @@ class ISLLoss:
     mean and the number of values, summed."""
 
     margin: int
-    stride: int
 
     def __call__(self, model, batch, constants):
         import jax.numpy as jnp
 
         x, y = batch  # inputs [B, P, P, planes], targets [B, P, P, labels] normalised in [0, 1]
-        out = model(x, crop=self.margin, stride=self.stride)
-        truth = scored(y, self.margin, self.stride).astype(jnp.float32)
+        out = model(x, crop=self.margin)
+        truth = scored(y, self.margin).astype(jnp.float32)
         se = jnp.sum((predicted_mean(out) - truth) ** 2)
         return pixel_loss(out, truth), {"se": se, "values": jnp.asarray(truth.size, jnp.float32)}
 
@@ -243,7 +242,7 @@ class ISLTask(Task):
         self.attrs = attrs
         self.data = {"patches": [str(p) for p in self.train_paths], "tune": [str(p) for p in self.tune_paths],
                      "labels": self.labels, "transfer": cfg.get("transfer")}  # fmt: skip
-        self.loss = ISLLoss(int(data["margin"]), int(data["loss_stride"]))
+        self.loss = ISLLoss(int(data["margin"]))
 
     def build_model(self):
         from deepflows.nn.models import build_model
@@ -283,9 +282,7 @@ class ISLTask(Task):
                             "weights_copied": len(copied)}  # fmt: skip
 
     def batches(self, step: int):
-        """Windows drawn at random and cropped at a random offset (one per step). The offset matters: the
-        towers' grids start at a window's corner, and a loss at stride 2 on uncropped windows would only
-        ever score (and train) the even positions of every coarse cell."""
+        """Windows drawn at random and cropped at a random offset (one per step)."""
         seed, size = self.cfg["training"]["seed"], self.cfg["training"]["batch_size"]
         keep = self.x.shape[1] - self.shift
         while True:
