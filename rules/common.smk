@@ -741,13 +741,24 @@ def isl_patches_args(wildcards):
     return ""
 
 
-def isl_trained_model_path(well=ISL["well"]):
-    """Where rule isl_train exports the model; its workdir (checkpoints, metrics) is beside it."""
-    return f"{isl_dir(well)}/train/model"
+# the two networks the workflow evaluates: the ISL model, and the U-Net baseline (L2); per network, the config
+# keys of its training config and of a given (shipped) model
+ISL_NETS = {"fovea": ("model_config", "model"), "unet": ("unet_config", "unet_model")}
+
+
+def isl_trained_model_path(well=ISL["well"], net="{net}"):
+    """Where rule isl_train exports a network; its workdir (checkpoints, metrics) is beside it."""
+    return f"{isl_dir(well)}/train/{net}/model"
+
+
+def isl_train_config(wildcards):
+    return resolve_shipped(ISL[ISL_NETS[wildcards.net][0]], workflow.basedir)
 
 
 def isl_model_path(wildcards):
-    """The model that predicts: `isl.model` when set, else the one trained on this well."""
-    if ISL["model"]:
-        return resolve_shipped(ISL["model"], workflow.basedir)
-    return isl_trained_model_path(wildcards.well)
+    """The network that predicts: the given model (`isl.model`, `isl.unet_model`) when set, else the one
+    trained on this well."""
+    given = ISL[ISL_NETS[wildcards.net][1]]
+    if given:
+        return resolve_shipped(given, workflow.basedir)
+    return isl_trained_model_path(wildcards.well, wildcards.net)

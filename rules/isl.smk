@@ -1,5 +1,6 @@
 # In Silico Labeling: a well's PNGs -> one OME-Zarr well store (isl_ingest) -> sharded train and tune patches
-# (isl_patches) -> a trained model (isl_train; or `isl.model`, a given one) -> predictions over the whole well
+# (isl_patches) -> the trained networks (isl_train, {net}: fovea, the ISL model, and unet, the U-Net L2
+# baseline; or given ones, `isl.model` and `isl.unet_model`) -> their predictions over the whole well
 # (isl_predict), beside a ridge-regression baseline (isl_ridge) -> their evaluation on the test quadrant
 # (isl_evaluate). Target: `imaging_isl` (config section `isl`, e.g. config/imaging-isl.yaml).
 
@@ -9,6 +10,7 @@ import re
 wildcard_constraints:
     well=re.escape(ISL["well"]),
     split="train|tune",
+    net="fovea|unet",
 
 
 rule isl_ingest:
@@ -60,18 +62,18 @@ rule isl_train:
     input:
         train=isl_train_patches,
         tune=isl_tune_patches,
-        config=resolve_shipped(ISL["model_config"], workflow.basedir),
+        config=isl_train_config,
     output:
-        protected(directory(isl_trained_model_path("{well}"))),
+        protected(directory(isl_trained_model_path("{well}", "{net}"))),
     params:
         workdir=lambda wildcards, output: Path(output[0]).parent / "work",
     threads: 4
     resources:
         mem_mb=16000,
     log:
-        "logs/isl/{well}/train.log",
+        "logs/isl/{well}/train-{net}.log",
     benchmark:
-        "benchmarks/isl/{well}/train.tsv"
+        "benchmarks/isl/{well}/train-{net}.tsv"
     conda:
         "../envs/imaging.yaml"
     shell:
@@ -84,14 +86,14 @@ rule isl_predict:
         well=f"{isl_dir('{well}')}/well.ome.zarr",
         model=isl_model_path,
     output:
-        directory(f"{isl_dir('{well}')}/predictions.ome.zarr"),
+        directory(f"{isl_dir('{well}')}/predictions-{{net}}.ome.zarr"),
     threads: 2
     resources:
         mem_mb=8000,
     log:
-        "logs/isl/{well}/predict.log",
+        "logs/isl/{well}/predict-{net}.log",
     benchmark:
-        "benchmarks/isl/{well}/predict.tsv"
+        "benchmarks/isl/{well}/predict-{net}.tsv"
     conda:
         "../envs/imaging.yaml"
     shell:
@@ -123,7 +125,8 @@ rule isl_ridge:
 rule isl_evaluate:
     input:
         well=f"{isl_dir('{well}')}/well.ome.zarr",
-        predictions=f"{isl_dir('{well}')}/predictions.ome.zarr",
+        predictions=f"{isl_dir('{well}')}/predictions-fovea.ome.zarr",
+        unet=f"{isl_dir('{well}')}/predictions-unet.ome.zarr",
         ridge=f"{isl_dir('{well}')}/ridge.ome.zarr",
     output:
         report(
@@ -145,7 +148,8 @@ rule isl_evaluate:
         "../envs/imaging.yaml"
     shell:
         "deepflows isl-evaluate --well {input.well:q} --predictions {input.predictions:q}"
-        " --baseline ridge={input.ridge:q} {params.split_args} --out {output:q} 2> {log:q}"
+        " --baseline ridge={input.ridge:q} --baseline unet={input.unet:q} {params.split_args} --out {output:q}"
+        " 2> {log:q}"
 
 
 rule imaging_isl:

@@ -341,6 +341,7 @@ def test_dry_run_of_imaging_isl(tmp_path, repo_root):
 
     def dry_run(**isl):
         override.write_text(yaml.safe_dump({"isl": {"data": str(folder), "model_config": str(tmp_path / "train.yaml"),
+                                                    "unet_config": str(tmp_path / "train.yaml"),
                                                     "train_shards": 3, **isl}}))  # fmt: skip
         env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ.get('PATH', '')}"}
         return subprocess.run([sys.executable, "-m", "snakemake", "-s", str(repo_root / "Snakefile"), "--configfile",
@@ -352,10 +353,11 @@ def test_dry_run_of_imaging_isl(tmp_path, repo_root):
     counts = {m[0]: int(m[1]) for m in (line.split() for line in run.stdout.splitlines()) if len(m) == 2 and
               m[1].isdigit()}  # fmt: skip
     assert {k: counts.get(k) for k in ("isl_ingest", "isl_patches", "isl_train", "isl_predict", "isl_ridge",
-                                       "isl_evaluate")} == {"isl_ingest": 1, "isl_patches": 4, "isl_train": 1,
-                                                            "isl_predict": 1, "isl_ridge": 1, "isl_evaluate": 1}  # fmt: skip
+                                       "isl_evaluate")} == {"isl_ingest": 1, "isl_patches": 4, "isl_train": 2,
+                                                            "isl_predict": 2, "isl_ridge": 1, "isl_evaluate": 1}  # fmt: skip
     assert "--split train --shard 2/3 --size 96 --patches 2000 --seed 0" in run.stdout
     assert "tune-00000-of-00001.zarr" in run.stdout and "--baseline ridge=" in run.stdout
+    assert "--baseline unet=" in run.stdout and "train/unet/model" in run.stdout
     run = dry_run(model=str(tmp_path / "no-such-model"))
     assert run.returncode != 0 and "error: isl.model: " in run.stderr and "not found" in run.stderr
     run = dry_run(tune_band=64, patch_size=96)

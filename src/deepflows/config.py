@@ -254,10 +254,11 @@ def input_paths(cfg: dict, checkout: str | Path = REPO_ROOT) -> list[tuple[str, 
     isl = cfg["isl"]
     if isl["data"]:
         items.append(("isl.data", isl["data"], "directory"))
-        if isl["model"]:
-            items.append(("isl.model", resolve_shipped(isl["model"], checkout), "model"))
-        else:
-            items.append(("isl.model_config", resolve_shipped(isl["model_config"], checkout), "file"))
+        for model, recipe in (("model", "model_config"), ("unet_model", "unet_config")):  # given, or trained
+            if isl[model]:
+                items.append((f"isl.{model}", resolve_shipped(isl[model], checkout), "model"))
+            else:
+                items.append((f"isl.{recipe}", resolve_shipped(isl[recipe], checkout), "file"))
     return [(key, path, kind) for key, path, kind in items if path]
 
 
