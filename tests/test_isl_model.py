@@ -88,6 +88,19 @@ def test_fovea_shapes_and_frozen_trunk_passes_no_gradient():
     assert jax.tree.leaves(grads)
 
 
+@pytest.mark.parametrize("name,window", [("isl_fovea_cpu", 96), ("isl_fovea_gpu", 144), ("isl_unet", 96),
+                                         ("isl_transfer", 96)])  # fmt: skip
+def test_shipped_isl_configs_validate_and_build(repo_root, name, window):
+    from deepflows.imaging.isl.train import schema
+    from deepflows.nn.loop import load_config
+    from deepflows.nn.models import build_model
+
+    cfg = load_config(repo_root / "config" / "model" / f"{name}.yaml", schema())
+    seen = window - cfg["data"]["shift"]
+    model = build_model(cfg["model"]["architecture"], cfg["model"]["options"], 13, 0)
+    assert seen % model.multiple == 0 and seen > 2 * cfg["data"]["margin"]
+
+
 def test_isl_train_exports_a_model_that_learns(shards, tmp_path):
     out = train(shards, tmp_path, "fovea", write_config(tmp_path / "c.yaml", steps=60))
     meta = json.loads((out / "model.json").read_text())

@@ -48,27 +48,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=positive_int, default=2, help="Dask threads (tiles predicted at once)")
 
 
-def distribution_statistics(logits: np.ndarray, wanted: tuple[str, ...]) -> np.ndarray:
-    """Logits [..., bins] -> [..., len(wanted)] float32: each statistic of the softmax distribution."""
-    z = logits - logits.max(axis=-1, keepdims=True)
-    p = np.exp(z)
-    p /= p.sum(axis=-1, keepdims=True)
-    edges = np.arange(BINS + 1, dtype=np.float32) / BINS
-    cdf = np.cumsum(p, axis=-1)
+def distribution_statistics(logits, wanted: tuple[str, ...]):
+    """Logits [..., bins] -> [..., len(wanted)] float32: each statistic of the softmax distribution (JAX: it
+    runs inside the jitted prediction, beside the model)."""
+    import jax
+    import jax.numpy as jnp
+
+    p = jax.nn.softmax(jnp.asarray(logits, jnp.float32), axis=-1)
+    cdf = jnp.cumsum(p, axis=-1)
     out = []
     for name in wanted:
         if name == "mean":
-            out.append(p @ ((edges[:-1] + edges[1:]) / 2))
+            out.append(p @ ((jnp.arange(BINS, dtype=jnp.float32) + 0.5) / BINS))
         elif name == "entropy":
-            out.append(-np.sum(p * np.log2(np.maximum(p, 1e-12)), axis=-1))
+            out.append(-jnp.sum(p * jnp.log2(jnp.maximum(p, 1e-12)), axis=-1))
         else:  # the quantile, linear within the bin where the cumulative distribution reaches it
             q = QUANTILES[name]
-            k = np.minimum(np.sum(cdf < q, axis=-1, keepdims=True), BINS - 1)
-            below = np.where(k > 0, np.take_along_axis(cdf, np.maximum(k - 1, 0), -1), 0.0)
-            mass = np.take_along_axis(p, k, -1)
-            frac = np.clip((q - below) / np.maximum(mass, 1e-12), 0.0, 1.0)
+            k = jnp.minimum(jnp.sum(cdf < q, axis=-1, keepdims=True), BINS - 1)
+            below = jnp.where(k > 0, jnp.take_along_axis(cdf, jnp.maximum(k - 1, 0), -1), 0.0)
+            mass = jnp.take_along_axis(p, k, -1)
+            frac = jnp.clip((q - below) / jnp.maximum(mass, 1e-12), 0.0, 1.0)
             out.append(((k + frac) / BINS)[..., 0])
-    return np.stack(out, axis=-1).astype(np.float32)
+    return jnp.stack(out, axis=-1).astype(jnp.float32)
 
 
 class Predictor:
@@ -89,17 +90,19 @@ class Predictor:
         self.side = -(-side // multiple) * multiple  # the padded block side every call sees
         # a pure function of the weights: Dask's threads call it at once, and NNX modules are not thread-safe
         graphdef, self.state = nnx.split(model)
-        self.forward = jax.jit(lambda state, x: nnx.merge(graphdef, state)(x, crop=self.margin))
+        distribution, margin = self.distribution, self.margin
+
+        def forward(state, x):
+            out = nnx.merge(graphdef, state)(x, crop=margin)
+            return distribution_statistics(out, statistics) if distribution else out[..., None]
+
+        self.forward = jax.jit(forward)
 
     def __call__(self, block: np.ndarray) -> np.ndarray:
         h, w, _ = block.shape
         padded = np.pad(block, ((0, self.side - h), (0, self.side - w), (0, 0)), mode="reflect")
-        out = np.asarray(self.forward(self.state, padded[None].astype(np.float32))[0])
-        out = out[: h - 2 * self.margin, : w - 2 * self.margin]
-        if self.distribution:
-            stats = distribution_statistics(out, self.statistics)  # [h, w, labels, statistics]
-        else:
-            stats = out[..., None]
+        stats = np.asarray(self.forward(self.state, padded[None].astype(np.float32))[0])
+        stats = stats[: h - 2 * self.margin, : w - 2 * self.margin]  # [h, w, labels, statistics]
         return stats.reshape(*stats.shape[:2], -1)
 
     def channels(self) -> list[tuple[str, str]]:
