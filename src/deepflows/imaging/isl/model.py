@@ -93,13 +93,21 @@ class ISLNet(nnx.Module):
         self.head = nnx.Conv(head, self.labels * self.bins, (1, 1), rngs=rngs)
 
     def __call__(self, x, crop: int = 0):
+        return self.logits(self.features(x, crop))
+
+    def features(self, x, crop: int = 0):
+        """[B, H, W, planes] -> the head's input per pixel [B, H - 2 crop, W - 2 crop, head]."""
         x = x.astype(jnp.float32)
         x = _crop(jnp.concatenate([tower(x) for tower in self.towers], axis=-1), crop)
         x = nnx.relu(self.fuse2(nnx.relu(self.fuse1(x))))
         if self.frozen:  # transfer learning: the towers and the fusion stay as trained; the head learns
             x = jax.lax.stop_gradient(x)
-        x = nnx.relu(self.hidden(x))
-        logits = self.head(x)
+        return nnx.relu(self.hidden(x))
+
+    def logits(self, features):
+        """Per-pixel features [..., head] -> logits [..., labels, bins] (prediction applies it a few rows at a
+        time: a tile's logits are its pixels x labels x 256 floats)."""
+        logits = self.head(features)
         return logits.reshape(*logits.shape[:-1], self.labels, self.bins)
 
 

@@ -93,8 +93,17 @@ class Predictor:
         distribution, margin = self.distribution, self.margin
 
         def forward(state, x):
-            out = nnx.merge(graphdef, state)(x, crop=margin)
-            return distribution_statistics(out, statistics) if distribution else out[..., None]
+            model = nnx.merge(graphdef, state)
+            if not distribution:
+                return model(x, crop=margin)[..., None]
+            # the head and the statistics a block of rows at a time: a whole tile's logits would take
+            # pixels x labels x 256 x 4 bytes (255 MB for a 256-px tile with its context), several times over
+            features = model.features(x, crop=margin)[0]
+            rows = features.shape[0]
+            block = next(b for b in (16, 8, 4, 2, 1) if rows % b == 0)
+            parts = features.reshape(rows // block, block, *features.shape[1:])
+            stats = jax.lax.map(lambda f: distribution_statistics(model.logits(f), statistics), parts)
+            return stats.reshape(rows, *stats.shape[2:])[None]
 
         self.forward = jax.jit(forward)
 
