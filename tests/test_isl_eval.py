@@ -233,7 +233,7 @@ def test_quantiles_of_the_true_distribution_are_calibrated(wells, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     for label in LABELS:
         scores = summary["labels"][label]["ours"]
-        assert scores["statistic"] == "median"
+        assert scores["statistic"] == "mean"
         assert scores["coverage_q25_q75"] == pytest.approx(0.5, abs=0.04)
         assert scores["coverage_q05_q95"] == pytest.approx(0.9, abs=0.03)
         assert scores["spearman_width"] > 0.9 and scores["spearman_entropy"] > 0.9

@@ -9,7 +9,7 @@ prediction for each of its labels. Only the pixels of --split (deepflows.imaging
 quadrant by default) are scored. The truth is each label's normalised intensity clipped to [0, 1].
 
 Per label and model (ours, then each baseline):
-- Pearson r and RMSE of the point prediction (the median where the store has one, else the mean);
+- Pearson r and RMSE of the point prediction (the mean where the store has one, else the median);
 - calibration, for a model with quantiles: the share of true pixels inside [q25, q75] (nominal 0.5) and
   inside [q05, q95] (nominal 0.9). The model's targets were binned into BINS bins of width 1/BINS, so its
   quantiles are known to half a bin at best: a pixel counts as inside when its true value lies in the

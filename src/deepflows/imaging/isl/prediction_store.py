@@ -62,8 +62,11 @@ class Predictions:
         return self.image[self.channels[(label, statistic)]]
 
     def point_statistic(self, label: str) -> str:
-        """The point prediction of `label`: its median where the store has one, else its mean."""
-        return "median" if self.has(label, "median") else "mean"
+        """The point prediction of `label`: its mean where the store has one, else its median. The mean, as
+        isl-train's tune r: on the real well's tune band the ISL model's mean had the higher r for every label
+        (DAPI 0.786 vs 0.756, MAP2 0.769 vs 0.741, NFH 0.456 vs 0.399): where a pixel may be a bright
+        nucleus or background, the median of that two-peaked distribution sides with the background."""
+        return "mean" if self.has(label, "mean") else "median"
 
     def statistics(self, label: str) -> list[str]:
         return [s for s in STATISTICS if self.has(label, s)]
