@@ -88,8 +88,8 @@ def test_fovea_shapes_and_frozen_trunk_passes_no_gradient():
     assert jax.tree.leaves(grads)
 
 
-@pytest.mark.parametrize("name,window", [("isl_fovea_cpu", 96), ("isl_fovea_gpu", 144), ("isl_unet", 96),
-                                         ("isl_transfer", 96)])  # fmt: skip
+@pytest.mark.parametrize("name,window", [("isl_fovea_cpu", 96), ("isl_fovea_cpu_continue", 96), ("isl_fovea_gpu", 144),
+                                         ("isl_unet", 96), ("isl_transfer", 96)])  # fmt: skip
 def test_shipped_isl_configs_validate_and_build(repo_root, name, window):
     from deepflows.imaging.isl.train import schema
     from deepflows.nn.loop import load_config
