@@ -12,7 +12,8 @@ without an edge, and cropped to SIZE: a lazy Dask array (nothing of it is ever w
 once as an OME-Zarr z-stack (chunks of 1024 x 1024 x 1 plane) so that isl-predict reads it as a user's
 stack. Each command runs in its own process, measured by benchlib.measure (wall and CPU seconds, peak RSS
 of the process tree, on all the CPUs given with --cpus). The ridge baseline (deepflows isl-ridge needs a
-well with targets: it is run on a well of --ridge-size made the same way) gives the peer's pixels/s.
+well with targets: it is run on a well of --ridge-size made the same way; its time includes its fit on
+200,000 training pixels) gives the peer's pixels/s.
 Prints a Markdown table: pixels, tiles, wall s, tiles/s, megapixels/s, peak RSS, and the ratio of ours
 to the ridge's pixels/s.
 """
@@ -93,13 +94,13 @@ def main(argv: list[str] | None = None) -> int:
     df = deepflows()
     ours = measure(f"{df} isl-predict --stack {stack} --model {args.model} --out {out / 'pred.ome.zarr'} "
                    f"--tile {args.tile} --statistics {args.statistics} --threads {args.threads}", cpu=args.cpus)  # fmt: skip
-    tiles = -(-args.size // args.tile) ** 2
+    tiles = (-(-args.size // args.tile)) ** 2
     rows = [("isl-predict (ours)", args.size, tiles, ours)]
     if args.ridge_size:
         well = out / f"well-{args.ridge_size}.ome.zarr"
         write_well(Path(args.well), args.ridge_size, well)
         ridge = measure(f"{df} isl-ridge --well {well} --out {out / 'ridge.ome.zarr'}", cpu=args.cpus)
-        rows.append(("isl-ridge (peer)", args.ridge_size, -(-args.ridge_size // args.tile) ** 2, ridge))
+        rows.append(("isl-ridge (peer)", args.ridge_size, (-(-args.ridge_size // args.tile)) ** 2, ridge))
     print(f"| command | image | tiles of {args.tile} | wall s | tiles/s | Mpx/s | peak RSS MB |")
     print("|---|---|---|---|---|---|---|")
     speed = {}
