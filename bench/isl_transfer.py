@@ -51,21 +51,21 @@ def main(argv: list[str] | None = None) -> int:
     recipe["transfer"] = {"model": str(Path(args.base).resolve())}
     scratch = {**recipe, "transfer": None,
                "model": {**recipe["model"], "options": {**recipe["model"]["options"], "frozen": False}}}  # fmt: skip
-    models = {}
-    for name, cfg in (("fine-tune on frozen DAPI+MAP2 trunk", recipe), ("from scratch", scratch)):
-        slug = name.split()[0].replace("-", "_")
+    models = {}  # name -> (slug, model directory)
+    for name, slug, cfg in (("fine-tune on the frozen DAPI+MAP2 trunk", "transfer", recipe),
+                            ("from scratch on the crop", "scratch", scratch)):  # fmt: skip
         (out / f"{slug}.yaml").write_text(yaml.safe_dump(cfg))
-        models[name] = out / f"{slug}-model"
+        models[name] = (slug, out / f"{slug}-model")
         run("isl-train", "--config", str(out / f"{slug}.yaml"), "--patches", args.crop, "--tune", args.tune,
             "--labels", args.label, "--steps", str(args.steps), "--workdir", str(out / slug), "--out",
-            str(models[name]))  # fmt: skip
-    models["all training quadrants"] = Path(args.full)
+            str(models[name][1]))  # fmt: skip
+    models["trained on all training quadrants"] = ("full", Path(args.full))
     rows = []
-    for name, model in models.items():
-        slug = name.split()[0].replace("-", "_")
+    for name, (slug, model) in models.items():
         pred = out / f"{slug}.ome.zarr"
         run("isl-predict", "--stack", args.well, "--model", str(model), "--out", str(pred))
-        run("isl-evaluate", "--well", args.well, "--predictions", str(pred), "--out", str(out / f"{slug}-eval"))
+        run("isl-evaluate", "--well", args.well, "--predictions", str(pred), "--labels", args.label, "--out",
+            str(out / f"{slug}-eval"))  # fmt: skip
         summary = json.loads((out / f"{slug}-eval" / "summary.json").read_text())
         rows.append((name, summary["labels"][args.label]["ours"]))
     print(f"{args.label}, Pearson r on the test quadrant (crop: {args.crop}):\n")

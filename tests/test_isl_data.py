@@ -342,6 +342,7 @@ def test_dry_run_of_imaging_isl(tmp_path, repo_root):
     def dry_run(**isl):
         override.write_text(yaml.safe_dump({"isl": {"data": str(folder), "model_config": str(tmp_path / "train.yaml"),
                                                     "unet_config": str(tmp_path / "train.yaml"),
+                                                    "model": None, "unet_model": None,
                                                     "train_shards": 3, **isl}}))  # fmt: skip
         env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ.get('PATH', '')}"}
         return subprocess.run([sys.executable, "-m", "snakemake", "-s", str(repo_root / "Snakefile"), "--configfile",

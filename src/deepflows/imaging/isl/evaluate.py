@@ -1,7 +1,7 @@
 """`deepflows isl-evaluate`: In Silico Labeling predictions scored against the well's fluorescence, on one split.
 
     deepflows isl-evaluate --well WELL.ome.zarr --predictions PRED.ome.zarr [--name ours]
-                           [--baseline NAME=STORE ...] [--split test] [--test-quadrant bottom-right]
+                           [--baseline NAME=STORE ...] [--split test] [--labels NFH] [--test-quadrant bottom-right]
                            [--tune-band 96] --out DIR
 
 Every store is a prediction store (deepflows.imaging.isl.prediction_store) of the well's size with a
@@ -269,6 +269,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--baseline", type=baseline_arg, action="append", default=[], metavar="NAME=STORE",
                    help="a prediction store to compare with, e.g. ridge=ridge.ome.zarr (repeatable)")  # fmt: skip
     p.add_argument("--split", choices=list(SPLITS), default="test", help="the pixels scored (default test)")
+    p.add_argument("--labels", help="comma-separated labels to score (default: all of the well's), e.g. a model "
+                                    "trained on one")  # fmt: skip
     add_split_arguments(p)
     p.add_argument("--out", required=True, help="output folder (tables, summary.json, figures)")
 
@@ -289,7 +291,8 @@ def _rounded(rows: list[dict]) -> list[dict]:
 
 
 def evaluate_stores(well: str | Path, predictions: str | Path, out: str | Path, baselines=(), name: str = "ours",
-                    split: str = "test", test_quadrant: str = "bottom-right", tune_band: int = 96) -> dict:  # fmt: skip
+                    split: str = "test", test_quadrant: str = "bottom-right", tune_band: int = 96,
+                    only: list[str] | None = None) -> dict:  # fmt: skip
     """The whole stage: check every input, then write DIR `out`; returns summary.json's content."""
     from deepflows.imaging.isl.prediction_store import open_predictions
     from deepflows.outputs import output_directory, write_text
@@ -300,6 +303,11 @@ def evaluate_stores(well: str | Path, predictions: str | Path, out: str | Path, 
     if twice:
         raise UserError(f"model name {twice[0]!r} given twice; name each store once (--name, --baseline NAME=...)")
     stack, targets, labels, norms = load_well(well)
+    if only:
+        unknown = [label for label in only if label not in labels]
+        if unknown:
+            raise UserError(f"--labels: {unknown[0]} is not a label of {well} ({', '.join(labels)})")
+        targets, labels = targets[[labels.index(label) for label in only]], tuple(only)
     shape = tuple(stack.shape[-2:])
     mask = check_split(argparse.Namespace(test_quadrant=test_quadrant, tune_band=tune_band), shape, well)
     models = {n: open_predictions(p, labels, shape, well) for n, p in [(name, predictions), *baselines]}
@@ -332,4 +340,4 @@ def evaluate_stores(well: str | Path, predictions: str | Path, out: str | Path, 
 
 def run(args: argparse.Namespace) -> None:
     evaluate_stores(args.well, args.predictions, args.out, args.baseline, args.name, args.split,
-                    args.test_quadrant, args.tune_band)  # fmt: skip
+                    args.test_quadrant, args.tune_band, args.labels.split(",") if args.labels else None)  # fmt: skip
