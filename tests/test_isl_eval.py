@@ -275,11 +275,16 @@ def test_bad_prediction_stores_are_refused(wells, tmp_path, capsys):
     cases = [(["--predictions", str(missing)], f"no '{LABELS[2]} mean' or '{LABELS[2]} median' channel"),
              (["--predictions", str(good), "--baseline", f"small={small}"], "predictions are 64 x 128 pixels"),
              (["--predictions", str(tmp_path / "nowhere")], "prediction store not found"),
-             (["--predictions", str(good), "--baseline", f"ours={good}"], "given twice")]  # fmt: skip
+             (["--predictions", str(good), "--baseline", f"ours={good}"], "given twice"),
+             (["--predictions", str(missing), "--labels", "GFP"], "--labels: GFP is not a label of")]  # fmt: skip
     for extra, message in cases:
         line = fail(capsys, ["isl-evaluate", "--well", "well", *extra, "--tune-band", "16", "--out", str(out)])
         assert message in line, line
         assert not out.exists() and not list(tmp_path.glob("eval*"))
+    # a model of some labels is scored on those (--labels), as transfer learning's one-label models are
+    assert main(["isl-evaluate", "--well", "well", "--predictions", str(missing), "--labels", ",".join(LABELS[:2]),
+                 "--tune-band", "16", "--out", str(out)]) == 0  # fmt: skip
+    assert set(json.loads((out / "summary.json").read_text())["labels"]) == set(LABELS[:2])
 
 
 # ----------------------------------------------------------------------------- the real well
