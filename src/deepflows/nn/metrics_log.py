@@ -27,10 +27,10 @@ class MetricsLog:
             handle.write(json.dumps(record, sort_keys=True) + "\n")
 
 
-def plot_metrics(metrics: Path, out: Path, *, train=(), tune=(), loss="loss") -> None:
+def plot_metrics(metrics: Path, out: Path, *, train=(), tune=(), loss="loss", metrics_label="accuracy") -> None:
     """The loss of train (per log interval) and tune (per evaluation) against step, and beside it the metrics
     named in `train` and `tune` for each split (the first drawn in the split's style, the others dashed); a
-    task's `plotted` gives them, and the loss axis label."""
+    task's `plotted` gives them, the loss axis label and the metrics panel's."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -54,7 +54,7 @@ def plot_metrics(metrics: Path, out: Path, *, train=(), tune=(), loss="loss") ->
             ax_acc.plot([0], [start[0][tune[0]]], "*", label=f"tune {tune[0].replace('_', ' ')}, init model",
                         markersize=8)  # fmt: skip
     ax_loss.set(xlabel="step", ylabel=loss, title="loss")
-    ax_acc.set(xlabel="step", ylabel="accuracy", title="accuracy", ylim=(0, 1.02))
+    ax_acc.set(xlabel="step", ylabel=metrics_label, title=metrics_label, ylim=(0, 1.02))
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:  # a task may plot nothing beside the loss

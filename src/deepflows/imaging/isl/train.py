@@ -204,7 +204,8 @@ class ISLTask(Task):
 
     inputs_name = "patch shards"
     export_dtype = np.float16
-    plotted = {"train": ("rmse",), "tune": ("pearson",), "loss": "loss (cross-entropy over bins, or L2)"}
+    plotted = {"train": ("rmse",), "tune": ("pearson",), "loss": "loss (cross-entropy over bins, or L2)",
+               "metrics_label": "RMSE (train), mean Pearson r (tune)"}
 
     def __init__(self, cfg: dict):
         from deepflows.imaging.isl.patches import load_patches
