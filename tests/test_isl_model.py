@@ -229,3 +229,21 @@ def test_isl_predict_refuses_bad_input_with_one_line(shards, tmp_path, capsys, p
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("deepflows isl-predict: error:") and ("planes" in err or "name" in err or "mode" in err)
     assert not out.exists() and not list(tmp_path.glob("pred.ome.zarr*"))
+
+
+@pytest.mark.realdata
+def test_shipped_model_on_the_real_wells_held_out_quadrant(shared_data, repo_root, tmp_path):
+    """The shipped isl-neurons predicts the real well; on the test quadrant it keeps what its card reports
+    (DAPI 0.760, MAP2 0.857, NFH 0.589) within a margin for other CPUs' arithmetic."""
+    from deepflows.imaging.isl.well import find_well_files, ingest_well
+
+    planes, targets = find_well_files(shared_data / "imaging" / "in_silico_labeling" / "condition_blue_sample")
+    well = ingest_well(planes, targets, tmp_path / "well.ome.zarr")
+    pred = tmp_path / "pred.ome.zarr"
+    assert main(["isl-predict", "--stack", str(well), "--model", str(repo_root / "resources/models/isl-neurons"),
+                 "--out", str(pred), "--statistics", "mean,q05,q95"]) == 0  # fmt: skip
+    assert main(["isl-evaluate", "--well", str(well), "--predictions", str(pred), "--out", str(tmp_path / "ev")]) == 0
+    summary = json.loads((tmp_path / "ev" / "summary.json").read_text())["labels"]
+    for label, reported in (("DAPI", 0.760), ("MAP2", 0.857), ("NFH", 0.589)):
+        assert summary[label]["ours"]["r"] == pytest.approx(reported, abs=0.01)
+        assert summary[label]["ours"]["coverage_q05_q95"] > 0.8
