@@ -24,6 +24,7 @@ from synthetic import random_reference, tile_reads, write_bam  # noqa: E402
 REPO = HERE.parents[1]
 SHIPPED_MODEL = REPO / "resources" / "models" / "wgs-illumina"
 FOCUS_MODEL = REPO / "resources" / "models" / "focus-quality"
+ISL_UNET = REPO / "resources" / "models" / "isl-unet"
 CONTIG, LENGTH, READ_LENGTH, DEPTH = "chrA", 9000, 100, 30
 SITES = list(range(150, LENGTH - 150, 240))  # 0-based SNP positions: 37 of them, about 12 per shard of 3
 SHARDS = 3
@@ -57,6 +58,10 @@ class Valid:
     config: Path  # a pipeline config naming the reference, reads, truth and model above
     isl_dir: Path  # an In Silico Labeling well's PNGs (3 planes of 64 x 64, DAPI/MAP2/NFH), ISL file names
     isl_well: Path  # that well ingested (isl-ingest)
+    isl_config: Path  # a one-step isl-train config (a tiny U-Net)
+    isl_train: Path  # a train patch shard of that well (isl-patches, 32 px)
+    isl_tune: Path  # its tune shard
+    isl_pred: Path  # a prediction store of that well (isl-predict with the shipped U-Net)
     build_seconds: float
 
     @property
@@ -68,7 +73,8 @@ class Valid:
                 "png_url": self.png.as_uri(), "png_sha256": hashlib.sha256(self.png.read_bytes()).hexdigest(),
                 "bench_tsv": self.bench_tsv, "config": self.config, "regions_bed": self.bed, "png2": self.png2,
                 "model": SHIPPED_MODEL, "focus_model": FOCUS_MODEL, "isl_dir": self.isl_dir,
-                "isl_well": self.isl_well,
+                "isl_well": self.isl_well, "isl_config": self.isl_config, "isl_train": self.isl_train,
+                "isl_tune": self.isl_tune, "isl_pred": self.isl_pred, "isl_model": ISL_UNET,
                 "train_config": REPO / "config" / "model" / "read_set.yaml"}  # fmt: skip
 
 
@@ -180,8 +186,11 @@ def build_valid(d: Path) -> Valid:
     bench_tsv.write_text("s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
                          "12.5\t0:00:12\t300.1\t900.2\t280.0\t281.0\t0.1\t2.0\t95.0\t11.9\n")
     config = write_config(d / "config.yaml", d / "ref.fa", bam, truth, bed)
-    isl_dir = write_well_dir(d / "isl", *synthetic_well((64, 64), planes=3), extra=False)
+    isl_dir = write_well_dir(d / "isl", *synthetic_well((160, 160), planes=13), extra=False)
     isl_well = d / "isl-well.ome.zarr"
+    isl_config = d / "isl-train.yaml"
+    isl_config.write_text("model: {architecture: isl_unet, options: {widths: [4, 8]}}\ndata: {margin: 4, shift: 0}\n"
+                          "training: {batch_size: 2, steps: 1}\nevaluation: {every: 1}\n")
 
     examples = d / "examples"
     examples.mkdir()
@@ -199,11 +208,17 @@ def build_valid(d: Path) -> Valid:
                ("shuffle-examples", [labelled, "--out", train_store, "--seed", "1",
                                      "--tune-regions", f"{CONTIG}:1-3000"])], d)  # fmt: skip
     vcf = d / "calls" / "calls.vcf.gz"
-    run_valid([("postprocess", ["--probs", probs, "--ref", d / "ref.fa", "--out", vcf])], d)
+    isl_train, isl_tune, isl_pred = d / "isl-train.zarr", d / "isl-tune.zarr", d / "isl-pred.ome.zarr"
+    isl_split = ["--size", "32", "--tune-band", "32"]
+    run_valid([("postprocess", ["--probs", probs, "--ref", d / "ref.fa", "--out", vcf]),
+               ("isl-patches", ["--well", isl_well, "--split", "train", "--patches", "4", *isl_split, "--out", isl_train]),
+               ("isl-patches", ["--well", isl_well, "--split", "tune", *isl_split, "--out", isl_tune]),
+               ("isl-predict", ["--stack", isl_well, "--model", ISL_UNET, "--out", isl_pred, "--tile", "80",
+                                "--context", "16"])], d)  # fmt: skip
     BUILD_SECONDS.append(time.monotonic() - t0)
     return Valid(d, d / "ref.fa", d / "ref_other.fa", bam, d / "reads.cram", truth, truth_plain, sites_only, bed,
                  shards, probs, vcf, labelled, train_store, png, png2, tif, bench_tsv, config, isl_dir, isl_well,
-                 time.monotonic() - t0)  # fmt: skip
+                 isl_config, isl_train, isl_tune, isl_pred, time.monotonic() - t0)  # fmt: skip
 
 
 

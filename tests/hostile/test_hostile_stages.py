@@ -75,6 +75,14 @@ MINIMAL: dict[str, Minimal] = {
     "isl-ingest": Minimal("isl-ingest --dir {isl_dir} --out {out}/well.ome.zarr", ("isl_dir",), ("{out}/well.ome.zarr",)),
     "isl-patches": Minimal("isl-patches --well {isl_well} --split tune --size 16 --tune-band 16 --out {out}/tune.zarr",
                            ("isl_well",), ("{out}/tune.zarr",)),
+    "isl-train": Minimal("isl-train --config {isl_config} --patches {isl_train} --tune {isl_tune} --workdir {out}/work "
+                         "--out {out}/model", ("isl_config", "isl_train", "isl_tune"), ("{out}/model",)),
+    "isl-predict": Minimal("isl-predict --stack {isl_well} --model {isl_model} --out {out}/pred.ome.zarr --tile 80 "
+                           "--context 16", ("isl_well", "isl_model"), ("{out}/pred.ome.zarr",)),
+    "isl-ridge": Minimal("isl-ridge --well {isl_well} --tune-band 32 --out {out}/ridge.ome.zarr", ("isl_well",),
+                         ("{out}/ridge.ome.zarr",)),
+    "isl-evaluate": Minimal("isl-evaluate --well {isl_well} --predictions {isl_pred} --tune-band 32 --out {out}/eval",
+                            ("isl_well", "isl_pred"), ("{out}/eval",)),
     "provenance": Minimal("provenance --vcf {vcf} --out {out}/provenance.tsv", ("vcf",), ("{out}/provenance.tsv",)),
     "verify": Minimal("verify {shards}", ("shards",)),
 }  # fmt: skip
