@@ -29,7 +29,7 @@ import numpy as np
 from deepflows.arguments import positive_int
 from deepflows.errors import UserError
 from deepflows.outputs import check_new_output
-from deepflows.imaging.isl import BINS
+from deepflows.imaging.isl import BINS, bin_centres
 from deepflows.imaging.isl.prediction_store import STATISTICS
 
 log = logging.getLogger("deepflows.isl_predict")
@@ -59,7 +59,7 @@ def distribution_statistics(logits, wanted: tuple[str, ...]):
     out = []
     for name in wanted:
         if name == "mean":
-            out.append(p @ ((jnp.arange(BINS, dtype=jnp.float32) + 0.5) / BINS))
+            out.append(p @ jnp.asarray(bin_centres()))
         elif name == "entropy":
             out.append(-jnp.sum(p * jnp.log2(jnp.maximum(p, 1e-12)), axis=-1))
         else:  # the quantile, linear within the bin where the cumulative distribution reaches it

@@ -178,10 +178,12 @@ class ISLLoss:
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float | None:
-    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
-    if a.std() == 0 or b.std() == 0:
-        return None
-    return float(np.corrcoef(a, b)[0, 1])
+    """Pearson's r of two arrays (deepflows.imaging.isl.baselines.pearson); None, not nan, when either is
+    constant: tune metrics go to JSON."""
+    from deepflows.imaging.isl.baselines import pearson as r_of
+
+    r = r_of(np.ravel(a), np.ravel(b))
+    return None if np.isnan(r) else r
 
 
 # ----------------------------------------------------------------------------- the task
