@@ -56,6 +56,12 @@ STAGES: dict[str, tuple[str, str]] = {
     "isl-evaluate": ("deepflows.imaging.isl.evaluate",
                      "In Silico Labeling predictions vs the well's fluorescence on one split: r, calibration, figures"),
     "provenance": ("deepflows.provenance", "a deepflows VCF's header provenance -> a table for the report"),
+    "text-sentences": ("deepflows.text.sentences",
+                       "a book (Gutenberg or plain text, verse TSV) -> its sentences with book, chapter, offsets (Zarr)"),
+    "text-embed": ("deepflows.text.embed", "a book's sentence store -> its float16 sentence vectors (Zarr)"),
+    "text-index": ("deepflows.text.build_index",
+                   "books' vector stores -> one sentence index (Zarr + a faiss IVF-PQ approximate index)"),
+    "text-search": ("deepflows.text.search", "a query -> the index's best-responding sentences (table or JSON)"),
 }
 
 
