@@ -40,6 +40,9 @@ class SentenceIndex:
         self._columns = {name: group[name][:] for name in METADATA}  # small: 36 bytes a sentence at most
         self._books = list(meta["books"])
         self._book_starts = np.array([b["rows"][0] for b in self._books], np.int64)
+        # the text too, when it fits: a hit then decodes no chunk
+        self._blobs = {c: group[f"{c}_bytes"] for c in ("paragraph", "chapter")}
+        self._blobs = {c: b[:] if b.nbytes <= memory_budget else b for c, b in self._blobs.items()}
         self._resident = None
         if self._vectors.nbytes <= memory_budget:
             self._resident = [self._vectors[s : s + self.chunk_rows] for s in range(0, self._n, self.chunk_rows)]
@@ -150,7 +153,7 @@ class SentenceIndex:
 
     def _text(self, column: str, i: int) -> str:
         offsets = self._columns[f"{column}_offsets"]
-        return self._group[f"{column}_bytes"][int(offsets[i]) : int(offsets[i + 1])].tobytes().decode("utf-8")
+        return bytes(self._blobs[column][int(offsets[i]) : int(offsets[i + 1])]).decode("utf-8")
 
 
 def _open_approx(path: Path, approx: dict | None, verify: bool):
