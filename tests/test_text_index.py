@@ -189,7 +189,7 @@ def test_damaged_index_refused(two_books, tmp_path):
     with pytest.raises(UserError, match=rf"{copy / STORE}: chunk vectors/c/3/0 is truncated"):
         SentenceIndex.open(copy)
     chunk.unlink()
-    with pytest.raises(UserError, match=rf"{copy / STORE}: chunk vectors/c/3/0 is missing"):
+    with pytest.raises(UserError, match=rf"{copy / STORE}: vectors/c/3/0 is missing; run text-index again"):
         SentenceIndex.open(copy, verify=False)
 
 

@@ -59,7 +59,8 @@ class SentenceIndex:
             raise UserError(f"{path}: not a sentence index (no {STORE}; make one with deepflows text-index)")
         group, _, meta = open_store(path / STORE, (INDEX,), verify=verify)
         try:
-            group["vectors"]
+            if group["vectors"].shape != (meta["sentences"], meta["encoder"]["dim"]):
+                raise ValueError(f"vectors of shape {group['vectors'].shape} for {meta['sentences']} sentences")
             approx = _open_approx(path, meta.get("approx"), verify)
             return cls(path, group, meta, approx, memory_budget)
         except (KeyError, TypeError, ValueError) as err:

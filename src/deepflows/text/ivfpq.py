@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 POINTS_PER_LIST = 39  # faiss's k-means warns with fewer training points per centroid
 MAX_AUTO_NLIST = 4096  # k-means and assignment cost grow with the lists: more is for machines with more cores
 MAX_AUTO_TRAIN = 160_000
-DEFAULTS = {"m": 48, "bits": 8, "nprobe": 16, "rerank": 10, "seed": 0}
+DEFAULTS = {"m": 48, "bits": 8, "nprobe": 64, "rerank": 10, "seed": 0}
 
 
 def auto_nlist(n: int) -> int:
