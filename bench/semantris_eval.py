@@ -87,11 +87,15 @@ def chance_ranker(clue: str, words) -> np.ndarray:
     return np.zeros(len(words))
 
 
+def _f(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def markdown(report: dict) -> str:
     lines = ["Word similarity: Spearman's rho of cosine vs human ratings (pairs covered / all):", "",
              "| model | " + " | ".join(NORMS) + " |", "|---" * (len(NORMS) + 1) + "|"]  # fmt: skip
     for model, scores in report["word_similarity"].items():
-        cells = [f"{s['rho']:.3f} ({s['covered']}/{s['pairs']})" for s in scores.values()]
+        cells = [f"{_f(s['rho'])} ({s['covered']}/{s['pairs']})" for s in scores.values()]
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
     head = f"{report['rounds']} rounds of {report['words_per_round']} words (seed {report['seed']})"
     lines += game_table(f"Simulated game: {head}", report["game"])
@@ -111,7 +115,7 @@ def game_table(title: str, game: dict) -> list[str]:
     lines = ["", f"{title}; top-1 accuracy / MRR ({', '.join(f'{k}: {n}' for k, n in counts.items())} rounds):", "",
              "| ranker | all | synonym clue | hypernym clue |", "|---|---|---|---|"]  # fmt: skip
     for ranker, by_kind in game.items():
-        cells = [f"{by_kind[k]['top1']:.3f} / {by_kind[k]['mrr']:.3f}" for k in ("all", *CLUE_KINDS)]
+        cells = [f"{_f(by_kind[k]['top1'])} / {_f(by_kind[k]['mrr'])}" for k in ("all", *CLUE_KINDS)]
         lines.append(f"| {ranker} | " + " | ".join(cells) + " |")
     return lines
 
@@ -128,7 +132,7 @@ def plot(report: dict, out: Path) -> None:
     width = 0.8 / len(game)
     for ax, metric, label in zip(axes, ("top1", "mrr"), ("top-1 accuracy", "mean reciprocal rank")):
         for i, (ranker, by_kind) in enumerate(game.items()):
-            ax.bar(np.arange(len(kinds)) + (i - (len(game) - 1) / 2) * width, [by_kind[k][metric] for k in kinds],
+            ax.bar(np.arange(len(kinds)) + (i - (len(game) - 1) / 2) * width, [by_kind[k][metric] or 0 for k in kinds],
                    width, label=ranker)  # fmt: skip
         ax.set_xticks(np.arange(len(kinds)), [f"{k}\n({game['chance'][k]['rounds']} rounds)" for k in kinds])
         ax.set_xlabel("clue kind")

@@ -54,6 +54,9 @@ def test_arcade_words(lexicon):
     assert not any(lexicon.collide(a, b) for a in more for b in words)
     with pytest.raises(ValueError, match="cannot draw"):
         lexicon.arcade_words(np.random.default_rng(0), len(pool) + 1)
+    with pytest.raises(ValueError, match="cannot draw -1"):
+        lexicon.arcade_words(np.random.default_rng(0), -1)
+    assert lexicon.arcade_words(np.random.default_rng(0), 0) == []
 
 
 def test_blocks_phrases(lexicon):
@@ -178,6 +181,7 @@ def test_spearman_and_coverage():
     assert result == {"rho": pytest.approx(1.0), "covered": 4, "pairs": 5}
     reversed_ = spearman(lambda a, b: -monotone.get((a, b), 1.0), pairs)
     assert reversed_["rho"] == pytest.approx(-1.0) and reversed_["covered"] == 5
+    assert spearman(lambda a, b: monotone.get((a, b)) if a in "ac" else None, pairs)["rho"] is None  # 2 pairs
 
 
 # ----------------------------------------------------------------------------- the simulated game
@@ -198,6 +202,8 @@ def test_evaluate_by_kind():
     assert summary["exact"]["synonym"] == {"rounds": 1, "top1": 1.0, "mrr": 1.0}
     assert summary["exact"]["hypernym"] == {"rounds": 1, "top1": 0.0, "mrr": 0.5}
     assert summary["exact"]["all"]["top1"] == 0.5 and math.isclose(summary["exact"]["all"]["mrr"], 0.75)
+    only_synonyms = evaluate(rounds[:1], {"exact": lambda clue, words: np.zeros(len(words))})
+    assert only_synonyms["exact"]["hypernym"] == {"rounds": 0, "top1": None, "mrr": None}
 
 
 def test_clue_candidates(lexicon):

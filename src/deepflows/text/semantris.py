@@ -110,6 +110,8 @@ class Lexicon:
         return self._draw(self.phrase_pool, rng, n, avoid)
 
     def _draw(self, pool: tuple[str, ...], rng: np.random.Generator, n: int, avoid) -> list[str]:
+        if n < 0:
+            raise ValueError(f"cannot draw {n} words")
         chosen: list[str] = []
         taken = list(avoid)
         for i in rng.permutation(len(pool)):

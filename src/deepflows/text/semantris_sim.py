@@ -92,9 +92,9 @@ def evaluate(rounds: list[Round], rankers: dict[str, Callable[[str, tuple[str, .
         summary[name] = {}
         for kind in ("all", *CLUE_KINDS):
             chosen = [(top1, rr) for k, top1, rr in results if kind in ("all", k)]
-            summary[name][kind] = {
+            summary[name][kind] = {  # None: no round of that kind
                 "rounds": len(chosen),
-                "top1": float(np.mean([t for t, _ in chosen])) if chosen else float("nan"),
-                "mrr": float(np.mean([rr for _, rr in chosen])) if chosen else float("nan"),
+                "top1": float(np.mean([t for t, _ in chosen])) if chosen else None,
+                "mrr": float(np.mean([rr for _, rr in chosen])) if chosen else None,
             }
     return summary

@@ -37,7 +37,8 @@ def read_pairs(path: str | Path) -> list[tuple[str, str, float]]:
 
 
 def spearman(similarity: Callable[[str, str], float | None], pairs: list[tuple[str, str, float]]) -> dict:
-    """rho over the pairs `similarity` covers (it returns None for a pair it cannot score), and how many those are."""
+    """rho over the pairs `similarity` covers (it returns None for a pair it cannot score; rho is None when it covers
+    fewer than three), and how many those are."""
     from scipy.stats import spearmanr
 
     model, human = [], []
@@ -46,7 +47,7 @@ def spearman(similarity: Callable[[str, str], float | None], pairs: list[tuple[s
         if value is not None:
             model.append(value)
             human.append(score)
-    rho = float(spearmanr(model, human).statistic) if len(model) > 2 else float("nan")
+    rho = float(spearmanr(model, human).statistic) if len(model) > 2 else None
     return {"rho": rho, "covered": len(model), "pairs": len(pairs)}
 
 
