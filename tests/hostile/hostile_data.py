@@ -3,7 +3,9 @@ and by the cases that need a variant of them)."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -66,6 +68,8 @@ class Valid:
     text_sentences: Path  # its sentence store (text-sentences)
     text_vectors: Path  # its vector store (text-embed, the pretrained encoder)
     text_index: Path  # an index of it (text-index)
+    text_chats: Path  # a chit-chat corpus of 8 three-turn conversations (dataset.json.gz's format)
+    text_config: Path  # a one-step text-train config (the top layer learns, 8-token turns)
     build_seconds: float
 
     @property
@@ -81,7 +85,8 @@ class Valid:
                 "isl_tune": self.isl_tune, "isl_pred": self.isl_pred, "isl_model": ISL_UNET,
                 "train_config": REPO / "config" / "model" / "read_set.yaml", "text_book": self.text_book,
                 "text_sentences": self.text_sentences, "text_vectors": self.text_vectors,
-                "text_index": self.text_index}  # fmt: skip
+                "text_index": self.text_index, "text_chats": self.text_chats,
+                "text_config": self.text_config}  # fmt: skip
 
 
 def run_valid(jobs: list[tuple[str, list]], cwd: Path, parallel: int = 3) -> None:
@@ -202,6 +207,14 @@ def build_valid(d: Path) -> Valid:
     text_book.write_text("A HOSTILE BOOK\n\nBy A. Tester\n\nCHAPTER I\n\nThe first sentence is here. A second one\n"
                          "follows it.\n\nCHAPTER II\n\nThe storm broke the lamp. Nobody saw it.\n")
     text_sentences, text_vectors, text_index = d / "book.sent.zarr", d / "book.vec.zarr", d / "text-index"
+    text_chats, text_config = d / "chats.json.gz", d / "text-train.yaml"
+    chats = {f"c{i}": {"messages": [[{"text": t, "sender": s}] for t, s in (("hi", "a"), (f"hello {i}", "b"),
+                                                                          ("bye", "a"))]} for i in range(8)}
+    with gzip.open(text_chats, "wt", encoding="utf-8") as f:
+        json.dump(chats, f)
+    text_config.write_text("model: {architecture: sentence_bert, options: {trainable_layers: 1}}\n"
+                           "data: {max_tokens: 8, tune_conversations: 2}\ntraining: {batch_size: 2, steps: 1}\n"
+                           "evaluation: {every: 1}\n")
 
     examples = d / "examples"
     examples.mkdir()
@@ -233,7 +246,7 @@ def build_valid(d: Path) -> Valid:
     return Valid(d, d / "ref.fa", d / "ref_other.fa", bam, d / "reads.cram", truth, truth_plain, sites_only, bed,
                  shards, probs, vcf, labelled, train_store, png, png2, tif, bench_tsv, config, isl_dir, isl_well,
                  isl_config, isl_train, isl_tune, isl_pred, text_book, text_sentences, text_vectors, text_index,
-                 time.monotonic() - t0)  # fmt: skip
+                 text_chats, text_config, time.monotonic() - t0)  # fmt: skip
 
 
 

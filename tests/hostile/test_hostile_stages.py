@@ -90,6 +90,8 @@ MINIMAL: dict[str, Minimal] = {
                           ("{out}/v.zarr",)),
     "text-index": Minimal("text-index --shards {text_vectors} --out {out}/index", ("text_vectors",), ("{out}/index",)),
     "text-search": Minimal("text-search --index {text_index} --query 'a question'", ("text_index",)),
+    "text-train": Minimal("text-train --config {text_config} --chats {text_chats} --workdir {out}/work --out {out}/model",
+                          ("text_config", "text_chats"), ("{out}/model",)),
 }  # fmt: skip
 
 
