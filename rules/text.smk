@@ -1,7 +1,8 @@
 # Talk to Books' sentence index: each book of `text.books` -> its sentences (text_sentences, pysbd, one job per
 # book; temporary) -> their sentence vectors (text_embed, one job per book; kept, so a new book embeds only
 # itself) -> one index of every book (text_build_index: sentences, float16 vectors, faiss IVF-PQ).
-# Target: `text_index` (config section `text`, e.g. config/text-books.yaml).
+# Target: `text_index` (config section `text`, e.g. config/text-books.yaml). Target `text_response`: the encoder
+# fine-tuned on chit-chat input/response pairs (text_train; text.response), e.g. for `text.model`.
 
 import re
 
@@ -81,3 +82,30 @@ rule text_build_index:
 rule text_index:
     input:
         text_index_path(),
+
+
+rule text_train:
+    input:
+        chats=TEXT["response"]["chats"],
+        config=TEXT["response"]["config"],
+    output:
+        protected(directory("results/text/models/text-response")),
+    params:
+        workdir="results/text/models/text-response-work",
+    threads: 2
+    resources:
+        mem_mb=8000,
+    log:
+        "logs/text/train-response.log",
+    benchmark:
+        "benchmarks/text/train-response.tsv"
+    conda:
+        "../envs/text.yaml"
+    shell:
+        "deepflows text-train --config {input.config:q} --chats {input.chats:q} --workdir {params.workdir:q}"
+        " --out {output:q} 2> {log:q}"
+
+
+rule text_response:
+    input:
+        rules.text_train.output,
