@@ -56,6 +56,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "isl-evaluate": ("deepflows.imaging.isl.evaluate",
                      "In Silico Labeling predictions vs the well's fluorescence on one split: r, calibration, figures"),
     "provenance": ("deepflows.provenance", "a deepflows VCF's header provenance -> a table for the report"),
+    "serve": ("deepflows.text.serve", "Talk to Books and Semantris over a sentence index: a local web app"),
 }
 
 

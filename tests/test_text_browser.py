@@ -1,0 +1,163 @@
+"""The pages in a real headless Chromium (selenium), against a real server process: Talk to Books answers a query,
+a Semantris Arcade round and a Blocks round each clear a word. Screenshots go to pytest's tmp_path, and are copied to
+$DEEPFLOWS_SCREENSHOTS when it is set. The browser is kept off the network (../shared/notes/browser-and-stack.md).
+
+Without Chromium the tests skip, except under CI=true, where they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+TESTS = Path(__file__).resolve().parent
+
+
+def require_browser() -> None:
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not os.access(p, os.X_OK)]
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        missing.append("the selenium package")
+    if missing:
+        message = f"browser tests need {', '.join(missing)} (apt-get install chromium chromium-driver)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def server_command(port: int) -> list[str]:
+    return [sys.executable, "-m", "uvicorn", "text_web_fakes:fake_app", "--factory", "--host", "127.0.0.1",
+            "--port", str(port)]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    require_browser()
+    port = free_port()
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    with open(log, "w") as out:
+        process = subprocess.Popen(server_command(port), stdout=out, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120  # the real encoder compiles at its first query, not here
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"the server exited ({process.returncode}): {log.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{url}/api/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"the server did not answer /api/health: {log.read_text()[-2000:]}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.fixture
+def driver(tmp_path):
+    require_browser()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                 "--window-size=1280,900", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--disable-default-apps", "--disable-extensions",
+                 "--disable-quic", "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+                 f"--user-data-dir={tmp_path / 'profile'}"):  # fmt: skip
+        options.add_argument(flag)
+    d = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER,
+                                                          log_output=str(tmp_path / "chromedriver.log")))
+    d.set_page_load_timeout(30)
+    try:
+        yield d
+    finally:
+        d.quit()
+        shutil.rmtree(tmp_path / "profile", ignore_errors=True)
+
+
+def screenshot(driver, tmp_path: Path, name: str) -> Path:
+    path = tmp_path / f"{name}.png"
+    assert driver.save_screenshot(str(path))
+    if os.environ.get("DEEPFLOWS_SCREENSHOTS"):
+        keep = Path(os.environ["DEEPFLOWS_SCREENSHOTS"])
+        keep.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, keep / path.name)
+    return path
+
+
+def wait(driver, condition, seconds: float = 60):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, seconds).until(condition)
+
+
+def test_talk_to_books(server, driver, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    driver.get(f"{server}/books")
+    driver.find_element(By.ID, "query").send_keys("Who looks after the roses?")
+    driver.find_element(By.ID, "search-button").click()
+    wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, ".book .hit mark"))
+    books = driver.find_elements(By.CSS_SELECTOR, ".book")
+    marks = [m.text for m in driver.find_elements(By.CSS_SELECTOR, ".hit mark")]
+    assert marks and all(marks) and len(books) >= 1
+    assert books[0].find_element(By.CSS_SELECTOR, ".title").text
+    assert "score" in books[0].find_element(By.CSS_SELECTOR, ".meta").text
+    screenshot(driver, tmp_path, "talk-to-books")
+    book_id = books[-1].get_attribute("data-book-id")
+    books[-1].find_element(By.CSS_SELECTOR, "button.more").click()
+    wait(driver, lambda d: "Showing the best" in d.find_elements(By.CSS_SELECTOR, ".book button.more")[-1].text)
+    last = driver.find_elements(By.CSS_SELECTOR, ".book")[-1]
+    assert last.get_attribute("data-book-id") == book_id and len(last.find_elements(By.CSS_SELECTOR, ".hit")) >= 1
+    screenshot(driver, tmp_path, "talk-to-books-more")
+
+
+@pytest.mark.parametrize("mode", ["arcade", "blocks"])
+def test_semantris_round(server, driver, tmp_path, mode):
+    from selenium.webdriver.common.by import By
+
+    driver.get(f"{server}/{mode}?seed=3")
+    driver.find_element(By.ID, "start").click()
+    wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#board .word"))
+    words = [w.text for w in driver.find_elements(By.CSS_SELECTOR, "#board .word")]
+    target = words[-1].split()[-1]  # the bottom word (a phrase's last word): its clue is another word for it
+    assert driver.find_element(By.ID, "score").text == "0"
+    screenshot(driver, tmp_path, f"semantris-{mode}-start")
+    clue = driver.find_element(By.ID, "clue")
+    clue.send_keys(target)  # a word on the screen is refused by the page
+    driver.find_element(By.ID, "clue-button").click()
+    wait(driver, lambda d: "is on the screen" in d.find_element(By.ID, "status").text, 10)
+    clue.clear()
+    clue.send_keys(f"something like {target}s")
+    driver.find_element(By.ID, "clue-button").click()
+    wait(driver, lambda d: d.find_element(By.ID, "cleared").text == "1")
+    assert int(driver.find_element(By.ID, "score").text) > 0
+    ranking = [li.text for li in driver.find_elements(By.CSS_SELECTOR, "#ranking li")]
+    assert len(ranking) == len(words)
+    cleared = ranking[0].rsplit(" (", 1)[0]
+    assert "cleared" in driver.find_element(By.ID, "status").text and cleared in words
+    assert cleared not in [w.text for w in driver.find_elements(By.CSS_SELECTOR, "#board .word")]
+    screenshot(driver, tmp_path, f"semantris-{mode}-cleared")
