@@ -7,6 +7,7 @@ Without Chromium the tests skip, except under CI=true, where they fail.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import socket
@@ -24,9 +25,7 @@ TESTS = Path(__file__).resolve().parent
 
 def require_browser() -> None:
     missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not os.access(p, os.X_OK)]
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("selenium") is None:
         missing.append("the selenium package")
     if missing:
         message = f"browser tests need {', '.join(missing)} (apt-get install chromium chromium-driver)"
