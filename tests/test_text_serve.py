@@ -105,7 +105,9 @@ def test_semantris_round(client):
 
 def test_semantris_rank(client):
     words = ["tiger", "ocean waves", "bread"]
-    ranking = client.post("/api/semantris/rank", json={"clue": "the ocean", "words": words}).json()["ranking"]
+    body = client.post("/api/semantris/rank", json={"clue": " Oceanic ", "words": words}).json()
+    ranking = body["ranking"]
+    assert body["clue"] == "oceanic"
     assert ranking[0]["word"] == "ocean waves" and sorted(r["word"] for r in ranking) == sorted(words)
     assert [r["score"] for r in ranking] == sorted((r["score"] for r in ranking), reverse=True)
 
@@ -116,6 +118,7 @@ def test_semantris_rank(client):
     ({"clue": "sea", "words": ["x" * 81]}, "words.0:"),
     ({"clue": " ", "words": ["tiger"]}, "clue:"),
     ({"clue": "sea"}, "words:"),
+    ({"clue": "ocean", "words": ["tiger", "ocean waves"]}, "may not be 'ocean waves'"),
 ])  # fmt: skip
 def test_semantris_rank_refuses_bad_fields(client, body, words):
     assert words in error_of(client.post("/api/semantris/rank", json=body), 422)

@@ -23,7 +23,7 @@ WORDS = ["apple", "river", "engine", "violin", "tiger", "castle", "pencil", "clo
 
 
 class FakeEncoder:
-    """Bag of hashed words: texts that share words score high; deterministic."""
+    """Bag of hashed letter trigrams: texts that share words, or parts of words, score high; deterministic."""
 
     name, dim, max_tokens = "fake-bag-of-words", 64, 256
 
@@ -34,7 +34,8 @@ class FakeEncoder:
         out = np.zeros((len(texts), self.dim), np.float32)
         for i, text in enumerate(texts):
             for word in re.findall(r"\w+", text.lower()):
-                out[i, int(hashlib.sha1(word.encode()).hexdigest(), 16) % self.dim] += 1
+                for j in range(max(1, len(word) - 2)):
+                    out[i, int(hashlib.sha1(word[j:j + 3].encode()).hexdigest(), 16) % self.dim] += 1
             out[i, 0] += 1e-3  # no zero vector
         return out / np.linalg.norm(out, axis=1, keepdims=True)
 
@@ -75,11 +76,20 @@ class FakeIndex:
 
 
 class FakeLexicon:
-    def arcade_words(self, rng, n):
-        return [WORDS[i] for i in rng.permutation(len(WORDS))[:n]]
+    """WORDS drawn at random; a clue may not share a word with one on screen."""
 
-    def blocks_phrases(self, rng, n):
-        return [f"{a} and {b}" for a, b in zip(self.arcade_words(rng, n), self.arcade_words(rng, n))]
+    def arcade_words(self, rng, n, avoid=()):
+        return [w for w in (WORDS[i] for i in rng.permutation(len(WORDS))) if w not in avoid][:n]
+
+    def blocks_phrases(self, rng, n, avoid=()):
+        return [f"{a} and {b}" for a, b in zip(self.arcade_words(rng, n, avoid), self.arcade_words(rng, n, avoid))]
+
+    def check_clue(self, clue, words):
+        clue = " ".join(clue.split()).lower()
+        for word in words:
+            if set(clue.split()) & set(word.split()):
+                raise ValueError(f"the clue may not be '{word}'")
+        return clue
 
 
 def fake_rank_words(encoder, clue, words):

@@ -1,8 +1,8 @@
 """The web app: a JSON API over one sentence index, one sentence encoder and one lexicon, and the pages on top.
 
     POST /api/search          {query, k?, book_id?}       -> {hits: [{text, paragraph_text, sentence_start, ...}]}
-    POST /api/semantris/round {mode: arcade|blocks, seed?, n?} -> {mode, seed, items}
-    POST /api/semantris/rank  {clue, words}               -> {ranking: [{word, score}]} best first
+    POST /api/semantris/round {mode: arcade|blocks, seed?, n?, avoid?} -> {mode, seed, items}
+    POST /api/semantris/rank  {clue, words}               -> {clue, ranking: [{word, score}]} best first
     GET  /api/health, /api/books
 
 Every error is JSON `{"error": "one line"}` with a 4xx status (413 too large, 422 bad field, 404, 503 busy), and an
@@ -96,6 +96,7 @@ def build_app(index, encoder, lexicon, rank_words, limits: Limits = Limits()) ->
         mode: Literal["arcade", "blocks"]
         seed: Annotated[int, Field(ge=0, lt=2**32)] | None = None
         n: Annotated[int, Field(ge=1, le=limits.max_words)] = 20
+        avoid: Annotated[list[Word], Field(max_length=limits.max_words)] = []  # on screen already
 
     class Rank(Strict):
         clue: Word
@@ -124,13 +125,20 @@ def build_app(index, encoder, lexicon, rank_words, limits: Limits = Limits()) ->
     async def semantris_round(body: Round):
         seed = secrets.randbits(32) if body.seed is None else body.seed
         draw = lexicon.arcade_words if body.mode == "arcade" else lexicon.blocks_phrases
-        items = await on_worker(worker.call(draw, np.random.default_rng(seed), body.n))
+        items = await on_worker(worker.call(draw, np.random.default_rng(seed), body.n, body.avoid))
         return {"mode": body.mode, "seed": seed, "items": list(items)}
+
+    def play(clue: str, words: list[str]) -> tuple[str, list]:
+        try:  # the game's rules: not a word on screen, nor a form or a compound of one
+            clue = lexicon.check_clue(clue, words)
+        except ValueError as err:  # InvalidClue, whose message is for the player
+            raise HTTPException(422, str(err)) from None
+        return clue, rank_words(encoder, clue, words)
 
     @app.post("/api/semantris/rank")
     async def semantris_rank(body: Rank):
-        ranking = await on_worker(worker.call(rank_words, encoder, body.clue, body.words))
-        return {"clue": body.clue, "ranking": [{"word": word, "score": float(score)} for word, score in ranking]}
+        clue, ranking = await on_worker(worker.call(play, body.clue, body.words))
+        return {"clue": clue, "ranking": [{"word": word, "score": float(score)} for word, score in ranking]}
 
     def page(name: str):
         async def serve_page():

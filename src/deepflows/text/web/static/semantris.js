@@ -54,8 +54,9 @@ async function start() {
 
 async function drawMore() {
   // The first draw takes the page's ?seed= (or the server's), later ones the next seeds: a seed replays a game.
-  const data = await api("/api/semantris/round",
-    game.seed === undefined ? { mode: MODE, n: RULES.draw } : { mode: MODE, n: RULES.draw, seed: game.seed });
+  const request = { mode: MODE, n: RULES.draw, avoid: game.words.concat(game.supply).slice(0, 40) };
+  if (game.seed !== undefined) request.seed = game.seed;
+  const data = await api("/api/semantris/round", request);
   game.seed = data.seed + 1;
   const seen = new Set(game.words.concat(game.supply).map((w) => w.toLowerCase()));
   game.supply.push(...data.items.filter((w) => !seen.has(w.toLowerCase())));
@@ -70,22 +71,16 @@ function arrive(count) {
   if (game.supply.length < 5) drawMore().catch((err) => showStatus(status, err.message, true));
 }
 
-function tokens(text) {
-  return text.toLowerCase().split(/[^\p{L}\p{N}]+/u).filter((t) => t.length > 2);
-}
-
 async function sendClue() {
   if (!game || game.over) return;
   const clue = clueInput.value.trim();
   if (!clue) return;
-  const onScreen = new Set(game.words.flatMap(tokens));
-  const used = tokens(clue).find((t) => onScreen.has(t));
-  if (used) { showStatus(status, `"${used}" is on the screen: describe it with other words.`, true); return; }
   clueButton.disabled = true;
+  showStatus(status, "Ranking…");
   try {
     const data = await api("/api/semantris/rank", { clue, words: game.words.slice() });
     if (game.over) return;
-    clear(clue, data.ranking);
+    clear(data.clue, data.ranking);
   } catch (err) {
     showStatus(status, err.message, true);
   } finally {
