@@ -147,7 +147,7 @@ def build_app(index, encoder, lexicon, rank_words, limits: Limits = Limits()) ->
         return serve_page
 
     for route, name in PAGES.items():
-        app.get(route, include_in_schema=False)(page(name))
+        app.api_route(route, methods=["GET", "HEAD"], include_in_schema=False)(page(name))
 
     @app.get("/static/{name}", include_in_schema=False)
     async def static(name: str):

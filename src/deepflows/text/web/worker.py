@@ -13,6 +13,8 @@ import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
+import numpy as np
+
 log = logging.getLogger(__name__)
 
 
@@ -88,14 +90,32 @@ class EncoderWorker:
             for job in jobs:
                 job.future.set_exception(err)
             return
-        for job, vector in zip(jobs, vectors):
-            _settle(job.future, self._hits, vector, job.k, job.book_id)
+        groups: dict[tuple, list[int]] = {}  # one index search per (k, book) for the whole batch
+        for i, job in enumerate(jobs):
+            groups.setdefault((job.k, job.book_id), []).append(i)
+        hits: dict[int, dict] = {}  # a sentence found by several queries of the batch is read once
+        for (k, book_id), members in groups.items():
+            try:
+                scores, rows = self._search(vectors[members], k, book_id)
+                for row in {int(r) for r in rows.ravel() if r >= 0} - hits.keys():
+                    hits[row] = self.index.hit(row)
+            except Exception as err:  # noqa: BLE001 - as above
+                for i in members:
+                    jobs[i].future.set_exception(err)
+                continue
+            # An index with fewer than k sentences (in that book) returns fewer rows, or pads with rows < 0.
+            for i, job_scores, job_rows in zip(members, scores, rows):
+                jobs[i].future.set_result([{**hits[int(row)], "score": float(score)}
+                                           for score, row in zip(job_scores, job_rows) if row >= 0])  # fmt: skip
 
-    def _hits(self, vector, k: int, book_id: str | None) -> list[dict]:
-        scores, rows = self.index.search(vector[None, :], k, book_id=book_id)
-        # An index with fewer than k sentences (in that book) pads with rows < 0.
-        return [{**self.index.hit(int(row)), "score": float(score)}
-                for score, row in zip(scores[0], rows[0]) if row >= 0]  # fmt: skip
+    def _search(self, vectors: np.ndarray, k: int, book_id: str | None) -> tuple[np.ndarray, np.ndarray]:
+        """index.search with the queries padded to a power of two: exact search compiles once per number of
+        queries, and a few sizes stay compiled where every batch size would compile anew."""
+        n = len(vectors)
+        padded = np.zeros((1 << (n - 1).bit_length(), vectors.shape[1]), vectors.dtype)
+        padded[:n] = vectors
+        scores, rows = self.index.search(padded, k, book_id=book_id)
+        return scores[:n], rows[:n]
 
 
 def _settle(future: Future, fn, *args) -> None:
