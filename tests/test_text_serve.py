@@ -1,25 +1,43 @@
-"""The web app's JSON API (deepflows.text.web): contract, limits, errors, and the encoder worker's queue."""
+"""The web app's JSON API (deepflows.text.web) over a real tiny index (two made-up books, built by the real stages),
+the pretrained encoder and WordNet's lexicon: contract, limits, errors, start-up refusals, the encoder worker's
+queue. Faults are injected by wrapping the real parts."""
 
 from __future__ import annotations
 
 import builtins
 import logging
 import os
+import subprocess
+import sys
 import threading
 
 import pytest
 from fastapi.testclient import TestClient
-from text_web_fakes import FakeEncoder, FakeIndex, FakeLexicon, fake_app, fake_rank_words
+from text_books import build_tiny_index, other_encoder, tiny_index_once
 
-from deepflows.errors import UserError
-from deepflows.text.web.app import build_app, check_same_encoder
+from deepflows.text.web.app import build_app, create_app
 from deepflows.text.web.limits import Limits
 from deepflows.text.web.worker import Busy, EncoderWorker
 
 
-@pytest.fixture
-def client():
-    with TestClient(fake_app()) as c:
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory):
+    """(index, encoder, lexicon, rank_words), loaded once."""
+    from deepflows.text.encoder import load_encoder
+    from deepflows.text.index import SentenceIndex
+    from deepflows.text.semantris import Lexicon, rank_words
+
+    return SentenceIndex.open(tiny_index_once(tmp_path_factory)), load_encoder(None), Lexicon.load(), rank_words
+
+
+def app_of(parts, limits=Limits(), index=None):
+    index_, encoder, lexicon, rank_words = parts
+    return build_app(index or index_, encoder, lexicon, rank_words, limits)
+
+
+@pytest.fixture(scope="module")
+def client(parts):
+    with TestClient(app_of(parts)) as c:
         yield c
 
 
@@ -32,14 +50,16 @@ def error_of(response, status: int) -> str:
 
 def test_health(client):
     body = client.get("/api/health").json()
-    assert body["status"] == "ok" and body["sentences"] == 8 and body["books"] == 2
+    assert body["status"] == "ok" and body["sentences"] == 13 and body["books"] == 2
+    assert body["encoder"] == "all-MiniLM-L6-v2"
 
 
 def test_search_hits_best_first_with_their_paragraph(client):
-    body = client.post("/api/search", json={"query": "who waters the roses", "k": 3}).json()
+    body = client.post("/api/search", json={"query": "Should I marry a sailor?", "k": 3}).json()
     hits = body["hits"]
     assert len(hits) == 3
-    assert hits[0]["text"] == "The gardener waters the roses at dawn." and hits[0]["title"] == "The Garden Book"
+    assert hits[0]["text"] == "Is it wise to marry a sailor?" and hits[0]["chapter"] == "Chapter II"
+    assert hits[0]["title"] == "Tales of the Sea" and hits[0]["author"] == "Benjamin Hale"
     assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
     for hit in hits:
         assert hit["paragraph_text"][hit["sentence_start"]:hit["sentence_end"]] == hit["text"]
@@ -48,7 +68,7 @@ def test_search_hits_best_first_with_their_paragraph(client):
 
 def test_search_within_one_book(client):
     hits = client.post("/api/search", json={"query": "roses", "k": 10, "book_id": "sea"}).json()["hits"]
-    assert len(hits) == 4 and {h["book_id"] for h in hits} == {"sea"}
+    assert len(hits) == 7 and {h["book_id"] for h in hits} == {"sea"}  # all of its sentences
 
 
 def test_books(client):
@@ -81,8 +101,8 @@ def test_a_streamed_body_is_cut_at_the_limit(client):
     assert "too large" in error_of(client.post("/api/search", content=chunks), 413)
 
 
-def test_a_long_query_under_a_larger_body_limit_is_refused_by_length():
-    with TestClient(fake_app(Limits(max_body_bytes=1_000_000))) as c:
+def test_a_long_query_under_a_larger_body_limit_is_refused_by_length(parts):
+    with TestClient(app_of(parts, Limits(max_body_bytes=1_000_000))) as c:
         assert "query:" in error_of(c.post("/api/search", json={"query": " ".join(["word"] * 10_000)}), 422)
 
 
@@ -104,11 +124,11 @@ def test_semantris_round(client):
 
 
 def test_semantris_rank(client):
-    words = ["tiger", "ocean waves", "bread"]
-    body = client.post("/api/semantris/rank", json={"clue": " Oceanic ", "words": words}).json()
+    words = ["tiger", "violin", "bread", "hammer"]
+    body = client.post("/api/semantris/rank", json={"clue": " Music ", "words": words}).json()
     ranking = body["ranking"]
-    assert body["clue"] == "oceanic"
-    assert ranking[0]["word"] == "ocean waves" and sorted(r["word"] for r in ranking) == sorted(words)
+    assert body["clue"] == "music"
+    assert ranking[0]["word"] == "violin" and sorted(r["word"] for r in ranking) == sorted(words)
     assert [r["score"] for r in ranking] == sorted((r["score"] for r in ranking), reverse=True)
 
 
@@ -118,7 +138,7 @@ def test_semantris_rank(client):
     ({"clue": "sea", "words": ["x" * 81]}, "words.0:"),
     ({"clue": " ", "words": ["tiger"]}, "clue:"),
     ({"clue": "sea"}, "words:"),
-    ({"clue": "ocean", "words": ["tiger", "ocean waves"]}, "may not be 'ocean waves'"),
+    ({"clue": "violins", "words": ["tiger", "violin"]}, "may not be 'violin'"),
 ])  # fmt: skip
 def test_semantris_rank_refuses_bad_fields(client, body, words):
     assert words in error_of(client.post("/api/semantris/rank", json=body), 422)
@@ -154,55 +174,81 @@ def test_no_page_loads_anything_from_elsewhere():
         assert "http://" not in text and "https://" not in text and 'src="//' not in text, item.name
 
 
-class BrokenIndex(FakeIndex):
+class BrokenIndex:
+    """The real index, except that its search fails."""
+
+    def __init__(self, index):
+        self.index = index
+
+    def __getattr__(self, name):
+        return getattr(self.index, name)
+
+    def __len__(self):
+        return len(self.index)
+
     def search(self, *args, **kwargs):
         return 1 / 0
 
 
-def test_an_unexpected_error_is_a_500_without_traceback(caplog):
-    encoder = FakeEncoder()
-    app = build_app(BrokenIndex(encoder), encoder, FakeLexicon(), fake_rank_words)
-    with TestClient(app, raise_server_exceptions=False) as c, caplog.at_level(logging.ERROR):
+def test_an_unexpected_error_is_a_500_without_traceback(parts, caplog):
+    with TestClient(app_of(parts, index=BrokenIndex(parts[0])), raise_server_exceptions=False) as c, \
+            caplog.at_level(logging.ERROR):  # fmt: skip
         response = c.post("/api/search", json={"query": "roses"})
         assert c.get("/api/health").status_code == 200
     assert error_of(response, 500) == "internal server error (logged on the server)"
     assert "Traceback" not in response.text and "ZeroDivisionError" in caplog.text
 
 
-def test_an_index_from_another_encoder_is_refused():
-    index = FakeIndex(FakeEncoder("a" * 64))
-    with pytest.raises(UserError, match=r"books.index: index built by encoder fake-bag-of-words \(aaaaaaaaaaaa\)"):
-        check_same_encoder(index, FakeEncoder("b" * 64), "books.index")
-    check_same_encoder(index, FakeEncoder("a" * 64), "books.index")
+def test_an_index_from_another_encoder_is_refused(tmp_path):
+    from deepflows.errors import UserError
+
+    model = other_encoder(tmp_path)
+    index = build_tiny_index(tmp_path / "other", model=str(model))
+    with pytest.raises(UserError, match=r"other/tiny.index: index built by encoder other-encoder \(\w{12}\), not by "
+                                        r"the one served, all-MiniLM-L6-v2"):  # fmt: skip
+        create_app(index)
+    with TestClient(create_app(index, model)) as c:
+        assert c.get("/api/health").json()["encoder"] == "other-encoder"
 
 
-class GatedEncoder(FakeEncoder):
-    """Blocks in encode() until released, and records each batch it is given."""
+@pytest.mark.parametrize("make, words", [
+    (lambda d: d / "absent.index", "absent.index: not found"),
+    (lambda d: d, "not a sentence index"),
+])  # fmt: skip
+def test_serve_refuses_what_is_not_an_index(tmp_path, make, words):
+    result = subprocess.run([sys.executable, "-m", "deepflows.cli", "serve", "--index", str(make(tmp_path)), "--check"],
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and lines[-1].startswith("deepflows serve: error: ") and words in lines[-1]
+    assert "Traceback" not in result.stderr
 
-    def __init__(self):
-        super().__init__()
-        self.entered, self.release, self.batches = threading.Event(), threading.Event(), []
+
+class GatedEncoder:
+    """The real encoder, holding each call until released and recording the batches it is given."""
+
+    def __init__(self, encoder):
+        self.encoder, self.entered, self.release, self.batches = encoder, threading.Event(), threading.Event(), []
 
     def encode(self, texts, batch_size=64):
         self.batches.append(list(texts))
         self.entered.set()
-        assert self.release.wait(10)
-        return super().encode(texts)
+        assert self.release.wait(60)
+        return self.encoder.encode(texts)
 
 
-def test_waiting_queries_are_encoded_together_and_a_full_queue_says_busy():
-    encoder = GatedEncoder()
-    worker = EncoderWorker(FakeIndex(FakeEncoder()), encoder, max_pending=3, max_batch=8)
+def test_waiting_queries_are_encoded_together_and_a_full_queue_says_busy(parts):
+    encoder = GatedEncoder(parts[1])
+    worker = EncoderWorker(parts[0], encoder, max_pending=3, max_batch=8)
     try:
         first = worker.search("roses", 2)
-        assert encoder.entered.wait(10)  # the worker holds the first query; the next ones wait
-        waiting = [worker.search(q, 2) for q in ("sea", "ship", "weeds")]
+        assert encoder.entered.wait(60)  # the worker holds the first query; the next ones wait
+        waiting = [worker.search(q, 2) for q in ("the sea", "a ship in a storm", "weeds")]
         with pytest.raises(Busy, match="busy"):
             worker.search("one too many", 2)
         encoder.release.set()
-        assert [len(f.result(10)) for f in [first, *waiting]] == [2, 2, 2, 2]
-        assert encoder.batches == [["roses"], ["sea", "ship", "weeds"]]
-        assert waiting[1].result()[0]["text"] == "The ship sailed across the stormy ocean."
+        assert [len(f.result(60)) for f in [first, *waiting]] == [2, 2, 2, 2]
+        assert encoder.batches == [["roses"], ["the sea", "a ship in a storm", "weeds"]]
+        assert waiting[1].result()[0]["text"].startswith("The ship sailed across the stormy ocean.")
     finally:
         encoder.release.set()
         worker.close()
