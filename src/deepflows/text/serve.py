@@ -49,6 +49,9 @@ def run(args: argparse.Namespace) -> None:
         return
     import uvicorn
 
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("listening on %s: anyone who can reach this machine on port %d can use the server", args.host,
+                    args.port)  # fmt: skip
     log.info("serving %s on http://%s:%d/", args.index, args.host, args.port)
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=False)
