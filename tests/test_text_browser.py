@@ -119,7 +119,11 @@ def texts(driver, selector: str) -> list[str]:
 def test_talk_to_books(server, driver, tmp_path):
     from selenium.webdriver.common.by import By
 
-    driver.get(f"{server}/books")
+    driver.get(server)
+    wait(driver, lambda d: "13 sentences from 2 books" in d.find_element(By.ID, "index-info").text)
+    screenshot(driver, tmp_path, "home")
+    driver.find_element(By.ID, "link-books").click()
+    wait(driver, lambda d: d.find_elements(By.ID, "query"))
     driver.find_element(By.ID, "query").send_keys("Should I marry a sailor?")
     driver.find_element(By.ID, "search-button").click()
     wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, ".book .hit mark"))
@@ -134,6 +138,7 @@ def test_talk_to_books(server, driver, tmp_path):
     wait(driver, lambda d: "Showing the best" in d.find_elements(By.CSS_SELECTOR, ".book button.more")[-1].text)
     last = driver.find_elements(By.CSS_SELECTOR, ".book")[-1]
     assert last.get_attribute("data-book-id") == book_id and len(last.find_elements(By.CSS_SELECTOR, ".hit")) >= 1
+    driver.execute_script("arguments[0].scrollIntoView()", last)
     screenshot(driver, tmp_path, "talk-to-books-more")
 
 
