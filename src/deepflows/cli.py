@@ -55,6 +55,8 @@ STAGES: dict[str, tuple[str, str]] = {
                   "In Silico Labeling baseline: ridge regression on multi-scale filtered planes -> prediction store"),
     "isl-evaluate": ("deepflows.imaging.isl.evaluate",
                      "In Silico Labeling predictions vs the well's fluorescence on one split: r, calibration, figures"),
+    "text-train": ("deepflows.text.finetune",
+                   "fine-tune the sentence encoder as a dual encoder on chit-chat input/response pairs"),
     "provenance": ("deepflows.provenance", "a deepflows VCF's header provenance -> a table for the report"),
     "serve": ("deepflows.text.serve", "Talk to Books and Semantris over a sentence index: a local web app"),
 }

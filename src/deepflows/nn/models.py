@@ -100,6 +100,7 @@ ARCHITECTURES: dict[str, Callable[..., nnx.Module]] = {
     "focus_cnn": _Lazy("deepflows.imaging.focus_model", "FocusNet"),  # microscope focus quality (Yang 2018)
     "isl_fovea": _Lazy("deepflows.imaging.isl.model", "ISLNet"),  # In Silico Labeling (Christiansen 2018)
     "isl_unet": _Lazy("deepflows.imaging.isl.model", "UNet"),  # its L2 baseline
+    "sentence_bert": _Lazy("deepflows.text.bert", "SentenceBert"),  # all-MiniLM-L6-v2's BERT (sentence encoder)
 }
 
 
@@ -171,6 +172,8 @@ def _initialise(model: nnx.Module, seed: int) -> None:
             value = _truncated_normal(rng, shape, (1.0 / np.prod(shape[:-1])) ** 0.5 / 0.87962566103423978)
         elif name in ("bias", "mean"):
             value = np.zeros(shape, value.dtype)
+        elif name == "embedding":  # BERT's initialiser, normal(0, 0.02)
+            value = np.random.default_rng([seed, *key.encode()]).normal(0, 0.02, shape).astype(np.float32)
         elif name in ("scale", "var"):
             value = np.ones(shape, value.dtype)
         else:  # a new layer type: say so rather than guess its initialiser

@@ -19,15 +19,14 @@ LAYER_NORM_EPS = 1e-12  # BertModel's layer_norm_eps
 class Embeddings(nnx.Module):
     def __init__(self, vocab: int, hidden: int, max_positions: int, type_vocab: int, dropout: float, *,
                  rngs: nnx.Rngs):  # fmt: skip
-        normal = jax.nn.initializers.normal(0.02)
-        self.word = nnx.Param(normal(rngs.params(), (vocab, hidden)))
-        self.position = nnx.Param(normal(rngs.params(), (max_positions, hidden)))
-        self.token_type = nnx.Param(normal(rngs.params(), (type_vocab, hidden)))
+        self.word = nnx.Embed(vocab, hidden, rngs=rngs)
+        self.position = nnx.Embed(max_positions, hidden, rngs=rngs)
+        self.token_type = nnx.Embed(type_vocab, hidden, rngs=rngs)
         self.norm = nnx.LayerNorm(hidden, epsilon=LAYER_NORM_EPS, rngs=rngs)
         self.dropout = nnx.Dropout(dropout, rngs=rngs)
 
     def __call__(self, ids):
-        x = self.word[...][ids] + self.position[...][: ids.shape[1]][None] + self.token_type[...][0]
+        x = self.word(ids) + self.position.embedding[: ids.shape[1]][None] + self.token_type.embedding[0]
         return self.dropout(self.norm(x))
 
 
@@ -64,19 +63,26 @@ class Layer(nnx.Module):
 class SentenceBert(nnx.Module):
     """Token ids [B, T] int32 and mask [B, T] bool -> L2-normalised sentence vectors [B, hidden].
 
+    `trainable_layers` k: only the top k transformer layers learn (the gradient stops below them, embeddings
+    included), which is how deepflows.text.finetune adapts the pretrained encoder; None: every weight learns.
     `channels` is what the model registry passes every architecture; token ids have none, so it is unused.
     """
 
     def __init__(self, channels: int = 1, vocab: int = 30522, hidden: int = 384, layers: int = 6, heads: int = 12,
                  intermediate: int = 1536, max_positions: int = 512, type_vocab: int = 2, dropout: float = 0.1,
-                 *, rngs: nnx.Rngs):  # fmt: skip
+                 trainable_layers: int | None = None, *, rngs: nnx.Rngs):  # fmt: skip
+        if trainable_layers is not None and not 1 <= trainable_layers <= layers:
+            raise ValueError(f"trainable_layers {trainable_layers} is not between 1 and layers {layers}")
         self.embeddings = Embeddings(vocab, hidden, max_positions, type_vocab, dropout, rngs=rngs)
         self.layers = nnx.List([Layer(hidden, heads, intermediate, dropout, rngs=rngs) for _ in range(layers)])
+        self.first_trained = None if trainable_layers is None else layers - trainable_layers
 
     def tokens(self, ids, mask):
         """The last layer's token vectors [B, T, hidden]."""
         x = self.embeddings(ids)
-        for layer in self.layers:
+        for i, layer in enumerate(self.layers):
+            if i == self.first_trained:  # embeddings and the layers below stay as they are
+                x = jax.lax.stop_gradient(x)
             x = layer(x, mask)
         return x
 
@@ -90,9 +96,9 @@ class SentenceBert(nnx.Module):
 def hf_names(layers: int) -> dict[tuple, tuple[str, bool]]:
     """Our parameter path -> (BertModel's safetensors name, whether the array is transposed: a torch Linear
     stores [out, in], a Flax Linear kernel [in, out])."""
-    names = {("embeddings", "word"): ("embeddings.word_embeddings.weight", False),
-             ("embeddings", "position"): ("embeddings.position_embeddings.weight", False),
-             ("embeddings", "token_type"): ("embeddings.token_type_embeddings.weight", False),
+    names = {("embeddings", "word", "embedding"): ("embeddings.word_embeddings.weight", False),
+             ("embeddings", "position", "embedding"): ("embeddings.position_embeddings.weight", False),
+             ("embeddings", "token_type", "embedding"): ("embeddings.token_type_embeddings.weight", False),
              ("embeddings", "norm", "scale"): ("embeddings.LayerNorm.weight", False),
              ("embeddings", "norm", "bias"): ("embeddings.LayerNorm.bias", False)}  # fmt: skip
     parts = {"query": "attention.self.query", "key": "attention.self.key", "value": "attention.self.value",

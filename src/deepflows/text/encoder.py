@@ -71,14 +71,15 @@ def base_weights() -> dict[tuple, np.ndarray]:
     return out
 
 
-def build_model(weights: dict[tuple, np.ndarray], dropout: float = 0.1, seed: int = 0):
-    """A SentenceBert holding `weights` (every parameter path of the base model)."""
+def build_model(weights: dict[tuple, np.ndarray], seed: int = 0, **options):
+    """A SentenceBert holding `weights` (every parameter path of the base model); `options`: dropout,
+    trainable_layers."""
     import jax
     from flax import nnx
 
     from deepflows.text.bert import SentenceBert
 
-    model = nnx.eval_shape(lambda: SentenceBert(**BASE_OPTIONS, dropout=dropout, rngs=nnx.Rngs(seed)))
+    model = nnx.eval_shape(lambda: SentenceBert(**BASE_OPTIONS, **options, rngs=nnx.Rngs(seed)))
     state = nnx.state(model)
     flat = []
     for path, var in nnx.to_flat_state(state):
@@ -116,10 +117,10 @@ def bucket(length: int) -> int:
     return next(b for b in LENGTH_BUCKETS if b >= length)
 
 
-def pad_batch(token_ids: list[list[int]], batch: int) -> tuple[np.ndarray, np.ndarray]:
-    """ids [batch, bucket(longest)] int32 (0 = [PAD]) and the mask of real tokens; rows past len(token_ids) are
-    padding rows (mask: the [PAD] token alone, so their mean stays finite)."""
-    width = bucket(max(len(t) for t in token_ids))
+def pad_batch(token_ids: list[list[int]], batch: int, width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """ids [batch, width or bucket(longest)] int32 (0 = [PAD]) and the mask of real tokens; rows past
+    len(token_ids) are padding rows (mask: the [PAD] token alone, so their mean stays finite)."""
+    width = width or bucket(max(len(t) for t in token_ids))
     ids = np.zeros((batch, width), np.int32)
     mask = np.zeros((batch, width), bool)
     mask[:, 0] = True
