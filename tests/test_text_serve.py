@@ -202,13 +202,13 @@ def test_an_unexpected_error_is_a_500_without_traceback(parts, caplog):
 def test_an_index_from_another_encoder_is_refused(tmp_path):
     from deepflows.errors import UserError
 
-    model = other_encoder(tmp_path)
+    model = other_encoder(tmp_path / "model")
     index = build_tiny_index(tmp_path / "other", model=str(model))
-    with pytest.raises(UserError, match=r"other/tiny.index: index built by encoder other-encoder \(\w{12}\), not by "
+    with pytest.raises(UserError, match=r"other/tiny.index: index built by encoder tiny-change \(\w{12}\), not by "
                                         r"the one served, all-MiniLM-L6-v2"):  # fmt: skip
         create_app(index)
     with TestClient(create_app(index, model)) as c:
-        assert c.get("/api/health").json()["encoder"] == "other-encoder"
+        assert c.get("/api/health").json()["encoder"] == "tiny-change"
 
 
 @pytest.mark.parametrize("make, words", [

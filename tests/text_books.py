@@ -72,21 +72,11 @@ def tiny_index_once(tmp_path_factory) -> Path:
 def other_encoder(work: Path) -> Path:
     """A fine-tuned model directory that differs from the pretrained encoder in one bias: another encoder, whose
     fingerprint an index built with it records."""
-    import hashlib
-    import json
-
-    import numpy as np
-    from flax import serialization
+    from test_text_encoder import _finetuned_dir
 
     from deepflows.text.encoder import base_weights, file_sha256, package_dir
 
-    bias = base_weights()[("layers", 5, "out_norm", "bias")] + np.float32(0.01)
-    blob = serialization.msgpack_serialize({"layers": {"5": {"out_norm": {"bias": bias}}}})
-    model = work / "other-encoder"
-    model.mkdir(parents=True)
-    (model / "weights.msgpack").write_bytes(blob)
-    (model / "model.json").write_text(json.dumps({
-        "architecture": "sentence_bert", "name": "other-encoder", "weights": "weights.msgpack",
-        "sha256": hashlib.sha256(blob).hexdigest(),
-        "base": {"sha256": file_sha256(package_dir() / "model.safetensors")}}))  # fmt: skip
-    return model
+    bias = base_weights()[("layers", 5, "out_norm", "bias")] + 0.01
+    work.mkdir(parents=True, exist_ok=True)
+    return _finetuned_dir(work, file_sha256(package_dir() / "model.safetensors"),
+                          {"layers": {"5": {"out_norm": {"bias": bias}}}})
