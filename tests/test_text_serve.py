@@ -169,9 +169,10 @@ def test_no_request_reaches_the_file_system(client, monkeypatch):
 def test_no_page_loads_anything_from_elsewhere():
     from importlib import resources
 
-    for item in (resources.files("deepflows.text.web") / "static").iterdir():
-        text = item.read_text()
-        assert "http://" not in text and "https://" not in text and 'src="//' not in text, item.name
+    for folder in ("static", "pages"):
+        for item in (resources.files("deepflows.text.web") / folder).iterdir():
+            text = item.read_text()
+            assert "http://" not in text and "https://" not in text and 'src="//' not in text, item.name
 
 
 class BrokenIndex:

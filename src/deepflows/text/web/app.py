@@ -15,6 +15,7 @@ import logging
 import secrets
 from contextlib import asynccontextmanager
 from importlib import resources
+from string import Template
 from typing import Annotated, Literal
 
 import numpy as np
@@ -30,7 +31,11 @@ from deepflows.text.web.worker import Busy, EncoderWorker
 
 log = logging.getLogger(__name__)
 
-PAGES = {"/": "index.html", "/books": "books.html", "/arcade": "arcade.html", "/blocks": "blocks.html"}
+# route -> (title, the page's part in pages/, its script in static/, the Semantris mode)
+PAGES = {"/": ("Talk to Books and Semantris", "index.html", "index.js", ""),
+         "/books": ("Talk to Books", "books.html", "books.js", ""),
+         "/arcade": ("Semantris Arcade", "semantris.html", "semantris.js", "arcade"),
+         "/blocks": ("Semantris Blocks", "semantris.html", "semantris.js", "blocks")}  # fmt: skip
 MEDIA_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
                ".css": "text/css; charset=utf-8"}  # fmt: skip
 # The pages load nothing from elsewhere and run no inline script.
@@ -67,6 +72,7 @@ def build_app(index, encoder, lexicon, rank_words, limits: Limits = Limits()) ->
     books = index.books()
     book_ids = {book["book_id"] for book in books}
     assets = _read_assets()
+    pages = _render_pages()
     worker = None
 
     @asynccontextmanager
@@ -140,20 +146,20 @@ def build_app(index, encoder, lexicon, rank_words, limits: Limits = Limits()) ->
         clue, ranking = await on_worker(worker.call(play, body.clue, body.words))
         return {"clue": clue, "ranking": [{"word": word, "score": float(score)} for word, score in ranking]}
 
-    def page(name: str):
+    def page(route: str):
         async def serve_page():
-            return _asset_response(assets, name)
+            return _asset_response(pages, route, ".html")
 
         return serve_page
 
-    for route, name in PAGES.items():
-        app.api_route(route, methods=["GET", "HEAD"], include_in_schema=False)(page(name))
+    for route in PAGES:
+        app.api_route(route, methods=["GET", "HEAD"], include_in_schema=False)(page(route))
 
     @app.get("/static/{name}", include_in_schema=False)
     async def static(name: str):
         if name not in assets:
             raise HTTPException(404, "no such page")
-        return _asset_response(assets, name)
+        return _asset_response(assets, name, name[name.rindex("."):])
 
     return app
 
@@ -163,9 +169,17 @@ def _read_assets() -> dict[str, bytes]:
     return {item.name: item.read_bytes() for item in folder.iterdir() if item.name.endswith(tuple(MEDIA_TYPES))}
 
 
-def _asset_response(assets: dict[str, bytes], name: str) -> Response:
-    media_type = MEDIA_TYPES[name[name.rindex("."):]]
-    return Response(assets[name], media_type=media_type, headers=SECURITY_HEADERS)
+def _render_pages() -> dict[str, bytes]:
+    """route -> the page: its part of pages/ inside the one layout (head, navigation, scripts)."""
+    folder = resources.files("deepflows.text.web") / "pages"
+    layout = Template((folder / "layout.html").read_text())
+    return {route: layout.substitute(title=title, main=(folder / part).read_text(), script=script,
+                                     mode=mode).encode()
+            for route, (title, part, script, mode) in PAGES.items()}  # fmt: skip
+
+
+def _asset_response(assets: dict[str, bytes], name: str, suffix: str) -> Response:
+    return Response(assets[name], media_type=MEDIA_TYPES[suffix], headers=SECURITY_HEADERS)
 
 
 def _add_error_handlers(app: FastAPI) -> None:

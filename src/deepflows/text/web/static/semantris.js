@@ -12,7 +12,9 @@ const POINTS = 10;  // per cleared word, times the level
 const PER_LEVEL = 5;  // cleared words per level
 
 const $ = (id) => document.getElementById(id);
-const board = $("board"), clueInput = $("clue"), clueButton = $("clue-button"), startButton = $("start");
+const board = $("board");
+board.className = MODE === "arcade" ? "column" : "blocks";
+const clueInput = $("clue"), clueButton = $("clue-button"), startButton = $("start");
 const status = $("status");
 let game = null;
 
