@@ -127,9 +127,11 @@ class RssSampler(threading.Thread):
         t = np.array([s[0] for s in self.samples])
         rss = np.array([s[1] for s in self.samples])
         first, last = rss[t <= t[0] + window], rss[t >= t[-1] - window]
+        windows = [rss[(t >= start) & (t < start + window)] for start in np.arange(t[0], t[-1], window)]
         return {"rss_first_10s_mb": round(float(first.mean()), 1), "rss_last_10s_mb": round(float(last.mean()), 1),
                 "rss_growth_mb": round(float(last.mean() - first.mean()), 1),
-                "rss_max_mb": round(float(rss.max()), 1), "rss_samples": len(rss)}  # fmt: skip
+                "rss_max_mb": round(float(rss.max()), 1), "rss_samples": len(rss),
+                "rss_per_10s_mb": [round(float(w.mean()), 1) for w in windows if len(w)]}  # fmt: skip
 
 
 def tiny_index(work: Path) -> Path:
