@@ -61,8 +61,13 @@ function bookSection(bookId, hits) {
 
 function hitItem(hit) {
   const text = hit.paragraph_text;
-  const from = Math.max(0, hit.sentence_start - CONTEXT);
-  const to = Math.min(text.length, hit.sentence_end + CONTEXT);
+  let from = Math.max(0, hit.sentence_start - CONTEXT);
+  let to = Math.min(text.length, hit.sentence_end + CONTEXT);
+  // Cut the context between words.
+  const after = text.indexOf(" ", from);
+  if (from > 0 && after !== -1 && after < hit.sentence_start) from = after + 1;
+  const before = text.lastIndexOf(" ", to);
+  if (to < text.length && before > hit.sentence_end) to = before;
   const quote = element("blockquote", {},
     (from > 0 ? "…" : "") + text.slice(from, hit.sentence_start),
     element("mark", {}, text.slice(hit.sentence_start, hit.sentence_end)),
