@@ -85,6 +85,7 @@ MINIMAL: dict[str, Minimal] = {
                             ("isl_well", "isl_pred"), ("{out}/eval",)),
     "provenance": Minimal("provenance --vcf {vcf} --out {out}/provenance.tsv", ("vcf",), ("{out}/provenance.tsv",)),
     "verify": Minimal("verify {shards}", ("shards",)),
+    "serve": Minimal("serve --index {text_index} --check", ("text_index",)),
 }  # fmt: skip
 
 
