@@ -121,6 +121,8 @@ def test_semantris_round(client):
     assert "mode:" in error_of(client.post("/api/semantris/round", json={"mode": "zen"}), 422)
     assert "seed:" in error_of(client.post("/api/semantris/round", json={"mode": "arcade", "seed": -1}), 422)
     assert "n:" in error_of(client.post("/api/semantris/round", json={"mode": "arcade", "n": 10_000}), 422)
+    avoid = client.post("/api/semantris/round", json={"mode": "arcade", "seed": 8, "n": 5, "avoid": one["items"]})
+    assert not set(avoid.json()["items"]) & set(one["items"])
 
 
 def test_semantris_rank(client):

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from starlette.exceptions import HTTPException
 
 from deepflows.errors import UserError
+from deepflows.text.semantris import InvalidClue
 from deepflows.text.web.limits import BodyLimit, Limits
 from deepflows.text.web.worker import Busy, EncoderWorker
 
@@ -130,14 +131,20 @@ def build_app(index, encoder, lexicon, rank_words, limits: Limits = Limits()) ->
     @app.post("/api/semantris/round")
     async def semantris_round(body: Round):
         seed = secrets.randbits(32) if body.seed is None else body.seed
-        draw = lexicon.arcade_words if body.mode == "arcade" else lexicon.blocks_phrases
-        items = await on_worker(worker.call(draw, np.random.default_rng(seed), body.n, body.avoid))
+        items = await on_worker(worker.call(draw, body.mode, seed, body.n, body.avoid))
         return {"mode": body.mode, "seed": seed, "items": list(items)}
+
+    def draw(mode: str, seed: int, n: int, avoid: list[str]) -> list[str]:
+        pick = lexicon.arcade_words if mode == "arcade" else lexicon.blocks_phrases
+        try:
+            return pick(np.random.default_rng(seed), n, avoid)
+        except ValueError as err:  # the pool cannot give n words that collide with none of `avoid`
+            raise HTTPException(422, str(err)) from None
 
     def play(clue: str, words: list[str]) -> tuple[str, list]:
         try:  # the game's rules: not a word on screen, nor a form or a compound of one
             clue = lexicon.check_clue(clue, words)
-        except ValueError as err:  # InvalidClue, whose message is for the player
+        except InvalidClue as err:  # its message is for the player
             raise HTTPException(422, str(err)) from None
         return clue, rank_words(encoder, clue, words)
 
