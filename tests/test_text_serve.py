@@ -110,6 +110,8 @@ def test_malformed_json(client):
     message = error_of(client.post("/api/search", content=b"{not json", headers={"content-type": "application/json"}),
                        422)  # fmt: skip
     assert "JSON" in message
+    deep = client.post("/api/search", content=b"[" * 10_000, headers={"content-type": "application/json"})
+    assert 400 <= deep.status_code < 500 and list(deep.json()) == ["error"]
 
 
 def test_semantris_round(client):
