@@ -762,3 +762,64 @@ def isl_model_path(wildcards):
     if given:
         return resolve_shipped(given, workflow.basedir)
     return isl_trained_model_path(wildcards.well, wildcards.net)
+
+
+# --- Talk to Books' sentence index (rules/text.smk) ---------------------------------------------------------
+
+TEXT = config["text"]
+
+
+def _text_books():
+    """{book id: book entry} of text.books (deepflows.text.corpus), in the config's order."""
+    from deepflows.errors import UserError
+    from deepflows.text.corpus import resolve_books
+
+    try:
+        return {book["book_id"]: book for book in resolve_books(TEXT["books"])}
+    except UserError as err:
+        sys.exit(f"error: {err}")
+
+
+TEXT_BOOKS = _text_books()
+
+
+def text_dir(corpus=TEXT["corpus"]):
+    return f"results/text/{corpus}"
+
+
+def text_index_path(corpus=TEXT["corpus"]):
+    return f"{text_dir(corpus)}/index"
+
+
+def text_book_file(wildcards):
+    return TEXT_BOOKS[wildcards.book]["path"]
+
+
+def text_book_args(wildcards):
+    """--book-id, and --title/--author where the config gives them (else text-sentences finds them)."""
+    book = TEXT_BOOKS[wildcards.book]
+    args = [f"--book-id {shlex.quote(book['book_id'])}"]
+    args += [f"--{key} {shlex.quote(book[key])}" for key in ("title", "author") if book[key] is not None]
+    return " ".join(args)
+
+
+def text_model_inputs(wildcards):
+    return {"model": resolve_shipped(TEXT["model"], workflow.basedir)} if TEXT["model"] else {}
+
+
+def text_model_arg(wildcards, input):
+    return f"--model {shlex.quote(input.model)}" if TEXT["model"] else ""
+
+
+def text_vector_paths(wildcards):
+    return [f"{text_dir(wildcards.corpus)}/vectors/{book}.zarr" for book in TEXT_BOOKS]
+
+
+def text_approx_args(wildcards):
+    """text-index's approximate-index options from text.approx."""
+    approx = TEXT["approx"]
+    args = [f"--approx {approx['kind']}", f"--min-approx {approx['min_sentences']}", f"--pq-m {approx['m']}",
+            f"--pq-bits {approx['bits']}", f"--nprobe {approx['nprobe']}", f"--rerank {approx['rerank']}",
+            f"--seed {approx['seed']}"]
+    args += [f"--{key.replace('_', '-')} {approx[key]}" for key in ("nlist", "train_size") if approx[key]]
+    return " ".join(args)

@@ -100,3 +100,12 @@ def test_finetune_refuses_options_that_are_not_minilm(tmp_path):
     path = _corpus(tmp_path / "chats.json.gz", {"a": [["x"], ["y"]], "b": [["p"], ["q"]]})
     assert main(["text-train", "--config", str(config), "--chats", str(path), "--workdir", str(tmp_path / "w"),
                  "--out", str(tmp_path / "m")]) == 2  # fmt: skip
+
+
+def test_shipped_configs_validate(repo_root):
+    from deepflows.nn.loop import load_config
+    from deepflows.text.finetune import schema
+
+    for path in sorted((repo_root / "config" / "model").glob("text_*.yaml")):
+        cfg = load_config(path, schema())
+        assert cfg["model"]["options"]["trainable_layers"] >= 1 and cfg["optimizer"]["weight_decay"] == 0

@@ -58,6 +58,12 @@ STAGES: dict[str, tuple[str, str]] = {
     "text-train": ("deepflows.text.finetune",
                    "fine-tune the sentence encoder as a dual encoder on chit-chat input/response pairs"),
     "provenance": ("deepflows.provenance", "a deepflows VCF's header provenance -> a table for the report"),
+    "text-sentences": ("deepflows.text.sentences",
+                       "a book (Gutenberg or plain text, verse TSV) -> its sentences with book, chapter, offsets (Zarr)"),
+    "text-embed": ("deepflows.text.embed", "a book's sentence store -> its float16 sentence vectors (Zarr)"),
+    "text-index": ("deepflows.text.build_index",
+                   "books' vector stores -> one sentence index (Zarr + a faiss IVF-PQ approximate index)"),
+    "text-search": ("deepflows.text.search", "a query -> the index's best-responding sentences (table or JSON)"),
     "serve": ("deepflows.text.serve", "Talk to Books and Semantris over a sentence index: a local web app"),
 }
 

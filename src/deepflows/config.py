@@ -230,7 +230,8 @@ def input_paths(cfg: dict, checkout: str | Path = REPO_ROOT) -> list[tuple[str, 
     """(config key, path, kind) of every configured input the config's run reads (generated ones, the demo
     reference and simulated reads, are not in the config). Kinds: fasta, reads, vcf, labels (a truth VCF that
     make-examples reads for labels), planned_fasta (a reference whose .fai training_data reads before the run),
-    file, model (a model directory), images (a file or glob), directory (a folder of inputs)."""
+    file, model (a model directory), images (a file or glob), directory (a folder of inputs), books (a book file,
+    a folder or glob of them)."""
     simulated = cfg["reads"]["path"] is None
     training = cfg["make_examples"]["training"]
     labels = training and not simulated  # make-examples reads the truth by region: it needs the .tbi
@@ -259,6 +260,11 @@ def input_paths(cfg: dict, checkout: str | Path = REPO_ROOT) -> list[tuple[str, 
                 items.append((f"isl.{model}", resolve_shipped(isl[model], checkout), "model"))
             else:
                 items.append((f"isl.{recipe}", resolve_shipped(isl[recipe], checkout), "file"))
+    text = cfg.get("text") or {}
+    for i, entry in enumerate(text.get("books", [])):
+        items.append((f"text.books[{i}]", entry if isinstance(entry, str) else entry["path"], "books"))
+    if text.get("model"):
+        items.append(("text.model", resolve_shipped(text["model"], checkout), "model"))
     return [(key, path, kind) for key, path, kind in items if path]
 
 
@@ -291,6 +297,10 @@ def _path_problem(path: str, kind: str) -> str | None:
     """'PATH: what is wrong with the input itself', or None."""
     if kind == "images":
         return _images_problem(path)
+    if kind == "books":
+        from deepflows.text.corpus import BOOK_SUFFIXES, book_files
+
+        return None if book_files(path) else f"{path}: no book file (*{', *'.join(BOOK_SUFFIXES)}) found"
     if kind == "directory":
         return None if Path(path).is_dir() else f"{path}: {'is not a directory' if Path(path).exists() else 'not found'}"
     if not Path(path).exists():

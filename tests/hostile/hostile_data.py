@@ -62,6 +62,10 @@ class Valid:
     isl_train: Path  # a train patch shard of that well (isl-patches, 32 px)
     isl_tune: Path  # its tune shard
     isl_pred: Path  # a prediction store of that well (isl-predict with the shipped U-Net)
+    text_book: Path  # a plain-text book of two chapters
+    text_sentences: Path  # its sentence store (text-sentences)
+    text_vectors: Path  # its vector store (text-embed, the pretrained encoder)
+    text_index: Path  # an index of it (text-index)
     build_seconds: float
 
     @property
@@ -75,7 +79,9 @@ class Valid:
                 "model": SHIPPED_MODEL, "focus_model": FOCUS_MODEL, "isl_dir": self.isl_dir,
                 "isl_well": self.isl_well, "isl_config": self.isl_config, "isl_train": self.isl_train,
                 "isl_tune": self.isl_tune, "isl_pred": self.isl_pred, "isl_model": ISL_UNET,
-                "train_config": REPO / "config" / "model" / "read_set.yaml"}  # fmt: skip
+                "train_config": REPO / "config" / "model" / "read_set.yaml", "text_book": self.text_book,
+                "text_sentences": self.text_sentences, "text_vectors": self.text_vectors,
+                "text_index": self.text_index}  # fmt: skip
 
 
 def run_valid(jobs: list[tuple[str, list]], cwd: Path, parallel: int = 3) -> None:
@@ -192,6 +198,11 @@ def build_valid(d: Path) -> Valid:
     isl_config.write_text("model: {architecture: isl_unet, options: {widths: [4, 8]}}\ndata: {margin: 4, shift: 0}\n"
                           "training: {batch_size: 2, steps: 1}\nevaluation: {every: 1}\n")
 
+    text_book = d / "book.txt"
+    text_book.write_text("A HOSTILE BOOK\n\nBy A. Tester\n\nCHAPTER I\n\nThe first sentence is here. A second one\n"
+                         "follows it.\n\nCHAPTER II\n\nThe storm broke the lamp. Nobody saw it.\n")
+    text_sentences, text_vectors, text_index = d / "book.sent.zarr", d / "book.vec.zarr", d / "text-index"
+
     examples = d / "examples"
     examples.mkdir()
     shards = [examples / f"examples-{i:05d}-of-{SHARDS:05d}.zarr" for i in range(SHARDS)]
@@ -200,7 +211,8 @@ def build_valid(d: Path) -> Valid:
     common = ["--reads", bam, "--ref", d / "ref.fa", "--chunk-size", "4"]
     run_valid([*(("make-examples", [*common, "--shard", f"{i}/{SHARDS}", "--out", shards[i]]) for i in range(SHARDS)),
                ("make-examples", [*common, "--truth", truth, "--confident", bed, "--out", labelled]),
-               ("isl-ingest", ["--dir", isl_dir, "--out", isl_well, "--chunks", "32"])], d)  # fmt: skip
+               ("isl-ingest", ["--dir", isl_dir, "--out", isl_well, "--chunks", "32"]),
+               ("text-sentences", ["--book", text_book, "--out", text_sentences, "--chunk-rows", "4"])], d)  # fmt: skip
     probs, train_store = d / "calls" / "probs.zarr", d / "train" / "train.zarr"
     probs.parent.mkdir()
     train_store.parent.mkdir()
@@ -214,11 +226,14 @@ def build_valid(d: Path) -> Valid:
                ("isl-patches", ["--well", isl_well, "--split", "train", "--patches", "4", *isl_split, "--out", isl_train]),
                ("isl-patches", ["--well", isl_well, "--split", "tune", *isl_split, "--out", isl_tune]),
                ("isl-predict", ["--stack", isl_well, "--model", ISL_UNET, "--out", isl_pred, "--tile", "80",
-                                "--context", "16"])], d)  # fmt: skip
+                                "--context", "16"]),
+               ("text-embed", ["--sentences", text_sentences, "--out", text_vectors, "--batch-size", "4"])], d)
+    run_valid([("text-index", ["--shards", text_vectors, "--out", text_index])], d)  # fmt: skip
     BUILD_SECONDS.append(time.monotonic() - t0)
     return Valid(d, d / "ref.fa", d / "ref_other.fa", bam, d / "reads.cram", truth, truth_plain, sites_only, bed,
                  shards, probs, vcf, labelled, train_store, png, png2, tif, bench_tsv, config, isl_dir, isl_well,
-                 isl_config, isl_train, isl_tune, isl_pred, time.monotonic() - t0)  # fmt: skip
+                 isl_config, isl_train, isl_tune, isl_pred, text_book, text_sentences, text_vectors, text_index,
+                 time.monotonic() - t0)  # fmt: skip
 
 
 

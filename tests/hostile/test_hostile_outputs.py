@@ -46,6 +46,8 @@ WRITERS = {
     "isl-ingest": ("isl-ingest --dir {isl_dir} --out {dest}/well.ome.zarr", ("{dest}/well.ome.zarr",), False),
     "isl-patches": ("isl-patches --well {isl_well} --split train --patches 40 --size 16 --tune-band 16 --out "
                     "{dest}/train.zarr", ("{dest}/train.zarr",), False),  # fmt: skip
+    "text-sentences": ("text-sentences --book {text_book} --out {dest}/s.zarr", ("{dest}/s.zarr",), False),
+    "text-index": ("text-index --shards {text_vectors} --out {dest}/index", ("{dest}/index",), False),
 }
 # The probe's 11a/11c stages; the others are ours. 11b: postprocess segfaulted (rc 139) on an unwritable directory.
 PROBED_UNWRITABLE = {"make-examples", "call-variants", "check-shards", "simulate", "make-reference", "ingest-image",

@@ -85,6 +85,11 @@ MINIMAL: dict[str, Minimal] = {
                             ("isl_well", "isl_pred"), ("{out}/eval",)),
     "provenance": Minimal("provenance --vcf {vcf} --out {out}/provenance.tsv", ("vcf",), ("{out}/provenance.tsv",)),
     "verify": Minimal("verify {shards}", ("shards",)),
+    "text-sentences": Minimal("text-sentences --book {text_book} --out {out}/s.zarr", ("text_book",), ("{out}/s.zarr",)),
+    "text-embed": Minimal("text-embed --sentences {text_sentences} --out {out}/v.zarr", ("text_sentences",),
+                          ("{out}/v.zarr",)),
+    "text-index": Minimal("text-index --shards {text_vectors} --out {out}/index", ("text_vectors",), ("{out}/index",)),
+    "text-search": Minimal("text-search --index {text_index} --query 'a question'", ("text_index",)),
     "serve": Minimal("serve --index {text_index} --check", ("text_index",)),
 }  # fmt: skip
 

@@ -40,6 +40,9 @@ MADE_BY = {
     "ome": "ingest-image (or focus, for predictions)",
     "deepflows.isl": "isl-ingest",
     "deepflows.isl_patches": "isl-patches",
+    "deepflows.sentences": "text-sentences",
+    "deepflows.sentence_vectors": "text-embed",
+    "deepflows.sentence_index": "text-index",
 }
 
 
