@@ -127,7 +127,8 @@ class RssSampler(threading.Thread):
         t = np.array([s[0] for s in self.samples])
         rss = np.array([s[1] for s in self.samples])
         first, last = rss[t <= t[0] + window], rss[t >= t[-1] - window]
-        windows = [rss[(t >= start) & (t < start + window)] for start in np.arange(t[0], t[-1], window)]
+        starts = np.arange(t[0], t[-1] - window + self.every, window)  # whole windows only
+        windows = [rss[(t >= start) & (t < start + window)] for start in starts]
         return {"rss_first_10s_mb": round(float(first.mean()), 1), "rss_last_10s_mb": round(float(last.mean()), 1),
                 "rss_growth_mb": round(float(last.mean() - first.mean()), 1),
                 "rss_max_mb": round(float(rss.max()), 1), "rss_samples": len(rss),
