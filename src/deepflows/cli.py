@@ -64,6 +64,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "text-index": ("deepflows.text.build_index",
                    "books' vector stores -> one sentence index (Zarr + a faiss IVF-PQ approximate index)"),
     "text-search": ("deepflows.text.search", "a query -> the index's best-responding sentences (table or JSON)"),
+    "serve": ("deepflows.text.serve", "Talk to Books and Semantris over a sentence index: a local web app"),
 }
 
 

@@ -92,6 +92,7 @@ MINIMAL: dict[str, Minimal] = {
     "text-search": Minimal("text-search --index {text_index} --query 'a question'", ("text_index",)),
     "text-train": Minimal("text-train --config {text_config} --chats {text_chats} --workdir {out}/work --out {out}/model",
                           ("text_config", "text_chats"), ("{out}/model",)),
+    "serve": Minimal("serve --index {text_index} --check", ("text_index",)),
 }  # fmt: skip
 
 
