@@ -7,14 +7,14 @@
 1. Word similarity: Spearman's rho between cosine similarity and the mean human rating on SimLex-999 and
    WordSim-353, with the pairs each model covers: the pretrained encoder, the fine-tuned one (--model), and the
    co-occurrence baselines (PPMI vectors from the books, sparse and SVD-reduced).
-2. A simulated game (deepflows.text.semantris_sim): --rounds seeded rounds of 10 Arcade words, the clue a WordNet
+2. A simulated game (deepflows.text.semantris.simulate): --rounds seeded rounds of 10 Arcade words, the clue a WordNet
    synonym or hypernym of the target that the game accepts. Top-1 accuracy and MRR, over all rounds and by clue
    kind, of: the encoder(s); a string-similarity baseline (difflib's ratio between clue and word); the PPMI
    baselines (cosine of the clue's and the word's vectors; a word or clue outside the books' vocabulary scores
    lowest, and the coverage is reported); and chance (every word scored alike).
 
 The co-occurrence vectors are built from the books in DATA/books: each *.txt split into paragraphs at blank lines,
-kjv.tsv one unit per verse; window WINDOW, context smoothing ALPHA, words seen MIN_COUNT times (deepflows.text.ppmi;
+kjv.tsv one unit per verse; window WINDOW, context smoothing ALPHA, words seen MIN_COUNT times (deepflows.text.semantris.ppmi;
 those settings are the literature's defaults, not tuned here). Prints JSON, then Markdown tables; writes
 summary.json, summary.md and semantris_eval.png (top-1 and MRR per ranker and clue kind) into --out, replaced if
 there.
@@ -38,10 +38,10 @@ from benchlib import OUT, ROOT
 
 from deepflows.errors import UserError
 from deepflows.outputs import atomic_output
-from deepflows.text import ppmi
+from deepflows.text.semantris import ppmi
 from deepflows.text.semantris import Lexicon
-from deepflows.text.semantris_sim import CLUE_KINDS, evaluate, simulate_rounds
-from deepflows.text.wordsim import embedding_similarity, read_pairs, spearman
+from deepflows.text.semantris.simulate import CLUE_KINDS, evaluate, simulate_rounds
+from deepflows.text.semantris.wordsim import embedding_similarity, read_pairs, spearman
 
 TEXT_DATA = ROOT.parent / "shared" / "data" / "text"
 NORMS = {"SimLex-999": "word_norms/simlex999.txt", "WordSim-353": "word_norms/wordsim353.tsv"}

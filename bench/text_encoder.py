@@ -36,8 +36,8 @@ def rate(encode, texts, repeats: int) -> float:
 
 def main() -> None:
     from deepflows.text.encoder import load_encoder
-    from deepflows.text.reference import NumpyMiniLM
-    from deepflows.text.sts import read_sts, sts_spearman
+    from deepflows.text.encoder.reference import NumpyMiniLM
+    from deepflows.text.encoder.sts import read_sts, sts_spearman
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sts", type=Path, default=SHARED / "stsbenchmark")

@@ -5,7 +5,7 @@ three sentences of the books index that respond best to each, with book and chap
     python bench/text_examples.py [--index results/text/books/index] [--exact] [-k 3]
                                   [--out bench/out/text_examples.md]
 
-The questions are encoded by the index's own encoder (deepflows.text.search.query_encoder); search is the
+The questions are encoded by the index's own encoder (deepflows.text.index.search.query_encoder); search is the
 index's default (IVF-PQ with exact re-ranking when it has one) unless --exact.
 """
 
@@ -35,7 +35,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=OUT / "text_examples.md")
     args = parser.parse_args()
     from deepflows.text.index import SentenceIndex
-    from deepflows.text.search import query_encoder, search_text
+    from deepflows.text.index.search import query_encoder, search_text
 
     index = SentenceIndex.open(args.index)
     encoder = query_encoder(index)

@@ -9,8 +9,8 @@ and 10M sentences, what a million sentences cost in memory and on disk, and what
    sentences drawn from the index (after one warm-up call that compiles), sentences/s.
 2. Scale: synthetic vectors drawn like the real ones (a Gaussian with the real index's mean and covariance,
    re-normalised to unit length, float16), streamed chunk by chunk into a Zarr array (never whole in memory).
-   Per size: the exact top-10 (deepflows.text.topk, streaming the chunks) of `--queries` queries drawn the same
-   way, the faiss IVF-PQ index built as text-index builds it (deepflows.text.ivfpq, default parameters), its
+   Per size: the exact top-10 (deepflows.text.index.topk, streaming the chunks) of `--queries` queries drawn the same
+   way, the faiss IVF-PQ index built as text-index builds it (deepflows.text.index.ivfpq, default parameters), its
    queries/s (one batch of all queries, and one query at a time) and recall@10 against the exact top-10, alone
    and with its 100 best candidates scored again exactly (their vectors read from the Zarr chunks; 50 queries).
 3. The real index: recall@10 of its own IVF-PQ index against exact search, for real sentences as queries.
@@ -65,7 +65,7 @@ def synthetic_store(path: Path, n: int, mean: np.ndarray, cov: np.ndarray, seed:
     complete store is reused by a rerun. Returns (array, seconds to write or 0 when reused)."""
     import zarr
 
-    from deepflows.text.sentence_table import compressors
+    from deepflows.text.books.sentence_table import compressors
 
     if path.exists():
         group = zarr.open_group(str(path), mode="r")
@@ -88,7 +88,7 @@ def draw(n: int, mean: np.ndarray, factor: np.ndarray, seed) -> np.ndarray:
 
 
 def exact_search(array, queries: np.ndarray, k: int) -> tuple[np.ndarray, float]:
-    from deepflows.text.topk import exact_topk
+    from deepflows.text.index.topk import exact_topk
 
     n = array.shape[0]
     blocks = [(s, lambda s=s: array[s : s + CHUNK]) for s in range(0, n, CHUNK)]
@@ -106,8 +106,8 @@ def approx_runs(index, queries: np.ndarray, truth: np.ndarray, nprobes, vectors_
     """Per nprobe: IVF-PQ alone, and IVF-PQ's 10 x k candidates scored again exactly (their vectors read by
     `vectors_of`, as SentenceIndex does; on the first `rerank_queries` queries only, when given: reading them
     from a streamed store is slow); recall@10 against `truth`, queries/s in one batch, ms for one query."""
-    from deepflows.text import ivfpq
-    from deepflows.text.topk import rescore
+    from deepflows.text.index import ivfpq
+    from deepflows.text.index.topk import rescore
 
     def search(q, nprobe, rerank):
         scores, rows = ivfpq.search(index, q, k * rerank, nprobe)
@@ -148,7 +148,7 @@ def directory_bytes(path: Path) -> int:
 
 
 def scale_run(n: int, mean, cov, queries, out: Path, nprobes, seed: int) -> dict:
-    from deepflows.text import ivfpq
+    from deepflows.text.index import ivfpq
 
     array, write_s = synthetic_store(out / f"vectors-{n}.zarr", n, mean, cov, seed)
     truth, exact_s = exact_search(array, queries, 10)

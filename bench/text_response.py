@@ -6,9 +6,9 @@ the pretrained all-MiniLM-L6-v2 and fine-tuned encoders side by side.
                                   [--sts ../shared/data/text/stsbenchmark] [--model NAME=DIR ...]
                                   [--split test] [--out bench/out/text_response]
 
-Retrieval (deepflows.text.retrieval): every turn of the split's conversations is a query, every turn of them a
+Retrieval (deepflows.text.response.retrieval): every turn of the split's conversations is a query, every turn of them a
 candidate, the real next turn the answer; recall@1, recall@10, MRR. The split is by conversation (sha256 of its
-id: deepflows.text.chitchat); the fine-tuned encoder never saw a test conversation. STS-B test: Spearman x 100 of
+id: deepflows.text.response.chitchat); the fine-tuned encoder never saw a test conversation. STS-B test: Spearman x 100 of
 the cosine against the gold scores. --model defaults to resources/models/text-response when it exists.
 Prints Markdown; JSON to OUT/summary.json.
 """
@@ -29,10 +29,10 @@ SHARED = ROOT.parent / "shared" / "data" / "text"
 
 
 def main() -> None:
-    from deepflows.text.chitchat import read_conversations, split
+    from deepflows.text.response.chitchat import read_conversations, split
     from deepflows.text.encoder import load_encoder
-    from deepflows.text.retrieval import bm25_ranks, encoder_ranks, retrieval_task, summarise, tfidf_ranks
-    from deepflows.text.sts import read_sts, sts_spearman
+    from deepflows.text.response.retrieval import bm25_ranks, encoder_ranks, retrieval_task, summarise, tfidf_ranks
+    from deepflows.text.encoder.sts import read_sts, sts_spearman
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--chats", type=Path, default=SHARED / "chitchat" / "dataset.json.gz")

@@ -770,9 +770,9 @@ TEXT = config["text"]
 
 
 def _text_books():
-    """{book id: book entry} of text.books (deepflows.text.corpus), in the config's order."""
+    """{book id: book entry} of text.books (deepflows.text.books.corpus), in the config's order."""
     from deepflows.errors import UserError
-    from deepflows.text.corpus import resolve_books
+    from deepflows.text.books.corpus import resolve_books
 
     try:
         return {book["book_id"]: book for book in resolve_books(TEXT["books"])}

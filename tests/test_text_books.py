@@ -11,10 +11,10 @@ import pytest
 
 from deepflows.cli import main
 from deepflows.errors import UserError
-from deepflows.text.books import read_book
-from deepflows.text.corpus import resolve_books
-from deepflows.text.sentence_table import SENTENCES, load_table, open_store
-from deepflows.text.sentences import split_book, splitter, sentence_spans, write_sentences
+from deepflows.text.books.reader import read_book
+from deepflows.text.books.corpus import resolve_books
+from deepflows.text.books.sentence_table import SENTENCES, load_table, open_store
+from deepflows.text.books.sentences import split_book, splitter, sentence_spans, write_sentences
 
 GUTENBERG = """\ufeffThe Project Gutenberg eBook of The Lighthouse Keeper
 

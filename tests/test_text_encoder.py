@@ -22,7 +22,7 @@ def encoder():
 
 
 def test_port_matches_numpy_reference(encoder):
-    from deepflows.text.reference import NumpyMiniLM
+    from deepflows.text.encoder.reference import NumpyMiniLM
 
     ours, ref = encoder.encode(SENTENCES, batch_size=4), NumpyMiniLM().encode(SENTENCES)
     assert ours.shape == (len(SENTENCES), 384) and ours.dtype == np.float32
@@ -95,7 +95,7 @@ def test_finetuned_directory_refused(tmp_path, problem):
 @pytest.mark.realdata
 def test_stsb_test_spearman_matches_the_reference(shared_data, encoder):
     """The model card's 82.0; our NumPy forward of the same weights measures 82.03 (bench/text_sts.py)."""
-    from deepflows.text.sts import read_sts, sts_spearman
+    from deepflows.text.encoder.sts import read_sts, sts_spearman
 
     first, second, gold = read_sts(shared_data / "text" / "stsbenchmark" / "sts-test.csv")
     assert len(gold) == 1379
@@ -104,8 +104,8 @@ def test_stsb_test_spearman_matches_the_reference(shared_data, encoder):
 
 @pytest.mark.realdata
 def test_port_matches_reference_on_100_stsb_sentences(shared_data, encoder):
-    from deepflows.text.reference import NumpyMiniLM
-    from deepflows.text.sts import read_sts
+    from deepflows.text.encoder.reference import NumpyMiniLM
+    from deepflows.text.encoder.sts import read_sts
 
     first, second, _ = read_sts(shared_data / "text" / "stsbenchmark" / "sts-test.csv")
     texts = first[:50] + second[:50]

@@ -17,10 +17,10 @@ import yaml
 
 from deepflows.cli import main
 from deepflows.errors import UserError
-from deepflows.text.build_index import build_index
-from deepflows.text.embed import embed_sentences
+from deepflows.text.index.build import build_index
+from deepflows.text.index.embed import embed_sentences
 from deepflows.text.index import APPROX_FILE, STORE, SentenceIndex
-from deepflows.text.sentence_table import SENTENCES, SentenceTable, write_store
+from deepflows.text.books.sentence_table import SENTENCES, SentenceTable, write_store
 
 ROOT = Path(__file__).resolve().parents[1]
 DIM = 16

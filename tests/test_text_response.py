@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from deepflows.errors import UserError
-from deepflows.text.chitchat import pairs, read_conversations, split_of
-from deepflows.text.retrieval import bm25_ranks, expected_ranks, retrieval_task, summarise, tfidf_ranks
+from deepflows.text.response.chitchat import pairs, read_conversations, split_of
+from deepflows.text.response.retrieval import bm25_ranks, expected_ranks, retrieval_task, summarise, tfidf_ranks
 
 
 def _corpus(path, conversations: dict[str, list[list[str]]]):
@@ -104,8 +104,30 @@ def test_finetune_refuses_options_that_are_not_minilm(tmp_path):
 
 def test_shipped_configs_validate(repo_root):
     from deepflows.nn.loop import load_config
-    from deepflows.text.finetune import schema
+    from deepflows.text.response.finetune import schema
 
     for path in sorted((repo_root / "config" / "model").glob("text_*.yaml")):
         cfg = load_config(path, schema())
         assert cfg["model"]["options"]["trainable_layers"] >= 1 and cfg["optimizer"]["weight_decay"] == 0
+
+
+def test_shipped_response_model_loads_over_the_installed_base(repo_root):
+    from deepflows.text.encoder import load_encoder
+
+    model_dir = repo_root / "resources" / "models" / "text-response"
+    meta = json.loads((model_dir / "model.json").read_text())
+    assert meta["trained_layers"] == [3, 4, 5] and meta["dtype"] == "float16"
+    assert (model_dir / "weights.msgpack").stat().st_size < 20e6
+    tuned = load_encoder(model_dir)
+    v = tuned.encode(["do you have any pets?", "yes, a dog named Max", "the train leaves at noon"])
+    assert v[0] @ v[1] > v[0] @ v[2]
+
+
+@pytest.mark.realdata
+def test_shipped_response_model_keeps_stsb_within_two_points(shared_data, repo_root):
+    from deepflows.text.encoder import load_encoder
+    from deepflows.text.encoder.sts import read_sts, sts_spearman
+
+    first, second, gold = read_sts(shared_data / "text" / "stsbenchmark" / "sts-test.csv")
+    tuned = sts_spearman(load_encoder(repo_root / "resources" / "models" / "text-response").encode, first, second, gold)
+    assert tuned > 82.0 - 2

@@ -10,10 +10,10 @@ import pytest
 from text_wordnet_data import TINY, real_wordnet_root
 
 from deepflows.errors import UserError
-from deepflows.text import ppmi
+from deepflows.text.semantris import ppmi
 from deepflows.text.semantris import InvalidClue, Lexicon, rank_words, read_blocklist
-from deepflows.text.semantris_sim import Round, clue_candidates, evaluate, simulate_rounds, tie_aware_rank
-from deepflows.text.wordsim import read_pairs, spearman
+from deepflows.text.semantris.simulate import Round, clue_candidates, evaluate, simulate_rounds, tie_aware_rank
+from deepflows.text.semantris.wordsim import read_pairs, spearman
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""deepflows.text.wordnet: the reader of the WordNet database files, on a hand-written tiny database and on
+"""deepflows.text.semantris.wordnet: the reader of the WordNet database files, on a hand-written tiny database and on
 Debian's wordnet-base."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 from text_wordnet_data import TINY, real_wordnet_root
 
 from deepflows.errors import UserError
-from deepflows.text.wordnet import POS_FILES, WordNet, parse_synset
+from deepflows.text.semantris.wordnet import POS_FILES, WordNet, parse_synset
 
 
 @pytest.fixture(scope="module")

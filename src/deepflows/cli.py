@@ -55,16 +55,16 @@ STAGES: dict[str, tuple[str, str]] = {
                   "In Silico Labeling baseline: ridge regression on multi-scale filtered planes -> prediction store"),
     "isl-evaluate": ("deepflows.imaging.isl.evaluate",
                      "In Silico Labeling predictions vs the well's fluorescence on one split: r, calibration, figures"),
-    "text-train": ("deepflows.text.finetune",
+    "text-train": ("deepflows.text.response.finetune",
                    "fine-tune the sentence encoder as a dual encoder on chit-chat input/response pairs"),
     "provenance": ("deepflows.provenance", "a deepflows VCF's header provenance -> a table for the report"),
-    "text-sentences": ("deepflows.text.sentences",
+    "text-sentences": ("deepflows.text.books.sentences",
                        "a book (Gutenberg or plain text, verse TSV) -> its sentences with book, chapter, offsets (Zarr)"),
-    "text-embed": ("deepflows.text.embed", "a book's sentence store -> its float16 sentence vectors (Zarr)"),
-    "text-index": ("deepflows.text.build_index",
+    "text-embed": ("deepflows.text.index.embed", "a book's sentence store -> its float16 sentence vectors (Zarr)"),
+    "text-index": ("deepflows.text.index.build",
                    "books' vector stores -> one sentence index (Zarr + a faiss IVF-PQ approximate index)"),
-    "text-search": ("deepflows.text.search", "a query -> the index's best-responding sentences (table or JSON)"),
-    "serve": ("deepflows.text.serve", "Talk to Books and Semantris over a sentence index: a local web app"),
+    "text-search": ("deepflows.text.index.search", "a query -> the index's best-responding sentences (table or JSON)"),
+    "serve": ("deepflows.text.web.serve", "Talk to Books and Semantris over a sentence index: a local web app"),
 }
 
 

@@ -298,7 +298,7 @@ def _path_problem(path: str, kind: str) -> str | None:
     if kind == "images":
         return _images_problem(path)
     if kind == "books":
-        from deepflows.text.corpus import BOOK_SUFFIXES, book_files
+        from deepflows.text.books.corpus import BOOK_SUFFIXES, book_files
 
         return None if book_files(path) else f"{path}: no book file (*{', *'.join(BOOK_SUFFIXES)}) found"
     if kind == "directory":

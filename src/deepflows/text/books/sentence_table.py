@@ -2,7 +2,7 @@
 (text-embed, the same table plus `vectors`) and the index (text-index, many books' tables end to end).
 
 Text is kept once, as paragraphs: a UTF-8 byte blob and its byte offsets. A sentence is a paragraph row and
-its character offsets in its book's normalised text (deepflows.text.books), so the sentence is
+its character offsets in its book's normalised text (deepflows.text.books.reader), so the sentence is
 `paragraph_text[start - paragraph_start : end - paragraph_start]` and a hit is shown inside its paragraph.
 
     sentence_paragraph int32 [n]   row in the paragraph arrays

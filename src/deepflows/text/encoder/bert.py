@@ -64,7 +64,7 @@ class SentenceBert(nnx.Module):
     """Token ids [B, T] int32 and mask [B, T] bool -> L2-normalised sentence vectors [B, hidden].
 
     `trainable_layers` k: only the top k transformer layers learn (the gradient stops below them, embeddings
-    included), which is how deepflows.text.finetune adapts the pretrained encoder; None: every weight learns.
+    included), which is how deepflows.text.response.finetune adapts the pretrained encoder; None: every weight learns.
     `channels` is what the model registry passes every architecture; token ids have none, so it is unused.
     """
 

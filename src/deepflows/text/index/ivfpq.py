@@ -5,7 +5,7 @@ A coarse k-means quantizer of `nlist` lists, and residuals product-quantized int
 sample of `train_size` rows drawn with a fixed seed (at most 160,000 by default); faiss's own k-means seeds are fixed too, so the same
 vectors and parameters give the same index bytes. Vectors are added one chunk at a time (memory: the codes).
 A search asks the index for `rerank` x k candidates and scores them again exactly from their float16 vectors
-(deepflows.text.topk.rescore): product quantization alone ranks close neighbours poorly.
+(deepflows.text.index.topk.rescore): product quantization alone ranks close neighbours poorly.
 """
 
 from __future__ import annotations

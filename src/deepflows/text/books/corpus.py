@@ -7,7 +7,7 @@ from glob import glob
 from pathlib import Path
 
 from deepflows.errors import UserError
-from deepflows.text.books import book_id_of
+from deepflows.text.books.reader import book_id_of
 
 BOOK_SUFFIXES = (".txt", ".tsv")
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from deepflows.errors import UserError
-from deepflows.text import ivfpq
+from deepflows.text.index import ivfpq
 from deepflows.text.index import APPROX_FILE, STORE
-from deepflows.text.sentence_table import CHUNK_ROWS, INDEX, VECTORS, compressors, concatenate, load_table, write_store
+from deepflows.text.books.sentence_table import CHUNK_ROWS, INDEX, VECTORS, compressors, concatenate, load_table, write_store
 
 log = logging.getLogger(__name__)
 MIN_APPROX = 10_000

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from deepflows.errors import UserError
-from deepflows.text.wordnet import WordNet
+from deepflows.text.semantris.wordnet import WordNet
 
 CONCRETE = ("noun.animal", "noun.artifact", "noun.body", "noun.food", "noun.object", "noun.plant", "noun.substance")
 ARCADE_MIN_TAGS = 5  # times the noun was tagged (cntlist): enough to keep out the rare and technical ones

@@ -8,7 +8,7 @@
     scores, rows = idx.search(query_vectors, k)       # best first; exact=None: approximate when there is one
     idx.hit(rows[0, 0])                               # the sentence inside its paragraph, its book and chapter
 
-Exact search scores every row (deepflows.text.topk): the vectors stay in memory when they fit `memory_budget`,
+Exact search scores every row (deepflows.text.index.topk): the vectors stay in memory when they fit `memory_budget`,
 else they are streamed from the Zarr chunks for each search.
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from deepflows.errors import UserError
-from deepflows.text.sentence_table import INDEX, open_store
+from deepflows.text.books.sentence_table import INDEX, open_store
 
 STORE = "sentences.zarr"
 APPROX_FILE = "ivfpq.faiss"
@@ -105,15 +105,15 @@ class SentenceIndex:
             if self._approx is None:
                 raise UserError(f"{self.path}: the index has no approximate index (built with --approx none or "
                                 "too few sentences); search it exactly")  # fmt: skip
-            from deepflows.text import ivfpq
-            from deepflows.text.topk import rescore
+            from deepflows.text.index import ivfpq
+            from deepflows.text.index.topk import rescore
 
             params = self.meta["approx"]
             factor = rerank or params.get("rerank", 1)
             bounds = (low, high) if book_id is not None else ()
             scores, rows = ivfpq.search(self._approx, queries, k * factor, nprobe or params["nprobe"], *bounds)
             return rescore(queries, rows, self.vectors_of, k) if factor > 1 else (scores, rows)
-        from deepflows.text.topk import exact_topk
+        from deepflows.text.index.topk import exact_topk
 
         return exact_topk(queries, self._blocks(low, high), self.chunk_rows, k, low, high)
 
@@ -162,7 +162,7 @@ def _open_approx(path: Path, approx: dict | None, verify: bool):
     if not approx:
         return None
     from deepflows.store.integrity import file_sha256
-    from deepflows.text import ivfpq
+    from deepflows.text.index import ivfpq
 
     file = path / approx["file"]
     if not file.is_file() or file.stat().st_size != approx["bytes"]:

@@ -1,5 +1,5 @@
 """A plain NumPy forward of all-MiniLM-L6-v2, written from BertModel's definition and reading the safetensors by
-their own names: the independent reference the Flax port (deepflows.text.bert) is checked against, and what the
+their own names: the independent reference the Flax port (deepflows.text.encoder.bert) is checked against, and what the
 STS-B reference figure is measured with. Slow (float64, one sentence at a time, no padding); not for production.
 """
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from deepflows.text.chitchat import Conversation
+from deepflows.text.response.chitchat import Conversation
 
 
 def retrieval_task(conversations: list[Conversation]) -> tuple[list[str], np.ndarray, np.ndarray]:

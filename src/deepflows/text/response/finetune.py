@@ -4,7 +4,7 @@
                          --out resources/models/text-response [--steps N] [--seed S] [--stop-at N]
 
 Talk to Books' encoder was trained on conversation-like (input, response) pairs. Here: every turn and the next
-turn of the real human chats of deepflows.text.chitchat (train split), both sides encoded by the same network
+turn of the real human chats of deepflows.text.response.chitchat (train split), both sides encoded by the same network
 (all-MiniLM-L6-v2, starting from its published weights), with in-batch negatives: for a batch of B pairs the
 B x B cosine matrix, scaled by `data.scale`, is a B-way classification of each input's response among the
 batch's responses and of each response's input among the inputs (the mean of both cross-entropies). Only the top
@@ -12,7 +12,7 @@ batch's responses and of each response's input among the inputs (the mean of bot
 pretrained weights, which keeps the encoder's general sense of similarity (STS-B) and the shipped model small.
 
 Each step draws its pairs from (seed, step), so a run resumes exactly (deepflows.nn.loop). Tune metrics: the
-in-batch loss on tune pairs and response retrieval on tune conversations (deepflows.text.retrieval: MRR,
+in-batch loss on tune pairs and response retrieval on tune conversations (deepflows.text.response.retrieval: MRR,
 recall@1); `evaluation.select_by` picks the exported step. `--out` gets what text encoders load
 (deepflows.text.encoder.load_encoder): model.json (base weights' sha256, training data, tune metrics) and the
 trained layers' weights in float16.
@@ -121,8 +121,9 @@ def write_finetuned(exported: Path, out: Path, trainable_layers: int) -> dict:
     tmp = out / f".{WEIGHTS}.tmp-{os.getpid()}"
     tmp.write_bytes(blob)
     tmp.replace(out / WEIGHTS)
-    card = {key: meta[key] for key in ("steps", "tune_metrics", "training_data", "training_config", "command", "deepflows_version",
-                                           "base", "hardware")
+    card = {key: meta[key] for key in ("steps", "best_step", "selected_by", "tune_metrics", "training_data",
+                                           "training_config", "command", "deepflows_version", "base", "hardware",
+                                           "wall_seconds", "options")
             if key in meta}  # fmt: skip
     card.update(architecture="sentence_bert", name=out.name, trained_layers=list(trained), weights=WEIGHTS,
                 sha256=hashlib.sha256(blob).hexdigest(), dtype="float16")
@@ -169,7 +170,7 @@ class ResponseTask(Task):
                "metrics_label": "in-batch accuracy (train), retrieval MRR (tune)"}
 
     def __init__(self, cfg: dict):
-        from deepflows.text.chitchat import pairs, read_conversations, split
+        from deepflows.text.response.chitchat import pairs, read_conversations, split
         from deepflows.text.encoder import Tokenizer, file_sha256, package_dir
 
         self.cfg = cfg
@@ -223,7 +224,7 @@ class ResponseTask(Task):
         return {"accuracy": float(aux["correct"] / examples)}
 
     def evaluate(self, model) -> dict:
-        from deepflows.text.retrieval import encoder_ranks, retrieval_task, summarise
+        from deepflows.text.response.retrieval import encoder_ranks, retrieval_task, summarise
 
         size = self.cfg["training"]["batch_size"]
         step = _eval_loss(self.loss)

@@ -1,5 +1,5 @@
 """`deepflows text-sentences --book FILE --out DIR.zarr`: one book -> its sentences (pysbd), each with its
-book, chapter, paragraph and character offsets, in a sentence store (deepflows.text.sentence_table).
+book, chapter, paragraph and character offsets, in a sentence store (deepflows.text.books.sentence_table).
 
 pysbd is pure Python (about a thousand sentences a second on one core), so the workflow runs one job per book.
 """
@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from deepflows.errors import UserError
-from deepflows.text.books import Book, read_book
-from deepflows.text.sentence_table import CHUNK_ROWS, SENTENCES, SentenceTable, write_store
+from deepflows.text.books.reader import Book, read_book
+from deepflows.text.books.sentence_table import CHUNK_ROWS, SENTENCES, SentenceTable, write_store
 
 log = logging.getLogger(__name__)
 _WORD = re.compile(r"\w")

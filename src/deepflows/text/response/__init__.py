@@ -1,0 +1,1 @@
+"""Talk to Books' response encoder: chit-chat pairs, retrieval metrics and baselines, fine-tuning."""
