@@ -23,7 +23,6 @@ there.
 from __future__ import annotations
 
 import argparse
-import csv
 import difflib
 import json
 import shutil
@@ -49,13 +48,15 @@ SVD_DIM = 300
 
 
 def book_units(folder: Path) -> list[str]:
-    """The books' paragraphs (blank-line separated, in *.txt) and verses (the `text` column of *.tsv)."""
+    """The books' body paragraphs (a verse TSV's verses), read as the sentence index reads them
+    (deepflows.text.books: Gutenberg boilerplate, headings and front matter left out)."""
+    from deepflows.text.books.corpus import book_files
+    from deepflows.text.books.reader import read_book
+
     units = []
-    for path in sorted(folder.glob("*.txt")):
-        units += [p for p in path.read_text(encoding="utf-8").split("\n\n") if p.strip()]
-    for path in sorted(folder.glob("*.tsv")):
-        with open(path, encoding="utf-8", newline="") as f:
-            units += [row["text"] for row in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)]
+    for path in book_files(str(folder)):
+        book = read_book(path)
+        units += [book.paragraph_text(i) for i, p in enumerate(book.paragraphs) if p.body]
     if not units:
         raise UserError(f"{folder}: no books (*.txt, *.tsv)")
     return units
