@@ -78,7 +78,7 @@ def _text(expr, context: int) -> str:
     if op == "^":  # right-associative
         text = _text(left, p + 1) + op + _text(right, p)
     else:  # left-associative: a right operand of equal precedence needs parentheses (a-(b-c), a/(b*c))
-        text = _text(left, p) + op + _text(right, p + 1)
+        text = _text(left, p) + op + _text(right, p + 1 if right[0] != "neg" else _PRECEDENCE["neg"] + 1)
     return f"({text})" if context > p else text
 
 

@@ -37,7 +37,7 @@ class Runs:
     """What train_many measured: per run (rows) and per evaluation (columns)."""
 
     step: np.ndarray  # (E,) steps at which the runs were evaluated
-    loss: np.ndarray  # (N, E) mean training loss over the steps before each evaluation
+    loss: np.ndarray  # (N, E) mean training loss over the steps since the previous evaluation
     metric: np.ndarray  # (N, E) the task's metric on the evaluation split (NaN once a run failed)
     status: np.ndarray  # (N,) OK, NOT_FINITE or NO_PROGRESS
 
@@ -54,13 +54,16 @@ def _split(model):
 
 
 def train_many(task, make_tx: Callable, hparams: dict, seeds: Sequence[int], steps: int, *, eval_every: int,
-               shared: dict | None = None, split: str = "tune", progress: float = 0.9) -> Runs:  # fmt: skip
+               check_every: int | None = None, shared: dict | None = None, split: str = "tune",
+               progress: float = 0.9) -> Runs:  # fmt: skip
     """Train len(seeds) runs of `task` for `steps` steps, evaluating on `split` every `eval_every` steps.
 
+    Runs are checked for failure every `check_every` steps (default: eval_every; a divisor of it), which can be
+    more often than the evaluations: a degenerate rule stops early without paying for an evaluation.
     hparams: name -> array whose first axis has one row per run; shared: name -> array that all runs share
     (make_tx sees both in one dict; a rule's tokens shared by a learning-rate grid stay unbatched, so lax.switch
     on them runs one branch, not all). A run fails when its loss or parameters stop
-    being finite, or when its mean loss over the first evaluation interval is not below `progress` times the
+    being finite, or when its mean loss over the first check interval is not below `progress` times the
     task's chance loss; the whole batch stops early once every run has failed (a degenerate rule costs one
     interval, not the full budget)."""
     import jax
@@ -68,8 +71,10 @@ def train_many(task, make_tx: Callable, hparams: dict, seeds: Sequence[int], ste
     import optax
     from flax import nnx
 
-    if steps % eval_every:
-        raise ValueError(f"steps {steps} is not a multiple of eval_every {eval_every}")
+    check_every = check_every or eval_every
+    if steps % eval_every or eval_every % check_every:
+        raise ValueError(f"steps {steps}, eval_every {eval_every}, check_every {check_every}: each must divide "
+                         "the one before")
     seeds = np.asarray(seeds, dtype=np.uint32)
     n = len(seeds)
     hp = {k: jnp.asarray(v) for k, v in hparams.items()}
@@ -77,28 +82,38 @@ def train_many(task, make_tx: Callable, hparams: dict, seeds: Sequence[int], ste
     for k, v in hp.items():
         if v.shape[:1] != (n,):
             raise ValueError(f"hparams[{k!r}] has {v.shape[:1]} rows for {n} runs")
-    init_all, interval_all = _programs(task, make_tx, eval_every, split)
+    init_all, interval_all = _programs(task, make_tx, check_every, split)
     carry = init_all(seeds, hp, common)
     status = np.zeros(n, dtype=np.int8)
     rows_loss, rows_metric, evaluated = [], [], []
-    for start in range(0, steps, eval_every):
-        carry, loss, metric, finite = interval_all(carry, jnp.asarray(start), hp, common, seeds)
-        loss, metric, finite = np.asarray(loss), np.asarray(metric, dtype=np.float64), np.asarray(finite)
+    losses = []
+    for start in range(0, steps, check_every):
+        end = start + check_every
+        evaluate = end % eval_every == 0
+        carry, loss, metric, finite = interval_all(carry, jnp.asarray(start), jnp.asarray(evaluate), hp, common,
+                                                   seeds)  # fmt: skip
+        loss, finite = np.asarray(loss), np.asarray(finite)
+        losses.append(loss)
         status[(status == OK) & ~finite] = NOT_FINITE
         if start == 0:
             status[(status == OK) & ~(loss < progress * task.chance_loss)] = NO_PROGRESS
-        metric[status != OK] = np.nan
-        rows_loss.append(loss)
-        rows_metric.append(metric)
-        evaluated.append(start + eval_every)
+        if evaluate:
+            metric = np.asarray(metric, dtype=np.float64)
+            metric[status != OK] = np.nan
+            rows_loss.append(np.mean(losses, 0))
+            rows_metric.append(metric)
+            evaluated.append(end)
+            losses = []
         if np.all(status != OK):
             break
+    if not evaluated:  # every run failed before the first evaluation
+        return Runs(np.asarray([end]), np.mean(losses, 0)[:, None], np.full((n, 1), np.nan), status)
     return Runs(np.asarray(evaluated), np.stack(rows_loss, 1), np.stack(rows_metric, 1), status)
 
 
 @functools.lru_cache(maxsize=16)
-def _programs(task, make_tx: Callable, eval_every: int, split: str):
-    """The compiled init and interval programs of (task, make_tx, eval_every, split): a search evaluating thousands of
+def _programs(task, make_tx: Callable, interval_steps: int, split: str):
+    """The compiled init and interval programs of (task, make_tx, interval_steps, split): a search evaluating thousands of
     rules with one module-level make_tx compiles them once per worker process."""
     import jax
     import jax.numpy as jnp
@@ -111,7 +126,7 @@ def _programs(task, make_tx: Callable, eval_every: int, split: str):
         _, params, rest = _split(task.model(nnx.Rngs(jax.random.key(seed))))
         return params, rest, make_tx({**h, **common}).init(params)
 
-    def interval(carry, start, h, common, seed):
+    def interval(carry, start, evaluate, h, common, seed):
         tx = make_tx({**h, **common})
 
         def one(carry, step):
@@ -129,11 +144,13 @@ def _programs(task, make_tx: Callable, eval_every: int, split: str):
             params = optax.apply_updates(params, updates)
             return (params, new_rest, opt_state), value
 
-        carry, losses = jax.lax.scan(one, carry, start + jnp.arange(eval_every))
+        carry, losses = jax.lax.scan(one, carry, start + jnp.arange(interval_steps))
         params, rest, _ = carry
         finite = jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(params)]))
-        metric = task.evaluate(nnx.merge(graphdef, params, rest), split)
+        model = nnx.merge(graphdef, params, rest)
+        metric = jax.lax.cond(evaluate, lambda: task.evaluate(model, split).astype(jnp.float32),
+                              lambda: jnp.float32(jnp.nan))  # fmt: skip
         return carry, jnp.mean(losses), metric, finite & jnp.all(jnp.isfinite(losses))
 
     return (jax.jit(jax.vmap(init, in_axes=(0, 0, None))),
-            jax.jit(jax.vmap(interval, in_axes=(0, None, 0, None, 0)), donate_argnums=0))
+            jax.jit(jax.vmap(interval, in_axes=(0, None, None, 0, None, 0)), donate_argnums=0))
