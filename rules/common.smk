@@ -823,3 +823,13 @@ def text_approx_args(wildcards):
             f"--seed {approx['seed']}"]
     args += [f"--{key.replace('_', '-')} {approx[key]}" for key in ("nlist", "train_size") if approx[key]]
     return " ".join(args)
+
+
+# --- Neural Optimizer Search (rules/automl.smk) ---------------------------------------------------------------
+
+AUTOML = config["automl"]
+NOS_DIR = "results/automl/nos"
+
+
+def nos_histories(wildcards=None):
+    return [f"{NOS_DIR}/history/{a}-s{s}.tsv" for a in AUTOML["algorithms"] for s in AUTOML["seeds"]]

@@ -70,6 +70,8 @@ class Valid:
     text_index: Path  # an index of it (text-index)
     text_chats: Path  # a chit-chat corpus of 8 three-turn conversations (dataset.json.gz's format)
     text_config: Path  # a one-step text-train config (the top layer learns, 8-token turns)
+    nos_settings: Path  # optimizer-search settings whose child trains 10 steps on 40 digits (nos_digits)
+    nos_history: Path  # a nos-search history table of 3 rules
     build_seconds: float
 
     @property
@@ -86,7 +88,8 @@ class Valid:
                 "train_config": REPO / "config" / "model" / "read_set.yaml", "text_book": self.text_book,
                 "text_sentences": self.text_sentences, "text_vectors": self.text_vectors,
                 "text_index": self.text_index, "text_chats": self.text_chats,
-                "text_config": self.text_config}  # fmt: skip
+                "text_config": self.text_config, "nos_settings": self.nos_settings,
+                "nos_history": self.nos_history}  # fmt: skip
 
 
 def run_valid(jobs: list[tuple[str, list]], cwd: Path, parallel: int = 3) -> None:
@@ -216,6 +219,16 @@ def build_valid(d: Path) -> Valid:
                            "data: {max_tokens: 8, tune_conversations: 2}\ntraining: {batch_size: 2, steps: 1}\n"
                            "evaluation: {every: 1}\n")
 
+    nos_digits, nos_settings, nos_history = d / "digits.csv.gz", d / "nos.yaml", d / "nos-history.tsv"
+    with gzip.open(nos_digits, "wt") as f:
+        f.writelines(",".join(map(str, [*(np.arange(784) * (i + 1) % 256), i % 10])) + "\n" for i in range(40))
+    nos_settings.write_text(f"batch: 2\nchild: {{data: {nos_digits}, steps: 10, check_every: 10, "
+                            "learning_rates: [0.1]}\n")
+    nos_history.write_text("algorithm\tseed\tindex\tbatch\trule\treward\tstatus\tlearning_rate\tevaluated\t"
+                           "seconds\telapsed\n" + "".join(f"random\t0\t{i}\t0\t{r}\t{w}\tok\t0.1\tTrue\t1.0\t{i + 1}\n"
+                                                          for i, (r, w) in enumerate((("g", 0.5), ("adam", 0.6),
+                                                                                      ("sign(g)", 0.4)))))  # fmt: skip
+
     examples = d / "examples"
     examples.mkdir()
     shards = [examples / f"examples-{i:05d}-of-{SHARDS:05d}.zarr" for i in range(SHARDS)]
@@ -246,7 +259,7 @@ def build_valid(d: Path) -> Valid:
     return Valid(d, d / "ref.fa", d / "ref_other.fa", bam, d / "reads.cram", truth, truth_plain, sites_only, bed,
                  shards, probs, vcf, labelled, train_store, png, png2, tif, bench_tsv, config, isl_dir, isl_well,
                  isl_config, isl_train, isl_tune, isl_pred, text_book, text_sentences, text_vectors, text_index,
-                 text_chats, text_config, time.monotonic() - t0)  # fmt: skip
+                 text_chats, text_config, nos_settings, nos_history, time.monotonic() - t0)  # fmt: skip
 
 
 

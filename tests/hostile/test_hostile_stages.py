@@ -93,6 +93,11 @@ MINIMAL: dict[str, Minimal] = {
     "text-train": Minimal("text-train --config {text_config} --chats {text_chats} --workdir {out}/work --out {out}/model",
                           ("text_config", "text_chats"), ("{out}/model",)),
     "serve": Minimal("serve --index {text_index} --check", ("text_index",)),
+    "nos-search": Minimal("nos-search --algorithm random --rules 2 --settings {nos_settings} --workdir {out}/w "
+                          "--executor inline --out {out}/h.tsv", ("nos_settings",), ("{out}/h.tsv",)),
+    "nos-evaluate": Minimal("nos-evaluate --rule g --settings {nos_settings}", ("nos_settings",)),
+    "nos-report": Minimal("nos-report --histories {nos_history} --reevaluate-seeds --out {out}/report",
+                          ("nos_history",), ("{out}/report",)),
 }  # fmt: skip
 
 
