@@ -372,3 +372,33 @@ def test_snakemake_target_runs_the_searches_and_the_report(tmp_path, settings):
     report = tmp_path / "results/automl/nos/report"
     assert "| random | 1 | 4 |" in (report / "searches.md").read_text()
     assert (report / "curves.png").stat().st_size > 10_000 and (tmp_path / "results/automl/nos/cache.sqlite").exists()
+
+
+def test_killed_search_leaves_no_worker_behind(tmp_path, settings):
+    import os
+    import signal
+    import time
+
+    import yaml
+
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(settings))
+    search = subprocess.Popen([DEEPFLOWS, "nos-search", "--algorithm", "random", "--rules", "100", "--settings",
+                               str(tmp_path / "s.yaml"), "--workdir", str(tmp_path / "w"), "--workers", "2",
+                               "--out", str(tmp_path / "h.tsv")], stderr=subprocess.DEVNULL)  # fmt: skip
+
+    def workers():
+        children = Path(f"/proc/{search.pid}/task/{search.pid}/children")
+        return [int(pid) for pid in children.read_text().split()] if children.exists() else []
+
+    deadline = time.monotonic() + 120
+    while len(workers()) < 3 and time.monotonic() < deadline:  # the two workers and multiprocessing's tracker
+        time.sleep(0.5)
+    time.sleep(8)  # past the workers' initializer (a kill before it is the one case left to chance)
+    pids = workers()
+    assert len(pids) >= 3, "the pool's workers did not start"
+    os.kill(search.pid, signal.SIGKILL)
+    search.wait()
+    time.sleep(3)
+    alive = [pid for pid in pids if Path(f"/proc/{pid}").exists() and "Z" not in
+             Path(f"/proc/{pid}/stat").read_text().split()[2]]  # fmt: skip
+    assert not alive, f"workers {alive} outlived their search"

@@ -14,8 +14,21 @@ _SINGLE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_thread
 
 
 def _worker_init() -> None:
+    _die_with_parent()
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_SINGLE_THREAD}".strip()
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+
+def _die_with_parent() -> None:
+    """Linux: the worker gets SIGTERM when the search that started it dies, even by SIGKILL (else it would
+    linger, holding a core and its memory)."""
+    import ctypes
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 class Pool:
