@@ -295,7 +295,7 @@ def test_search_and_report_from_the_command_line(tmp_path, settings):
     out = tmp_path / "report"
     subprocess.run([DEEPFLOWS, "nos-report", "--histories", str(tmp_path / "random.tsv"),
                     str(tmp_path / "evolution.tsv"), "--settings", str(tmp_path / "s.yaml"), "--out", str(out),
-                    "--reevaluate-seeds", "--top", "3"], check=True, capture_output=True)  # fmt: skip
+                    "--reevaluate-seeds", "--references", "--top", "3"], check=True, capture_output=True)  # fmt: skip
     assert (out / "curves.png").stat().st_size > 10_000
     table = (out / "top_rules.md").read_text().splitlines()
     assert len(table) == 2 + 3 and "re-measured, seeds -" in table[0]
@@ -307,7 +307,7 @@ def test_top_rules_are_remeasured_with_other_seeds(tmp_path, settings):
     import pandas as pd
 
     from deepflows.automl.search.jobs import Pool
-    from deepflows.automl.search.report import top_rules
+    from deepflows.automl.search.report import measure, references_markdown, top_rules
 
     history = pd.DataFrame(_search(tmp_path, settings, "random", 8))
     with Pool("inline") as pool:
@@ -315,6 +315,11 @@ def test_top_rules_are_remeasured_with_other_seeds(tmp_path, settings):
     assert table["remeasured_seeds"].tolist() == [2, 2]
     assert table["reward"].is_monotonic_decreasing and table["rule"].is_unique
     assert np.isfinite(table["remeasured_mean"]).all()
+    with Pool("inline") as pool:
+        measured = measure(["g", "0.1*w"], [0, 1], settings, pool, tmp_path / "cache.sqlite")
+    assert measured["0.1*w"] == [0.0, 0.0] and 0 < measured["g"][0] <= 1
+    lines = references_markdown(measured, [1]).splitlines()
+    assert lines[2].startswith("| `g` |") and lines[3] == "| `0.1*w` | 0.0000 | 0.0000 |"
 
 
 @pytest.mark.parametrize("args, message", [
