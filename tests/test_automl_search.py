@@ -276,6 +276,8 @@ def test_sign_agreement_rules_are_recognised():
     assert family(parse("(1+sign(g)*sign(m))*g", 3)) == "AddSign-like (g)"
     assert family(parse("2^(sign(m)*sign(g))*adam", 3)) == "PowerSign-like (adam)"
     assert family(parse("g", 3)) == family(parse("sign(m)*g", 3)) == family(parse("noise*g", 3)) == ""
+    assert family(parse("rmsprop*exp(cd)", 3)) == family(parse("2*g", 3)) == ""  # one scale, agreeing or not
+    assert family(parse("sign(adam)+sign(g)", 3)) == "AddSign-like (sign(g))"
 
 
 # ----------------------------------------------------------------------------- CLI and report

@@ -6,24 +6,34 @@ or a power is called PowerSign-like, the others AddSign-like."""
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 BASES = ("g", "m", "adam", "rmsprop", "sign(g)")
 PROBE = 2000
 
 
+@functools.cache
+def _direction():
+    """The interpreter's direction, compiled once per rule length: thousands of rules are probed in a report."""
+    import jax
+
+    from deepflows.automl.interpreter import direction
+
+    return jax.jit(direction)
+
+
 def _probe(rule) -> tuple[dict, np.ndarray, np.ndarray]:
     import jax
     import jax.numpy as jnp
-
-    from deepflows.automl.interpreter import direction
 
     rng = np.random.default_rng(0)
     g, m, w = (rng.standard_normal(PROBE).astype(np.float32) for _ in range(3))
     v = (g * g + rng.random(PROBE).astype(np.float32)) * 0.5
     y = rng.standard_normal(PROBE).astype(np.float32)
-    out = direction(jnp.asarray(rule.array), *map(jnp.asarray, (g, m, v, y, w)), jnp.float32(0.0), 100.0,
-                    jax.random.key(0))  # fmt: skip
+    out = _direction()(jnp.asarray(rule.array), *map(jnp.asarray, (g, m, v, y, w)), jnp.float32(0.0),
+                       jnp.float32(100.0), jax.random.key(0))  # fmt: skip
     bases = {"g": g, "m": m, "adam": m / (np.sqrt(v) + 1e-8), "rmsprop": g / np.sqrt(v + 1e-8), "sign(g)": np.sign(g)}
     return bases, np.asarray(out, dtype=np.float64), np.sign(g) * np.sign(m)
 
@@ -41,7 +51,7 @@ def family(rule) -> str:
             continue
         hi, lo = (np.median(scale[s]) for s in (1, -1))
         constant = all(np.allclose(scale[s], np.median(scale[s]), rtol=1e-3, atol=1e-6) for s in (1, -1))
-        if constant and hi > lo >= -1e-6 and hi > 0:
+        if constant and hi > lo + 1e-3 * abs(hi) and lo >= -1e-6:
             text = str(rule)
             kind = "PowerSign" if ("exp(" in text or "^" in text) else "AddSign"
             return f"{kind}-like ({name})"

@@ -5,7 +5,8 @@
 
 Writes curves.png (best-so-far reward vs rules proposed, one colour per proposer: each seed thin, the mean
 thick; hand-written reference rules dashed), searches.md (per search: rules, rules evaluated, time, best rule),
-references.md (the reference rules' rewards, re-measured likewise), top_rules.md and .tsv (the best
+references.md (the reference rules' rewards, re-measured likewise), families.md (every distinct rule scored,
+by family: PowerSign-like, AddSign-like, other), top_rules.md and .tsv (the best
 distinct rules of all searches, with the family they belong to (deepflows.automl.search.families) and their
 reward re-measured with other child seeds: the search's reward is the maximum over thousands of rules of a
 one-seed measurement, so it flatters the winners; the re-measurement does not).
@@ -162,6 +163,22 @@ def references_markdown(references: dict[str, list[float]], seeds: list[int]) ->
     return "\n".join(lines) + "\n"
 
 
+def families_markdown(histories, units: int) -> str:
+    """Every distinct rule the searches scored ok, by family: how many, and the best of each."""
+    from deepflows.automl.grammar import parse
+    from deepflows.automl.search.families import family
+
+    scored = histories[histories["status"] == "ok"].drop_duplicates("rule")
+    kinds = [family(parse(rule, units)).split(" ")[0] or "other" for rule in scored["rule"]]
+    scored = scored.assign(family=kinds)
+    lines = ["| family | distinct rules scored ok | best reward | best rule | found by |", "|---|---|---|---|---|"]
+    for name, group in scored.groupby("family"):
+        best = group.loc[group["reward"].idxmax()]
+        lines.append(f"| {name} | {len(group)} | {best['reward']:.4f} | `{best['rule']}` | {best['algorithm']} seed "
+                     f"{best['seed']} rule {int(best['index']) + 1} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
 def top_markdown(table, seeds) -> str:
     lines = [f"| # | rule | reward (seed 0) | lr | re-measured, seeds {', '.join(map(str, seeds)) or '-'} | family | "
              "found by |", "|---|---|---|---|---|---|---|"]  # fmt: skip
@@ -193,4 +210,5 @@ def run(args) -> None:
         table.to_csv(out / "top_rules.tsv", sep="\t", index=False)
         write_text(out / "top_rules.md", top_markdown(table, args.reevaluate_seeds))
         write_text(out / "references.md", references_markdown(measured, args.reevaluate_seeds))
+        write_text(out / "families.md", families_markdown(histories, settings["child"]["units"]))
     log.info("report -> %s", args.out)
