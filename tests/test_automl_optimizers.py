@@ -131,7 +131,8 @@ def test_bad_input_is_a_user_error():
     from deepflows.automl.schedules import linear_cosine_decay, noisy_linear_cosine_decay
 
     for bad in (lambda: powersign(LR, base=0.0), lambda: scale_by_addsign(beta=1.0), lambda: choice([], 0),
-                lambda: linear_cosine_decay(1.0, 0), lambda: noisy_linear_cosine_decay(1.0, 10, initial_variance=-1)):  # fmt: skip
+                lambda: linear_cosine_decay(1.0, 0),
+                lambda: noisy_linear_cosine_decay(1.0, 10, initial_variance=-1)):  # fmt: skip
         with pytest.raises(UserError):
             bad()
 
@@ -146,7 +147,8 @@ def test_linear_cosine_decay_hand_computed():
 
     schedule = linear_cosine_decay(1.0, 100)
     # (1 - t/100) * (1 + cos(pi t / 100)) / 2 + 0.001, worked out by hand
-    for t, want in [(0, 1.001), (25, 0.75 * 0.5 * (1 + math.sqrt(0.5)) + 0.001), (50, 0.251), (100, 0.001), (250, 0.001)]:
+    hand = [(0, 1.001), (25, 0.75 * 0.5 * (1 + math.sqrt(0.5)) + 0.001), (50, 0.251), (100, 0.001), (250, 0.001)]
+    for t, want in hand:
         assert float(schedule(t)) == pytest.approx(want, rel=1e-6)
     schedule = linear_cosine_decay(0.3, 40, num_periods=2.0, alpha=0.1, beta=0.01)
     for t in (0, 5, 10, 17, 20, 33, 40, 41):
