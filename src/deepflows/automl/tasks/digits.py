@@ -7,8 +7,7 @@ test 15% (what is reported).
 
 from __future__ import annotations
 
-import math
-
+from deepflows.automl.tasks.classify import ImageClassification
 from deepflows.automl.tasks.mnist import split_indices
 
 SPLITS = {"train": 0.7, "tune": 0.15, "test": 0.15}
@@ -46,16 +45,12 @@ class ResNet:
         return _ResNet(rngs)
 
 
-class DigitsTask:
+class DigitsTask(ImageClassification):
     """The residual network on sklearn's digits: train on `train`, accuracy on `tune` or `test`."""
 
     name = "digits_resnet"
-    metric = "accuracy"
-    higher_is_better = True
-    chance_loss = math.log(10)
 
     def __init__(self, *, batch_size: int = 32, width: int = 16, blocks: int = 2):
-        import jax.numpy as jnp
         import numpy as np
         from sklearn.datasets import load_digits
 
@@ -63,26 +58,8 @@ class DigitsTask:
         images = (digits.images / 16.0).astype(np.float32)[..., None]
         labels = digits.target.astype(np.int32)
         rows = split_indices(labels, SPLITS)
-        self.sizes = {name: len(idx) for name, idx in rows.items()}
-        self._data = {name: (jnp.asarray(images[idx]), jnp.asarray(labels[idx])) for name, idx in rows.items()}
+        self._keep(images, labels, rows)
         self.batch_size, self.width, self.blocks = batch_size, width, blocks
 
     def model(self, rngs):
         return ResNet(rngs, self.width, self.blocks)
-
-    def batch(self, key):
-        import jax
-
-        images, labels = self._data["train"]
-        idx = jax.random.randint(key, (self.batch_size,), 0, len(labels))
-        return images[idx], labels[idx]
-
-    def loss(self, model, batch, key):
-        import optax
-
-        images, labels = batch
-        return optax.softmax_cross_entropy_with_integer_labels(model(images), labels).mean()
-
-    def evaluate(self, model, split):
-        images, labels = self._data[split]
-        return (model(images).argmax(-1) == labels).mean()

@@ -11,12 +11,12 @@ Splits, fixed by a permutation drawn from seed 0 (stratified: each split holds e
 from __future__ import annotations
 
 import gzip
-import math
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
+from deepflows.automl.tasks.classify import ImageClassification
 from deepflows.errors import UserError
 
 SPLITS = ("train", "validation", "fit", "tune")
@@ -70,43 +70,20 @@ class ConvNet:
         return _ConvNet(rngs)
 
 
-class MnistTask:
+class MnistTask(ImageClassification):
     """The ConvNet on MNIST digits: train on `train_split`, evaluate accuracy on the other splits."""
 
     name = "mnist_convnet"
-    metric = "accuracy"
-    higher_is_better = True
-    chance_loss = math.log(10)
 
     def __init__(self, path: str | Path, *, train_split: str = "train", batch_size: int = 32, width: int = 8):
-        import jax.numpy as jnp
-
         if train_split not in SPLITS:
             raise ValueError(f"train_split {train_split!r}: one of {SPLITS}")
         images, labels = read_digits(path)
         outer = split_indices(labels, {"train": 0.8, "validation": 0.2})
         inner = split_indices(labels[outer["train"]], {"fit": 0.875, "tune": 0.125})
         rows = {**outer, **{name: outer["train"][idx] for name, idx in inner.items()}}
-        self.sizes = {name: len(idx) for name, idx in rows.items()}
-        self._data = {name: (jnp.asarray(images[idx]), jnp.asarray(labels[idx])) for name, idx in rows.items()}
+        self._keep(images, labels, rows)
         self.train_split, self.batch_size, self.width = train_split, batch_size, width
 
     def model(self, rngs):
         return ConvNet(rngs, self.width)
-
-    def batch(self, key):
-        import jax
-
-        images, labels = self._data[self.train_split]
-        idx = jax.random.randint(key, (self.batch_size,), 0, len(labels))
-        return images[idx], labels[idx]
-
-    def loss(self, model, batch, key):
-        import optax
-
-        images, labels = batch
-        return optax.softmax_cross_entropy_with_integer_labels(model(images), labels).mean()
-
-    def evaluate(self, model, split):
-        images, labels = self._data[split]
-        return (model(images).argmax(-1) == labels).mean()
