@@ -3,8 +3,9 @@ tell the proposer their rewards, save the state, repeat until the budget of rule
 
 State: WORKDIR/state.json (atomic rewrite after every batch: the history so far and the proposer's state). A
 killed search restarts from its last complete batch; evaluations that finished before the kill are in the cache
-and are not run again. The random draws of batch b come from (seed, b) alone, so an interrupted search ends as an
-uninterrupted one would (for the controller: up to float rounding of its restored weights, which are exact here).
+and are not run again. The random draws of batch b come from (seed, b) alone (the controller's from its seed and
+its step count, which its saved state restores with its weights), so an interrupted search ends as an
+uninterrupted one would (tests/test_automl_search.py checks it for the three proposers).
 """
 
 from __future__ import annotations
