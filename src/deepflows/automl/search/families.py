@@ -28,13 +28,15 @@ def _probe(rule) -> tuple[dict, np.ndarray, np.ndarray]:
     import jax
     import jax.numpy as jnp
 
+    from deepflows.automl.interpreter import EPS
+
     rng = np.random.default_rng(0)
     g, m, w = (rng.standard_normal(PROBE).astype(np.float32) for _ in range(3))
     v = (g * g + rng.random(PROBE).astype(np.float32)) * 0.5
     y = rng.standard_normal(PROBE).astype(np.float32)
     out = _direction()(jnp.asarray(rule.array), *map(jnp.asarray, (g, m, v, y, w)), jnp.float32(0.0),
                        jnp.float32(100.0), jax.random.key(0))  # fmt: skip
-    bases = {"g": g, "m": m, "adam": m / (np.sqrt(v) + 1e-8), "rmsprop": g / np.sqrt(v + 1e-8), "sign(g)": np.sign(g)}
+    bases = {"g": g, "m": m, "adam": m / (np.sqrt(v) + EPS), "rmsprop": g / np.sqrt(v + EPS), "sign(g)": np.sign(g)}
     return bases, np.asarray(out, dtype=np.float64), np.sign(g) * np.sign(m)
 
 
