@@ -6,7 +6,9 @@ files), on free ports, so it neither needs nor touches a running munged. Clients
 SLURM_CONF (see `SlurmCluster.env`) and through /etc/slurm/slurm.conf, a symlink made for the cluster's lifetime:
 snakemake-executor-plugin-slurm-jobstep (0.6) drops every SLURM_* variable, SLURM_CONF included, before its `srun`
 inside the job, so srun reads the default path. A host that has an /etc/slurm/slurm.conf of its own is left alone
-(`unavailable_reason` says so). Every command runs under `timeout -k`, so nothing here can hang.
+(`unavailable_reason` says so). A cluster left by a killed test run (its owner process, recorded in the directory,
+is gone) is stopped and replaced; one whose owner still runs is not. Every command runs under `timeout -k`, so
+nothing here can hang.
 
     cluster = SlurmCluster.start()   # a few seconds; raises SlurmError with the daemons' log tails when it fails
     ...                              # sbatch/squeue/snakemake --executor slurm with SLURM_CONF=cluster.conf
@@ -39,6 +41,7 @@ PYTHON_PACKAGES = {
 }
 DEFAULT_CONF = Path("/etc/slurm/slurm.conf")  # Debian's build: where srun looks without SLURM_CONF
 ROOT_PREFIX = "deepflows-slurm-"
+OWNER_FILE = "owner"  # "<pid> <start time>" of the process that started the cluster
 INSTALL_HINT = "apt-get install slurmctld slurmd slurm-client munge; pip install -e '.[slurm]'"
 
 
@@ -72,9 +75,31 @@ def _default_conf_taken() -> str | None:
     target = os.readlink(DEFAULT_CONF)
     if not target.startswith(f"/tmp/{ROOT_PREFIX}"):
         return f"{DEFAULT_CONF} links to {target}, not to a test cluster: not replacing it"
-    if Path(target).exists():
+    if Path(target).exists() and _owner_alive(Path(target).parent):
         return f"another test Slurm is running ({DEFAULT_CONF} -> {target}); run the slurm tests in one process"
     return None
+
+
+def _owner_alive(root: Path) -> bool:
+    """Whether the process that started the test cluster in root still runs (pid and start time match)."""
+    try:
+        pid, started = (root / OWNER_FILE).read_text().split()
+    except (OSError, ValueError):
+        return False
+    return _start_time(int(pid)) == started
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (field 22 of /proc/PID/stat): tells a reused pid apart."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _remove_orphan(root: Path) -> None:
+    """Stop what a test cluster whose owner died (a killed test run) left behind: daemons, link, directory."""
+    SlurmCluster(root, cpus=1, real_memory_mb=0).stop()
 
 
 def which(name: str) -> str | None:
@@ -137,6 +162,7 @@ class SlurmCluster:
             raise SlurmError(reason)
         root = Path(tempfile.mkdtemp(prefix=ROOT_PREFIX, dir="/tmp"))
         root.chmod(0o755)  # munged (as the munge user) must reach its folder inside
+        (root / OWNER_FILE).write_text(f"{os.getpid()} {_start_time(os.getpid())}\n")
         cpus = os.cpu_count() or 1  # the hardware as slurmd sees it, not this process's (maybe pinned) affinity
         # below the machine's memory, so slurmd never finds less than configured; at least enough for 2 GB jobs
         cluster = cls(root, cpus=cpus, real_memory_mb=max(2048, int(memory_mb() * 0.9)))
@@ -222,6 +248,8 @@ class SlurmCluster:
         if taken:
             raise SlurmError(taken)
         DEFAULT_CONF.parent.mkdir(parents=True, exist_ok=True)
+        if DEFAULT_CONF.is_symlink() and Path(os.readlink(DEFAULT_CONF)).exists():
+            _remove_orphan(Path(os.readlink(DEFAULT_CONF)).parent)
         DEFAULT_CONF.unlink(missing_ok=True)  # a stale link of an earlier test cluster
         DEFAULT_CONF.symlink_to(self.conf)
 

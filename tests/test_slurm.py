@@ -90,6 +90,35 @@ def test_profile_memory_grows_per_attempt():
         assert mem[0] < mem[1] < mem[2], (rule, mem)
 
 
+def test_a_cluster_whose_owner_died_is_replaced_and_a_live_one_is_not(monkeypatch):
+    """A killed test run leaves /etc/slurm/slurm.conf linked to its cluster's directory: the next run must take
+    over (CI once failed on such a leftover), but never from a cluster whose owner process still runs."""
+    import shutil
+    import tempfile
+
+    import slurm_cluster
+
+    root = Path(tempfile.mkdtemp(prefix=slurm_cluster.ROOT_PREFIX, dir="/tmp"))
+    link = Path(tempfile.mkdtemp()) / "slurm.conf"
+    try:
+        (root / "slurm.conf").write_text("")
+        link.symlink_to(root / "slurm.conf")
+        monkeypatch.setattr(slurm_cluster, "DEFAULT_CONF", link)
+        assert slurm_cluster._default_conf_taken() is None  # no owner recorded: an earlier version's leftover
+        dead = subprocess.Popen([sys.executable, "-c", "pass"])
+        dead.wait()
+        (root / slurm_cluster.OWNER_FILE).write_text(f"{dead.pid} {slurm_cluster._start_time(os.getpid())}\n")
+        assert slurm_cluster._default_conf_taken() is None
+        me = f"{os.getpid()} {slurm_cluster._start_time(os.getpid())}\n"
+        (root / slurm_cluster.OWNER_FILE).write_text(me)
+        assert "another test Slurm is running" in slurm_cluster._default_conf_taken()
+        slurm_cluster._remove_orphan(root)  # what start() does with a leftover: link and directory go
+        assert not root.exists() and not link.is_symlink()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(link.parent, ignore_errors=True)
+
+
 def test_variant_workflow_through_slurm_equals_local(tmp_path, model_dir, slurm_cluster):  # noqa: F811
     config = {**TINY, "model": str(model_dir)}
     local, remote = tmp_path / "local", tmp_path / "slurm"

@@ -100,7 +100,10 @@ class RuleController:
         tokens = np.asarray(self._sample(self.model, jax.random.fold_in(self.key, self.steps), n))
         return [row.reshape(self.shape).tolist() for row in tokens]
 
-    def observe(self, candidates: list, rewards: list[float]) -> None:
+    def propose_with_parents(self, n: int, rng: np.random.Generator) -> list[tuple]:
+        return [(candidate, None) for candidate in self.propose(n, rng)]
+
+    def observe(self, candidates: list, rewards: list[float], extras: list[dict] | None = None) -> None:
         import jax.numpy as jnp
 
         rewards = np.asarray(rewards, dtype=np.float32)
