@@ -833,3 +833,14 @@ NOS_DIR = "results/automl/nos"
 
 def nos_histories(wildcards=None):
     return [f"{NOS_DIR}/history/{a}-s{s}.tsv" for a in AUTOML["algorithms"] for s in AUTOML["seeds"]]
+
+
+# --- Architecture search (rules/automl.smk) -------------------------------------------------------------------
+
+NAS = AUTOML["nas"]
+NAS_DIR = "results/automl/nas"
+
+
+def nas_searches(wildcards=None):
+    """The live searches' model tables: one per (algorithm, init) of config and seed."""
+    return [f"{NAS_DIR}/live/{s['algorithm']}-{s['init']}-s{seed}.tsv" for s in NAS["searches"] for seed in NAS["seeds"]]

@@ -62,6 +62,8 @@ STAGES: dict[str, tuple[str, str]] = {
     "nos-evaluate": ("deepflows.automl.search.evaluate_cli", "train the optimizer search's child task with one rule"),
     "nos-report": ("deepflows.automl.search.report",
                    "optimizer searches' histories -> best-so-far curves, per-search table, top rules re-measured"),
+    "nas-search": ("deepflows.automl.nas.cli",
+                   "architecture search: train NAS-Bench-201-like cells on digits (aging evolution and baselines)"),
     "provenance": ("deepflows.provenance", "a deepflows VCF's header provenance -> a table for the report"),
     "text-sentences": ("deepflows.text.books.sentences",
                        "a book (Gutenberg or plain text, verse TSV) -> its sentences with book, chapter, offsets (Zarr)"),

@@ -23,7 +23,7 @@ log = logging.getLogger("deepflows.automl")
 
 
 def add_arguments(p) -> None:
-    from deepflows.automl.search.jobs import EXECUTORS
+    from deepflows.automl.search.jobs import add_pool_arguments
     from deepflows.automl.search.settings import ALGORITHMS
 
     p.add_argument("--algorithm", required=True, choices=ALGORITHMS)
@@ -33,14 +33,7 @@ def add_arguments(p) -> None:
     p.add_argument("--out", required=True, help="the history table (TSV), written when the budget is spent")
     p.add_argument("--settings", help="search settings YAML (child task, batch, proposers; default: defaults)")
     p.add_argument("--cache", help="the evaluation cache, shared by searches (default: WORKDIR/cache.sqlite)")
-    p.add_argument("--executor", choices=EXECUTORS, default="local",
-                   help="where evaluations run: local processes (default), Slurm jobs via Dask, or inline")
-    p.add_argument("--workers", type=positive_int, default=2, help="parallel evaluation jobs (default 2)")
-    p.add_argument("--slurm-queue", help="slurm executor: partition")
-    p.add_argument("--slurm-account", help="slurm executor: account")
-    p.add_argument("--slurm-memory", default="4GB", help="slurm executor: memory per worker job (default 4GB)")
-    p.add_argument("--slurm-walltime", default="04:00:00", help="slurm executor: time per worker job")
-    p.add_argument("--slurm-logs", help="slurm executor: folder for the worker jobs' logs")
+    add_pool_arguments(p)
 
 
 def open_cache(path, workdir, settings):
@@ -58,7 +51,7 @@ def check_child_data(settings: dict) -> None:
 
 def run(args) -> None:
     from deepflows.automl.search.driver import run_search, write_history
-    from deepflows.automl.search.jobs import Pool
+    from deepflows.automl.search.jobs import pool_from_args
     from deepflows.automl.search.settings import load_settings
     from deepflows.outputs import check_new_output
 
@@ -67,10 +60,8 @@ def run(args) -> None:
     out = check_new_output(args.out, suffix=".tsv", kind="a TSV table")
     Path(args.workdir).mkdir(parents=True, exist_ok=True)
     cache = open_cache(args.cache, args.workdir, settings)
-    slurm = {"queue": args.slurm_queue, "account": args.slurm_account, "memory": args.slurm_memory,
-             "walltime": args.slurm_walltime, "log_directory": args.slurm_logs}  # fmt: skip
     try:
-        with Pool(args.executor, args.workers, slurm) as pool:
+        with pool_from_args(args) as pool:
             history = run_search(args.workdir, args.algorithm, args.seed, args.rules, settings, pool, cache)
     finally:
         cache.close()

@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 
+from deepflows.arguments import positive_int
+
 EXECUTORS = ("inline", "local", "slurm")
 # one thread per worker: two single-threaded processes on two cores beat one process with two threads on small
 # programs, and the workers do not fight over the cores
@@ -59,6 +61,30 @@ class Pool:
         if self._client is not None:
             self._client.shutdown()
 
+    def submit(self, fn: Callable, *args):
+        """One job, started now (inline: run now); a future with .done() and .result()."""
+        if self._pool is not None:
+            return self._pool.submit(fn, *args)
+        if self._client is not None:
+            return self._client.submit(fn, *args, pure=False)
+        from concurrent.futures import Future
+
+        future = Future()
+        try:
+            future.set_result(fn(*args))
+        except Exception as error:  # noqa: BLE001 (handed to the caller through the future, as a pool would)
+            future.set_exception(error)
+        return future
+
+    def wait_any(self, futures: list) -> list:
+        """The futures of `futures` that are done, waiting until at least one is."""
+        if self._client is not None:
+            from dask.distributed import wait
+        else:
+            from concurrent.futures import wait
+        done, _ = wait(futures, return_when="FIRST_COMPLETED")
+        return [future for future in futures if future in done]
+
     def run(self, fn: Callable, jobs: list[tuple]) -> Iterator[tuple[int, object]]:
         """(index, result) of fn(*jobs[index]) for every job, in the order they finish."""
         if self.executor == "inline":
@@ -78,3 +104,21 @@ class Pool:
         index = {future.key: i for i, future in enumerate(futures)}
         for future in as_completed(futures):
             yield index[future.key], future.result()
+
+
+def add_pool_arguments(p) -> None:
+    """The command-line options of a Pool (the search commands share them)."""
+    p.add_argument("--executor", choices=EXECUTORS, default="local",
+                   help="where evaluations run: local processes (default), Slurm jobs via Dask, or inline")
+    p.add_argument("--workers", type=positive_int, default=2, help="parallel evaluation jobs (default 2)")
+    p.add_argument("--slurm-queue", help="slurm executor: partition")
+    p.add_argument("--slurm-account", help="slurm executor: account")
+    p.add_argument("--slurm-memory", default="4GB", help="slurm executor: memory per worker job (default 4GB)")
+    p.add_argument("--slurm-walltime", default="04:00:00", help="slurm executor: time per worker job")
+    p.add_argument("--slurm-logs", help="slurm executor: folder for the worker jobs' logs")
+
+
+def pool_from_args(args) -> Pool:
+    slurm = {"queue": args.slurm_queue, "account": args.slurm_account, "memory": args.slurm_memory,
+             "walltime": args.slurm_walltime, "log_directory": args.slurm_logs}  # fmt: skip
+    return Pool(args.executor, args.workers, slurm)
