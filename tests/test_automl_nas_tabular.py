@@ -102,7 +102,7 @@ def test_summaries_table_and_plot(conv_count, tmp_path):
     settings = comparison.Settings(population=5, sample=2)
     runs = pd.DataFrame(comparison.run_rows(["aging", "random", "reinforce"], conv_count, range(4), 20, settings))
     text = comparison.table_markdown(runs)
-    assert "no test split" in text and "| synthetic | conv3x3 | aging | 4 | 20 | score |" in text
+    assert "no test split" in text and "| synthetic | conv3x3 | aging | 4 | 20 | score |" in text and "Mann-Whitney" in text
     claims = comparison.claims(runs)
     assert set(claims["claim"]) == {"aging vs reinforce", "reinforce vs random", "aging vs random"}
     assert ((claims["p"] >= 0) & (claims["p"] <= 1)).all()

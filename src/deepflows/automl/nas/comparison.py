@@ -158,8 +158,9 @@ def curves(runs_df) -> np.ndarray:
 
 
 def final_table(runs_df):
-    """Per bench, dataset and algorithm: the pick's seed-mean (in the metric's own units and sign), regret, and
-    the fraction of runs that evaluated / picked the best cell."""
+    """Per bench, dataset and algorithm: the pick's seed-mean (in the metric's own units and sign; mean and
+    median, as a loss's mean is ruled by a few bad picks), regret, and the fraction of runs that evaluated / picked
+    the best cell."""
     import pandas as pd
 
     rows = []
@@ -167,7 +168,8 @@ def final_table(runs_df):
         final, regret = _interval(g["final"] * g["sign"]), _interval(g["regret"])
         rows.append({"bench": bench, "dataset": dataset, "algorithm": algorithm, "runs": len(g),
                      "budget": int(g["budget"].iloc[0]), "metric": g["metric"].iloc[0],
-                     "final": final["mean"], "final_ci95": final["ci95"], "regret": regret["mean"],
+                     "final": final["mean"], "final_ci95": final["ci95"],
+                     "final_median": float((g["final"] * g["sign"]).median()), "regret": regret["mean"],
                      "regret_ci95": regret["ci95"], "found_best": g["found_best"].mean(),
                      "picked_best": g["picked_best"].mean()})  # fmt: skip
     return pd.DataFrame(rows)
@@ -181,8 +183,8 @@ CLAIMS = (("aging", "reinforce", 1.0), ("reinforce", "random", 1.0), ("aging", "
 
 def claims(runs_df):
     """Each claim as measured per dataset: both means of the pick's seed-mean (in the metric's units) at that
-    fraction of the budget, their difference, Welch's two-sided p-value (the runs are independent) and which is
-    ahead (higher accuracy, lower loss) where p < 0.05."""
+    fraction of the budget, their difference, Welch's two-sided p-value (the runs are independent; the verdict,
+    which is ahead where p < 0.05) and the Mann-Whitney U test's (ranks: robust to a loss's heavy tail)."""
     import pandas as pd
     from scipy import stats
 
@@ -195,34 +197,40 @@ def claims(runs_df):
             at = max(1, round(fraction * by[a].shape[1])) - 1
             sign = g["sign"].iloc[0]
             x, y = by[a][:, at] * sign, by[b][:, at] * sign
-            p = float(stats.ttest_ind(x, y, equal_var=False).pvalue) if np.ptp(np.r_[x, y]) > 0 else 1.0
+            differ = np.ptp(np.r_[x, y]) > 0
+            p = float(stats.ttest_ind(x, y, equal_var=False).pvalue) if differ else 1.0
+            p_rank = float(stats.mannwhitneyu(x, y).pvalue) if differ else 1.0  # robust to heavy-tailed losses
             ahead = a if sign * (x.mean() - y.mean()) > 0 else b
             verdict = "no significant difference" if p >= 0.05 else f"{ahead} ahead"
             rows.append({"bench": bench, "dataset": dataset, "claim": f"{a} vs {b}", "at_models": at + 1,
-                         "a": x.mean(), "b": y.mean(), "diff": x.mean() - y.mean(), "p": p, "verdict": verdict})
+                         "a": x.mean(), "b": y.mean(), "diff": x.mean() - y.mean(), "p": p, "p_rank": p_rank,
+                         "verdict": verdict})
     return pd.DataFrame(rows)
 
 
 def table_markdown(runs_df) -> str:
     """The final table and the claims, as markdown."""
     final = final_table(runs_df)
-    lines = [TABLE_NOTE, "", "| bench | dataset | algorithm | runs | budget | metric | final (mean ± 95% CI) | "
-             "regret (mean ± 95% CI) | found best | picked best |", "|" + "---|" * 10]  # fmt: skip
+    lines = [TABLE_NOTE, "",
+             "| bench | dataset | algorithm | runs | budget | metric | final (mean ± 95% CI) | final (median) "
+             "| regret (mean ± 95% CI) | found best | picked best |", "|" + "---|" * 11]  # fmt: skip
     for r in final.itertuples():
         lines.append(f"| {r.bench} | {r.dataset} | {r.algorithm} | {r.runs} | {r.budget} | {r.metric} | "
-                     f"{r.final:.4g} ± {r.final_ci95:.2g} | {r.regret:.3g} ± {r.regret_ci95:.2g} | "
-                     f"{r.found_best:.0%} | {r.picked_best:.0%} |")  # fmt: skip
-    lines += ["", "Claims (mean seed-mean of the pick after `at models`; Welch's t-test, two-sided):", "",
-              "| bench | dataset | claim | at models | a | b | a - b | p | verdict |", "|" + "---|" * 9]  # fmt: skip
+                     f"{r.final:.4g} ± {r.final_ci95:.2g} | {r.final_median:.4g} | "
+                     f"{r.regret:.3g} ± {r.regret_ci95:.2g} | {r.found_best:.0%} | {r.picked_best:.0%} |")  # fmt: skip
+    lines += ["", "Claims (mean seed-mean of the pick after `at models`; two-sided tests):", "",
+              "| bench | dataset | claim | at models | a | b | a - b | p (Welch) | p (Mann-Whitney) "
+              "| verdict (Welch) |", "|" + "---|" * 10]  # fmt: skip
     for r in claims(runs_df).itertuples():
         lines.append(f"| {r.bench} | {r.dataset} | {r.claim} | {r.at_models} | {r.a:.4g} | {r.b:.4g} | "
-                     f"{r.diff:+.3g} | {r.p:.2g} | {r.verdict} |")  # fmt: skip
+                     f"{r.diff:+.3g} | {r.p:.2g} | {r.p_rank:.2g} | {r.verdict} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
 def plot_curves(runs_df, out_png) -> None:
     """One panel per dataset: the best-so-far pick's seed-mean (metric's own units) vs models evaluated, mean
-    line and 95% t-band per algorithm, the best cell dashed. Minimised metrics on a log axis."""
+    line and 95% t-band per algorithm, the best cell dashed. Minimised metrics (losses) on a log axis, their mean
+    and band taken over the log (a geometric mean)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -232,7 +240,7 @@ def plot_curves(runs_df, out_png) -> None:
     groups = list(runs_df.groupby(["bench", "dataset"], sort=False))
     benches = list(dict.fromkeys(b for (b, _), _ in groups))
     ncols = max(sum(b == bench for (b, _), _ in groups) for bench in benches)
-    fig, axes = plt.subplots(len(benches), ncols, figsize=(4.2 * ncols, 3.6 * len(benches)), squeeze=False)
+    fig, axes = plt.subplots(len(benches), ncols, figsize=(4.6 * ncols, 3.6 * len(benches)), squeeze=False)
     colors = dict(zip(ALGORITHMS, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
     used = set()
     for (bench, dataset), g in groups:
@@ -243,12 +251,15 @@ def plot_curves(runs_df, out_png) -> None:
         early = []
         for algorithm, h in g.groupby("algorithm", sort=False):
             c = curves(h) * sign
+            if sign < 0:  # a loss spans decades and a few lucky-seed picks dominate its mean: average its log
+                c = np.log(c)
             x = np.arange(1, c.shape[1] + 1)
             mean = c.mean(0)
             half = stats.t.ppf(0.975, len(c) - 1) * c.std(0, ddof=1) / np.sqrt(len(c))
-            ax.plot(x, mean, color=colors[algorithm], label=algorithm, lw=1.4)
-            ax.fill_between(x, mean - half, mean + half, color=colors[algorithm], alpha=0.2, lw=0)
-            early.append(mean[len(mean) // 10])
+            back = np.exp if sign < 0 else (lambda v: v)
+            ax.plot(x, back(mean), color=colors[algorithm], label=algorithm, lw=1.4)
+            ax.fill_between(x, back(mean - half), back(mean + half), color=colors[algorithm], alpha=0.2, lw=0)
+            early.append(back(mean[len(mean) // 10]))
         best = g["best"].iloc[0] * sign
         ax.axhline(best, color="k", ls="--", lw=0.8, label="best cell")
         if sign > 0:
@@ -256,9 +267,9 @@ def plot_curves(runs_df, out_png) -> None:
         else:
             ax.set_yscale("log")
             ax.set_ylim(best / 1.5, max(early))
-        ax.set_title(f"{bench}: {dataset} ({len(g) // g['algorithm'].nunique()} runs each)", fontsize=10)
+        ax.set_title(f"{bench}: {dataset} ({len(g) // g['algorithm'].nunique()} runs each)", fontsize=9)
         ax.set_xlabel("models evaluated")
-        ax.set_ylabel(f"pick's seed-mean {metric}" + (" (%)" if bench == "nasbench201" else " (MSE)"))
+        ax.set_ylabel(f"pick's seed-mean {metric}" + (" (%)" if sign > 0 else "\n(MSE; geometric mean over runs)"))
         ax.grid(alpha=0.3)
     spare = [axes[r, c] for r in range(len(benches)) for c in range(ncols) if (r, c) not in used]
     for ax in spare:
