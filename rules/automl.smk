@@ -8,7 +8,7 @@
 
 wildcard_constraints:
     algorithm="controller|evolution|random",
-    nas_algorithm="aging|non-aging|random|pairwise|controller",
+    nas_algorithm="aging|non-aging|random|reinforce|pairwise",
     init="random|hand",
     seed=r"\d+",
 

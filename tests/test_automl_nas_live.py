@@ -73,7 +73,7 @@ def test_store_refuses_another_search_and_a_broken_file(tmp_path):
 # ----------------------------------------------------------------------------- the controller
 
 
-@pytest.mark.parametrize("algorithm", ["aging", "non-aging", "random", "pairwise", "controller"])
+@pytest.mark.parametrize("algorithm", ["aging", "non-aging", "random", "reinforce", "pairwise"])
 def test_every_algorithm_runs_its_budget_and_gives_the_same_answer_twice(tmp_path, algorithm):
     first = search(tmp_path / "a", algorithm, 20)
     second = search(tmp_path / "b", algorithm, 20)

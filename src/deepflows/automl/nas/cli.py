@@ -1,6 +1,6 @@
 """`deepflows nas-search`: one live architecture search over NAS-Bench-201-like cells, resumable from its workdir.
 
-    deepflows nas-search --algorithm aging|non-aging|random|pairwise|controller --models 200 --workdir DIR
+    deepflows nas-search --algorithm aging|non-aging|random|reinforce|pairwise --models 200 --workdir DIR
                          --out models.tsv [--init random|hand] [--seed 0] [--settings config/automl/nas.yaml]
                          [--executor local|slurm|inline] [--workers 2] [--slurm-queue Q --slurm-account A ...]
 
@@ -24,7 +24,8 @@ COLUMNS = ("id", "cell", "parent", "status", "reward", "seed", "seconds", "incar
 
 
 def add_arguments(p) -> None:
-    from deepflows.automl.nas.live import ALGORITHMS, INITS
+    from deepflows.automl.nas.algorithms import ALGORITHMS
+    from deepflows.automl.nas.live import INITS
     from deepflows.automl.search.jobs import add_pool_arguments
 
     p.add_argument("--algorithm", required=True, choices=ALGORITHMS)
@@ -41,7 +42,8 @@ def add_arguments(p) -> None:
 def run(args) -> None:
     from deepflows.automl.nas.cells import to_text
     from deepflows.automl.nas.child import fingerprint
-    from deepflows.automl.nas.live import SEEDED, run_live_search
+    from deepflows.automl.nas.algorithms import SEEDED
+    from deepflows.automl.nas.live import run_live_search
     from deepflows.automl.nas.settings import load_settings
     from deepflows.automl.search.jobs import pool_from_args
     from deepflows.outputs import check_new_output

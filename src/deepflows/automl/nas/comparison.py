@@ -20,11 +20,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from deepflows.automl.nas import cells
+from deepflows.automl.nas.algorithms import ALGORITHMS, make_proposer
 from deepflows.automl.nas.tabular import Table
-from deepflows.automl.search.proposers import Evolution, PairwiseEvolution, RandomSearch
 from deepflows.errors import UserError
 
-ALGORITHMS = ("aging", "non-aging", "random", "reinforce", "pairwise")
 TABLE_NOTE = ("The tables have no test split: 'final' is the pick's seed-mean VALIDATION score, which the search "
               "never observed (it saw one random seed per model).")  # fmt: skip
 
@@ -62,16 +61,12 @@ def _controller(table: Table, settings: Settings, seed: int):
 
 
 def proposer(algorithm: str, table: Table, settings: Settings, seed: int):
-    if algorithm in ("aging", "non-aging"):
-        return Evolution(table.sample, table.mutate, settings.population, settings.sample, aging=algorithm == "aging")
-    if algorithm == "random":
-        return RandomSearch(table.sample)
-    if algorithm == "pairwise":
-        seed_cell = cells.TRIVIAL if table.bench == "nasbench201" else [0] * len(table.choices)
-        return PairwiseEvolution(seed_cell, table.mutate, settings.population)
-    if algorithm == "reinforce":
-        return _controller(table, settings, seed)
-    raise UserError(f"unknown algorithm {algorithm!r} (one of {', '.join(ALGORITHMS)})")
+    trivial = cells.TRIVIAL if table.bench == "nasbench201" else [0] * len(table.choices)
+    try:
+        return make_proposer(algorithm, table.sample, table.mutate, trivial, settings.population, settings.sample,
+                             lambda: _controller(table, settings, seed))  # fmt: skip
+    except ValueError as error:
+        raise UserError(str(error)) from None
 
 
 def run(algorithm: str, table: Table, seed: int, budget: int, settings: Settings) -> dict:

@@ -22,40 +22,30 @@ from pathlib import Path
 import numpy as np
 
 from deepflows.automl.nas import cells
+from deepflows.automl.nas.algorithms import SEEDED, make_proposer
 
 log = logging.getLogger("deepflows.automl")
 STORE = "population.sqlite"
-ALGORITHMS = ("aging", "non-aging", "random", "pairwise", "controller")
 INITS = ("random", "hand")
-SEEDED = ("aging", "non-aging", "pairwise")  # the algorithms with a population to seed
 
 
-def make_proposer(algorithm: str, settings: dict, seed: int, init: str = "random"):
-    """A proposer over NAS-Bench-201 cells (deepflows.automl.search.proposers, .controller). init="hand": the
-    first child is the hand-designed cell and the rest of the first population its mutants ("combining
-    evolution and hand design"); random: random cells. Large-Scale Evolution starts from the trivial cell."""
-    from deepflows.automl.search.proposers import Evolution, PairwiseEvolution, RandomSearch
-
-    evo = settings["evolution"]
+def make_cell_proposer(algorithm: str, settings: dict, seed: int, init: str = "random"):
+    """A proposer over NAS-Bench-201 cells. init="hand": the first child is the hand-designed cell and the rest of
+    the first population its one-edge mutants ("combining evolution and hand design"; Large-Scale Evolution's
+    copies are then copies of the hand design); random: random cells, and Large-Scale Evolution's trivial cell."""
     if init == "hand" and algorithm not in SEEDED:
         raise ValueError(f"init 'hand' seeds a population: for {', '.join(SEEDED)}, not {algorithm}")
-    if init == "hand":
-        hand = list(cells.HAND_DESIGNED)
-        draw = _HandSeeded(hand)
-    else:
-        draw = cells.sample
-    if algorithm == "random":
-        return RandomSearch(draw)
-    if algorithm in ("aging", "non-aging"):
-        return Evolution(draw, cells.mutate, evo["population"], evo["sample"], aging=algorithm == "aging")
-    if algorithm == "pairwise":
-        return PairwiseEvolution(cells.HAND_DESIGNED if init == "hand" else cells.TRIVIAL, cells.mutate,
-                                 evo["population"])  # fmt: skip
-    if algorithm == "controller":
+    hand = init == "hand"
+    evo = settings["evolution"]
+
+    def controller():
         from deepflows.automl.search.controller import RuleController
 
         return RuleController(cells.CHOICES, (len(cells.EDGES),), seed=seed, **settings["controller"])
-    raise ValueError(f"algorithm {algorithm!r}: one of {ALGORITHMS}")
+
+    return make_proposer(algorithm, _HandSeeded(list(cells.HAND_DESIGNED)) if hand else cells.sample,
+                         cells.mutate, cells.HAND_DESIGNED if hand else cells.TRIVIAL, evo["population"],
+                         evo["sample"], controller)  # fmt: skip
 
 
 class _HandSeeded:
@@ -86,12 +76,12 @@ def run_live_search(workdir: str | Path, algorithm: str, seed: int, models: int,
         from deepflows.automl.nas.child import evaluate_cell as evaluate
     workdir = Path(workdir)
     (workdir / "weights").mkdir(parents=True, exist_ok=True)
-    own = {"aging": "evolution", "non-aging": "evolution", "pairwise": "evolution", "controller": "controller"}
+    own = {"aging": "evolution", "non-aging": "evolution", "pairwise": "evolution", "reinforce": "controller"}
     identity = {"algorithm": algorithm, "seed": seed, "init": init, "fingerprint": fingerprint,
                 "proposer": settings.get(own.get(algorithm, ""), None),
                 "inherit": bool(settings["inherit_weights"] and algorithm == "pairwise")}  # fmt: skip
     store = PopulationStore(workdir / STORE, identity)
-    proposer = make_proposer(algorithm, settings, seed, init)
+    proposer = make_cell_proposer(algorithm, settings, seed, init)
     saved = store.proposer_state()
     if saved is not None:
         proposer.restore(saved["proposer"])
