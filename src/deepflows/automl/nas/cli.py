@@ -19,8 +19,8 @@ from deepflows.arguments import positive_int, seed
 from deepflows.errors import UserError
 
 log = logging.getLogger("deepflows.automl")
-COLUMNS = ("id", "cell", "parent", "status", "reward", "seed", "seconds", "incarnation", "started", "finished",
-           "finish_order")  # fmt: skip
+COLUMNS = ("id", "cell", "parent", "status", "outcome", "reward", "params", "seed", "seconds", "incarnation",
+           "started", "finished", "finish_order", "error")  # fmt: skip
 
 
 def add_arguments(p) -> None:

@@ -112,7 +112,7 @@ def run_live_search(workdir: str | Path, algorithm: str, seed: int, models: int,
             for future in pool.wait_any(list(in_flight)):
                 model_id, cell = in_flight.pop(future)
                 result = _result(future)
-                if result["status"] == "ok":
+                if result.get("reward") is not None:
                     proposer.observe([cell], [result["reward"]], [{"id": model_id}])
                 store.finish(model_id, result, state())
                 _log_progress(store, model_id, cell, result, models)

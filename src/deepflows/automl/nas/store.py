@@ -2,7 +2,8 @@
 state (the population), changed in single transactions, so the file is always a state the search passed through.
 
     models   id (birth order), cell, parent, status, reward, seed, result (JSON), incarnation, times
-             status: running -> done | failed; `lost` for a model that was running when its controller died
+             status: running -> done (a reward) | failed (the worker raised); `lost` for a model that was running
+             when its controller died
     meta     identity (what a resumed search must share with the saved one), proposer (its JSON state, written
              in the same transaction as the model it changed), incarnation (how many times the search started)
 
@@ -64,8 +65,9 @@ class PopulationStore:
         return model_id, seed
 
     def finish(self, model_id: int, result: dict, proposer_state: dict) -> None:
-        """The model's result and the proposer's state after observing it, together."""
-        status = "done" if result.get("status") == "ok" else "failed"
+        """The model's result and the proposer's state after observing it, together. A result with a reward is
+        done (a child that did not learn scores what it scored); one without (the worker raised) failed."""
+        status = "done" if result.get("reward") is not None else "failed"
         with self._transaction():
             order = self.db.execute("SELECT COALESCE(MAX(finish_order), -1) + 1 FROM models").fetchone()[0]
             changed = self.db.execute(
@@ -92,7 +94,8 @@ class PopulationStore:
         out = []
         for model_id, cell, parent, status, reward, seed, result, incarnation, started, finished, order in rows:
             extra = json.loads(result) if result else {}
-            out.append({**{k: v for k, v in extra.items() if k not in ("reward", "status")}, "id": model_id,
+            extra["outcome"] = extra.pop("status", None)  # the training's own status: ok, no progress, ...
+            out.append({**{k: v for k, v in extra.items() if k != "reward"}, "id": model_id,
                         "cell": json.loads(cell), "parent": parent, "status": status, "reward": reward,
                         "seed": seed, "incarnation": incarnation, "started": started, "finished": finished,
                         "finish_order": order})  # fmt: skip
