@@ -52,7 +52,8 @@ def write_table(rows: list[dict], out: Path) -> str:
              "|---|---|---|---|---|---|---|"]
     for r in rows:
         value = f"{r['mean']:.4f} +- {r['sd']:.4f}" if r["n_ok"] else "all failed"
-        lines.append(f"| `{r['cell']}` | {r['name']} | {r['params']} | {r['steps']} | {value} | {r['n_ok']} "
+        cell = r["cell"].replace("|", "\\|")  # a cell's text is full of the table's separator
+        lines.append(f"| `{cell}` | {r['name']} | {r['params']} | {r['steps']} | {value} | {r['n_ok']} "
                      f"| {r['seconds']} |")  # fmt: skip
     text = "\n".join(lines) + "\n"
     (out / "table.md").write_text(text)
@@ -67,8 +68,8 @@ def run_retrain(named: dict, child: dict, seeds: int, steps: int, out: Path) -> 
         ok = np.array([a for a in accuracies if a is not None])
         rows.append({"cell": cells.to_text(cell), "name": name,
                      "params": live_params(cell, child), "steps": steps,
-                     "mean": float(ok.mean()) if len(ok) else float("nan"),
-                     "sd": float(ok.std(ddof=1)) if len(ok) > 1 else 0.0, "n_ok": len(ok),
+                     "mean": round(float(ok.mean()), 4) if len(ok) else float("nan"),
+                     "sd": round(float(ok.std(ddof=1)), 4) if len(ok) > 1 else 0.0, "n_ok": len(ok),
                      "accuracies": accuracies, "seconds": round(time.perf_counter() - start, 1)})  # fmt: skip
         print(rows[-1], flush=True)
     print(write_table(rows, out))
