@@ -15,6 +15,8 @@ A task (deepflows.automl.tasks) gives:
     evaluate(model, split)          the metric on a named evaluation split (jittable)
     chance_loss                     the loss of a model that has learnt nothing (ln of the class count): a run
                                     whose loss is not clearly below it after the first evaluation has failed
+    bind(model, shared) (optional)  what loss and evaluate get as the model, given the `shared` arrays: for a model
+                                    that takes part of its structure as traced data (a NAS cell's operations)
 
 make_tx(h) builds the optax transformation of one run from its hyperparameters h (a dict of traced arrays:
 one row of `hparams`), so a learning rate or a rule can differ between runs of one compiled program.
@@ -40,6 +42,7 @@ class Runs:
     loss: np.ndarray  # (N, E) mean training loss over the steps since the previous evaluation
     metric: np.ndarray  # (N, E) the task's metric on the evaluation split (NaN once a run failed)
     status: np.ndarray  # (N,) OK, NOT_FINITE or NO_PROGRESS
+    state: tuple | None = None  # (params, rest): the runs' final nnx.State (leading axis: run), to save
 
     @property
     def final(self) -> np.ndarray:
@@ -55,7 +58,7 @@ def _split(model):
 
 def train_many(task, make_tx: Callable, hparams: dict, seeds: Sequence[int], steps: int, *, eval_every: int,
                check_every: int | None = None, shared: dict | None = None, split: str = "tune",
-               progress: float = 0.9) -> Runs:  # fmt: skip
+               progress: float = 0.9, init: tuple | None = None) -> Runs:  # fmt: skip
     """Train len(seeds) runs of `task` for `steps` steps, evaluating on `split` every `eval_every` steps.
 
     Runs are checked for failure every `check_every` steps (default: eval_every; a divisor of it), which can be
@@ -65,7 +68,9 @@ def train_many(task, make_tx: Callable, hparams: dict, seeds: Sequence[int], ste
     on them runs one branch, not all). A run fails when its loss or parameters stop
     being finite, or when its mean loss over the first check interval is not below `progress` times the
     task's chance loss; the whole batch stops early once every run has failed (a degenerate rule costs one
-    interval, not the full budget)."""
+    interval, not the full budget).
+    init: (params, rest) as nnx.State, one model's (unbatched): every run starts from it instead of a fresh init
+    (weight inheritance); the optimizer state starts fresh."""
     import jax
     import jax.numpy as jnp
     import optax
@@ -82,8 +87,8 @@ def train_many(task, make_tx: Callable, hparams: dict, seeds: Sequence[int], ste
     for k, v in hp.items():
         if v.shape[:1] != (n,):
             raise ValueError(f"hparams[{k!r}] has {v.shape[:1]} rows for {n} runs")
-    init_all, interval_all = _programs(task, make_tx, check_every, split)
-    carry = init_all(seeds, hp, common)
+    init_all, start_all, interval_all = _programs(task, make_tx, check_every, split)
+    carry = init_all(seeds, hp, common) if init is None else start_all(init, hp, common)
     status = np.zeros(n, dtype=np.int8)
     rows_loss, rows_metric, evaluated = [], [], []
     losses = []
@@ -107,23 +112,28 @@ def train_many(task, make_tx: Callable, hparams: dict, seeds: Sequence[int], ste
         if np.all(status != OK):
             break
     if not evaluated:  # every run failed before the first evaluation
-        return Runs(np.asarray([end]), np.mean(losses, 0)[:, None], np.full((n, 1), np.nan), status)
-    return Runs(np.asarray(evaluated), np.stack(rows_loss, 1), np.stack(rows_metric, 1), status)
+        return Runs(np.asarray([end]), np.mean(losses, 0)[:, None], np.full((n, 1), np.nan), status, carry[:2])
+    return Runs(np.asarray(evaluated), np.stack(rows_loss, 1), np.stack(rows_metric, 1), status, carry[:2])
 
 
 @functools.lru_cache(maxsize=16)
 def _programs(task, make_tx: Callable, interval_steps: int, split: str):
-    """The compiled init and interval programs of (task, make_tx, interval_steps, split): a search evaluating thousands of
-    rules with one module-level make_tx compiles them once per worker process."""
+    """The compiled init, start (from given weights) and interval programs of (task, make_tx, interval_steps, split):
+    a search evaluating thousands of rules with one module-level make_tx compiles them once per worker process."""
     import jax
     import jax.numpy as jnp
     import optax
     from flax import nnx
 
     graphdef, _, _ = _split(nnx.eval_shape(lambda: task.model(nnx.Rngs(0))))
+    bind = getattr(task, "bind", lambda model, shared: model)
 
     def init(seed, h, common):
         _, params, rest = _split(task.model(nnx.Rngs(jax.random.key(seed))))
+        return start((params, rest), h, common)
+
+    def start(state, h, common):
+        params, rest = state
         return params, rest, make_tx({**h, **common}).init(params)
 
     def interval(carry, start, evaluate, h, common, seed):
@@ -135,8 +145,8 @@ def _programs(task, make_tx: Callable, interval_steps: int, split: str):
             batch = task.batch(key_batch)
 
             def loss_fn(p):
-                model = nnx.merge(graphdef, p, rest)
-                value = task.loss(model, batch, key_loss)
+                model = nnx.merge(graphdef, p, rest, copy=True)  # fresh Variables: BatchNorm may update them here
+                value = task.loss(bind(model, common), batch, key_loss)
                 return value, _split(model)[2]
 
             (value, new_rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
@@ -147,10 +157,13 @@ def _programs(task, make_tx: Callable, interval_steps: int, split: str):
         carry, losses = jax.lax.scan(one, carry, start + jnp.arange(interval_steps))
         params, rest, _ = carry
         finite = jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(params)]))
-        model = nnx.merge(graphdef, params, rest)
-        metric = jax.lax.cond(evaluate, lambda: task.evaluate(model, split).astype(jnp.float32),
-                              lambda: jnp.float32(jnp.nan))  # fmt: skip
+
+        def measure():  # the model made inside the cond, whose trace an NNX transform in the model may update
+            model = nnx.merge(graphdef, params, rest, copy=True)
+            return task.evaluate(bind(model, common), split).astype(jnp.float32)
+
+        metric = jax.lax.cond(evaluate, measure, lambda: jnp.float32(jnp.nan))
         return carry, jnp.mean(losses), metric, finite & jnp.all(jnp.isfinite(losses))
 
-    return (jax.jit(jax.vmap(init, in_axes=(0, 0, None))),
+    return (jax.jit(jax.vmap(init, in_axes=(0, 0, None))), jax.jit(jax.vmap(start, in_axes=(None, 0, None))),
             jax.jit(jax.vmap(interval, in_axes=(0, None, None, 0, None, 0)), donate_argnums=0))

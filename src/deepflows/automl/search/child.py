@@ -47,9 +47,13 @@ def fingerprint(child: dict) -> str:
     """What a cached reward depends on: the child settings, the data's bytes (not its path) and the grammar."""
     from deepflows.automl import grammar
 
+    return settings_fingerprint(child, grammar=[grammar.OPERANDS, grammar.UNARY, grammar.BINARY])
+
+
+def settings_fingerprint(child: dict, **space) -> str:
+    """The child settings with the data's bytes in place of its path, and what defines the candidates (`space`)."""
     data = _file_sha256(str(Path(child["data"]).resolve())) if Path(child["data"]).is_file() else child["data"]
-    key = {**{k: v for k, v in child.items() if k != "data"}, "data": data,
-           "grammar": [grammar.OPERANDS, grammar.UNARY, grammar.BINARY]}  # fmt: skip
+    key = {**{k: v for k, v in child.items() if k != "data"}, "data": data, **space}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
