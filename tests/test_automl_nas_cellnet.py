@@ -52,7 +52,7 @@ def test_one_compiled_program_trains_every_cell(child, parent):
     from deepflows.automl import trainer
     from deepflows.automl.nas.child import cell_tx, evaluate_cell, task_of
 
-    _, _, interval_all = trainer._programs(task_of(child), cell_tx, child["check_every"], "validation")
+    _, _, interval_all = trainer._programs(task_of(child), cell_tx, child["check_every"], "tune")
     misses, traced = trainer._programs.cache_info().misses, interval_all._cache_size()
     other = evaluate_cell(list(cells.TRIVIAL), child)
     assert other["status"] == "ok" and other["reward"] != parent[0]["reward"]
@@ -103,7 +103,7 @@ def test_a_child_starts_from_its_parents_weights(child, parent, tmp_path):
     params, rest = load_weights(task, parent[1])
     net = nnx.merge(nnx.split(task.model(nnx.Rngs(0)))[0], params, rest)
     cell = {"cell": np.asarray(cells.HAND_DESIGNED, np.int32)}
-    assert round(float(task.evaluate(task.bind(net, cell), "validation")), 4) == parent[0]["reward"]
+    assert round(float(task.evaluate(task.bind(net, cell), "tune")), 4) == parent[0]["reward"]
     # at learning rate 0 the run's parameters stay the saved ones, exactly
     runs = _train(cells.HAND_DESIGNED, {**child, "learning_rate": 0.0}, [0], 10, init=(params, rest))
     for saved, after in zip(jax.tree.leaves(params), jax.tree.leaves(runs.state[0])):

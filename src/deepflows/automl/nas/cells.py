@@ -93,3 +93,8 @@ def live_edges(cell) -> list[bool]:
         if cell[k] and feeds[to]:
             feeds[src] = True
     return [bool(cell[k]) and reached[src] and feeds[to] for k, (to, src) in enumerate(EDGES)]
+
+
+def pruned(cell) -> tuple[int, ...]:
+    """The cell with its dead edges (see live_edges) set to `none`: it computes the same output."""
+    return tuple(op if live else 0 for op, live in zip(validate(cell), live_edges(cell)))

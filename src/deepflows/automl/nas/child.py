@@ -1,6 +1,8 @@
-"""The child task of the architecture search: a cell's reward is the validation accuracy of the CellNet
+"""The child task of the architecture search: a cell's reward is the accuracy of the CellNet
 (deepflows.automl.nas.cellnet) built with it and trained from scratch, or from its parent's trained weights, for a
-short budget on the MNIST digits' train split (4,000 digits; validation: the other 1,000).
+short budget on 3,500 of the MNIST digits' 4,000 train digits and scored on the other 500 (`fit` and `tune`
+in deepflows.automl.tasks.mnist); `retrain` trains on all 4,000 and scores the 1,000 validation digits, which no
+search ever scores, so that a search's winner is judged on digits it was not chosen on.
 
 `evaluate_cell` is what an evaluation job runs: a module-level function of plain data, so that a process pool or
 a Dask worker on a Slurm node can run it; each worker compiles the child program once, for every cell (the cell
@@ -60,17 +62,23 @@ def cell_tx(h):
     return optax.adam(lambda count: h["lr"] * 0.5 * (1 + jnp.cos(jnp.pi * jnp.minimum(count / h["steps"], 1.0))))
 
 
+# (train split, evaluation split): a search trains children on 3,500 digits and rewards them on 500 others; the
+# report retrains its winners on all 4,000 and scores them on the 1,000 validation digits no search ever scored
+SEARCH_SPLITS = ("fit", "tune")
+RETRAIN_SPLITS = ("train", "validation")
+
+
 @functools.lru_cache(maxsize=4)
-def _task(path: str, batch_size: int, channels: int, cells_per_stage: int, stem_stride: int):
+def _task(path: str, batch_size: int, channels: int, cells_per_stage: int, stem_stride: int, train_split: str):
     from deepflows.automl.nas.cellnet import CellTask
 
     return CellTask(path, batch_size=batch_size, channels=channels, cells_per_stage=cells_per_stage,
-                    stem_stride=stem_stride)  # fmt: skip
+                    stem_stride=stem_stride, train_split=train_split)  # fmt: skip
 
 
-def task_of(child: dict):
+def task_of(child: dict, train_split: str = SEARCH_SPLITS[0]):
     return _task(child["data"], child["batch_size"], child["channels"], child["cells_per_stage"],
-                 child["stem_stride"])  # fmt: skip
+                 child["stem_stride"], train_split)  # fmt: skip
 
 
 @functools.lru_cache(maxsize=4)
@@ -82,21 +90,23 @@ def _abstract(task):
     return params, rest
 
 
-def _train(cell, child: dict, seeds, steps: int, init=None):
-    from deepflows.automl.nas.cells import validate
+def _train(cell, child: dict, seeds, steps: int, init=None, splits=SEARCH_SPLITS):
+    from deepflows.automl.nas.cells import pruned
     from deepflows.automl.trainer import train_many
 
     seeds = np.asarray(seeds) + child["seed"]
-    return train_many(task_of(child), cell_tx, {"lr": np.full(len(seeds), child["learning_rate"], np.float32)},
-                      shared={"cell": np.asarray(validate(cell), np.int32), "steps": np.float32(steps)},
+    # dead edges as `none`: the same function (their output never reaches the cell's), without their cost
+    return train_many(task_of(child, splits[0]), cell_tx,
+                      {"lr": np.full(len(seeds), child["learning_rate"], np.float32)},
+                      shared={"cell": np.asarray(pruned(cell), np.int32), "steps": np.float32(steps)},
                       seeds=seeds, steps=steps, eval_every=steps, check_every=min(child["check_every"], steps),
-                      split="validation", init=init)  # fmt: skip
+                      split=splits[1], init=init)  # fmt: skip
 
 
 def evaluate_cell(cell: list[int], child: dict, seed: int = 0, weights_in: str | None = None,
                   weights_out: str | None = None) -> dict:  # fmt: skip
     """Train the child with `cell` (from a fresh init, or from the weights file `weights_in`); the reward is the
-    validation accuracy (0 when the run failed). weights_out: where to write the trained weights (unless they
+    accuracy on the `tune` digits (0 when the run failed). weights_out: where to write the trained weights (unless they
     stopped being finite; "weights" in the result says whether it was written). seed: added to the settings' seed,
     so that a search can give every child its own init and batches."""
     from deepflows.automl.nas.cells import to_text
@@ -129,9 +139,9 @@ def live_params(cell, child: dict) -> int:
 
 
 def retrain(cell, child: dict, seeds, steps: int) -> list[float | None]:
-    """Validation accuracy of `cell` trained from scratch with each seed for `steps` steps (the seeds side by side
-    in one program); None for a run that failed."""
-    final = _train(cell, child, seeds, steps).final
+    """Accuracy on the 1,000 validation digits of `cell` trained from scratch on the 4,000 train digits with
+    each seed for `steps` steps (the seeds side by side in one program); None for a run that failed."""
+    final = _train(cell, child, seeds, steps, splits=RETRAIN_SPLITS).final
     return [None if np.isnan(a) else round(float(a), 4) for a in final]
 
 
