@@ -94,6 +94,8 @@ rule nas_compare:
         out=lambda wildcards, output: os.path.dirname(output.runs),
         runs=NAS["comparison"]["runs"],
         budget=NAS["comparison"]["budget"],
+        hpolib_runs=NAS["comparison"]["hpolib_runs"],
+        tune_runs=NAS["comparison"]["tune_runs"],
     threads: 2
     resources:
         mem_mb=3000,
@@ -104,8 +106,8 @@ rule nas_compare:
     conda:
         "../envs/automl.yaml"
     shell:
-        "deepflows nas-compare --runs {params.runs} --budget {params.budget} --workers {threads}"
-        " --out {params.out:q} 2> {log:q}"
+        "deepflows nas-compare --runs {params.runs} --budget {params.budget} --hpolib-runs {params.hpolib_runs}"
+        " --tune-runs {params.tune_runs} --out {params.out:q} 2> {log:q}"
 
 
 rule nas_search:

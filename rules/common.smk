@@ -843,4 +843,5 @@ NAS_DIR = "results/automl/nas"
 
 def nas_searches(wildcards=None):
     """The live searches' model tables: one per (algorithm, init) of config and seed."""
-    return [f"{NAS_DIR}/live/{s['algorithm']}-{s['init']}-s{seed}.tsv" for s in NAS["searches"] for seed in NAS["seeds"]]
+    return [f"{NAS_DIR}/live/{s['algorithm']}-{s.get('init', 'random')}-s{seed}.tsv" for s in NAS["searches"]
+            for seed in NAS["seeds"]]

@@ -3,10 +3,9 @@ inheritance through weights files, and retraining with several seeds."""
 
 from __future__ import annotations
 
-import gzip
-
 import numpy as np
 import pytest
+from automl_digits import write_separable_digits
 
 from deepflows.automl.nas import cells
 from deepflows.automl.nas.child import CELL_CHILD_SCHEMA
@@ -18,16 +17,7 @@ NONE = (0, 0, 0, 0, 0, 0)
 def child(tmp_path_factory):
     """Tiny child settings on a small MNIST-format CSV whose classes are separable: class k lights up row block
     k."""
-    rng = np.random.default_rng(0)
-    rows = []
-    for i in range(400):
-        label = i % 10
-        image = rng.integers(0, 60, (28, 28))
-        image[2 * label + 4 : 2 * label + 7, 4:24] = 255
-        rows.append(",".join(map(str, [*image.ravel(), label])))
-    path = tmp_path_factory.mktemp("digits") / "digits.csv.gz"
-    with gzip.open(path, "wt") as handle:
-        handle.write("\n".join(rows) + "\n")
+    path = write_separable_digits(tmp_path_factory.mktemp("digits") / "digits.csv.gz")
     defaults = {k: v["default"] for k, v in CELL_CHILD_SCHEMA["properties"].items()}
     return {**defaults, "data": str(path), "steps": 40, "check_every": 10, "channels": 4, "batch_size": 16}
 

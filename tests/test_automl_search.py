@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from automl_digits import write_separable_digits
 
 from deepflows.automl import grammar
 from deepflows.automl.grammar import RuleError, parse
@@ -22,18 +23,8 @@ TINY = {"batch": 4, "child": {"steps": 20, "check_every": 10, "learning_rates": 
 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
-    """A small MNIST-format CSV whose classes are separable: class k lights up row block k."""
-    rng = np.random.default_rng(0)
-    rows = []
-    for i in range(400):
-        label = i % 10
-        image = rng.integers(0, 60, (28, 28))
-        image[2 * label + 4 : 2 * label + 7, 4:24] = 255
-        rows.append(",".join(map(str, [*image.ravel(), label])))
-    path = tmp_path_factory.mktemp("digits") / "digits.csv.gz"
-    with gzip.open(path, "wt") as handle:
-        handle.write("\n".join(rows) + "\n")
-    return path
+    """A small MNIST-format CSV whose classes are separable."""
+    return write_separable_digits(tmp_path_factory.mktemp("digits") / "digits.csv.gz")
 
 
 @pytest.fixture(scope="module")

@@ -72,6 +72,8 @@ class Valid:
     text_config: Path  # a one-step text-train config (the top layer learns, 8-token turns)
     nos_settings: Path  # optimizer-search settings whose child trains 10 steps on 40 digits (nos_digits)
     nos_history: Path  # a nos-search history table of 3 rules
+    nas_settings: Path  # architecture-search settings whose child trains 10 steps on those 40 digits
+    nas_models: Path  # a nas-search model table of 3 models
     build_seconds: float
 
     @property
@@ -89,7 +91,8 @@ class Valid:
                 "text_sentences": self.text_sentences, "text_vectors": self.text_vectors,
                 "text_index": self.text_index, "text_chats": self.text_chats,
                 "text_config": self.text_config, "nos_settings": self.nos_settings,
-                "nos_history": self.nos_history}  # fmt: skip
+                "nos_history": self.nos_history, "nas_settings": self.nas_settings,
+                "nas_models": self.nas_models}  # fmt: skip
 
 
 def run_valid(jobs: list[tuple[str, list]], cwd: Path, parallel: int = 3) -> None:
@@ -228,6 +231,14 @@ def build_valid(d: Path) -> Valid:
                            "seconds\telapsed\n" + "".join(f"random\t0\t{i}\t0\t{r}\t{w}\tok\t0.1\tTrue\t1.0\t{i + 1}\n"
                                                           for i, (r, w) in enumerate((("g", 0.5), ("adam", 0.6),
                                                                                       ("sign(g)", 0.4)))))  # fmt: skip
+    nas_settings, nas_models = d / "nas.yaml", d / "nas-models.tsv"
+    nas_settings.write_text(f"child: {{data: {nos_digits}, steps: 10, check_every: 10, channels: 2, batch_size: 4}}\n"
+                            "evolution: {population: 2, sample: 1}\n")
+    nas_models.write_text("id\tcell\tparent\tstatus\treward\tstarted\tfinished\n" + "".join(
+        f"{i}\t{c}\t\tdone\t{w}\t{i}.0\t{i + 1}.0\n" for i, (c, w) in enumerate(
+            (("|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|skip_connect~0|none~1|skip_connect~2|", 0.5),
+             ("|none~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|", 0.4),
+             ("|avg_pool_3x3~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|", 0.3)))))  # fmt: skip
 
     examples = d / "examples"
     examples.mkdir()
@@ -259,7 +270,8 @@ def build_valid(d: Path) -> Valid:
     return Valid(d, d / "ref.fa", d / "ref_other.fa", bam, d / "reads.cram", truth, truth_plain, sites_only, bed,
                  shards, probs, vcf, labelled, train_store, png, png2, tif, bench_tsv, config, isl_dir, isl_well,
                  isl_config, isl_train, isl_tune, isl_pred, text_book, text_sentences, text_vectors, text_index,
-                 text_chats, text_config, nos_settings, nos_history, time.monotonic() - t0)  # fmt: skip
+                 text_chats, text_config, nos_settings, nos_history, nas_settings, nas_models,
+                 time.monotonic() - t0)  # fmt: skip
 
 
 

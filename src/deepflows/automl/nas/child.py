@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deepflows.automl.search.child import digit_child_properties
 from deepflows.errors import UserError
 
 CELL_CHILD_SCHEMA = {
@@ -25,13 +26,7 @@ CELL_CHILD_SCHEMA = {
     "additionalProperties": False,
     "default": {},
     "properties": {
-        "data": {"type": "string", "default": "../shared/data/automl/mnist_5k.csv.gz",
-                 "description": "MNIST digits, gzip CSV (784 pixels + label per row)"},
-        "steps": {"type": "integer", "minimum": 1, "default": 400, "description": "training steps per cell"},
-        "check_every": {"type": "integer", "minimum": 1, "default": 50,
-                        "description": "a cell whose loss has not fallen after this many steps (or is not finite "
-                                       "at a check) stops here: a divisor of steps"},
-        "batch_size": {"type": "integer", "minimum": 1, "default": 32},
+        **digit_child_properties("cell", 400),
         "channels": {"type": "integer", "minimum": 1, "default": 8,
                      "description": "channels of the first stage (the second has 2x, the third 4x)"},
         "cells_per_stage": {"type": "integer", "minimum": 1, "default": 1, "description": "N: cells per stage"},

@@ -32,10 +32,6 @@ NAS_SCHEMA = {
 
 def load_settings(path: str | Path | None) -> dict:
     """The settings of a file (None: all defaults), validated; one line naming the key for anything wrong."""
-    from deepflows.config import ConfigError, read_yaml, validate_config
+    from deepflows.automl.search import settings
 
-    raw = read_yaml(path) if path else {}
-    settings = validate_config(raw or {}, path or "search settings", NAS_SCHEMA, combinations=False)
-    if settings["evolution"]["sample"] > settings["evolution"]["population"]:
-        raise ConfigError(f"{path}: evolution.sample must not exceed evolution.population")
-    return settings
+    return settings.load_settings(path, NAS_SCHEMA)

@@ -16,18 +16,26 @@ from pathlib import Path
 
 import numpy as np
 
+def digit_child_properties(candidate: str, steps: int) -> dict:
+    """The schema properties every child trained on the MNIST digits has (the optimizer search's, scoring a
+    rule, and the architecture search's, scoring a cell)."""
+    return {
+        "data": {"type": "string", "default": "../shared/data/automl/mnist_5k.csv.gz",
+                 "description": "MNIST digits, gzip CSV (784 pixels + label per row)"},
+        "steps": {"type": "integer", "minimum": 1, "default": steps, "description": f"training steps per {candidate}"},
+        "check_every": {"type": "integer", "minimum": 1, "default": 50,
+                        "description": f"a {candidate} whose loss has not fallen after this many steps (or is not "
+                                       "finite at a check) stops here: a divisor of steps"},
+        "batch_size": {"type": "integer", "minimum": 1, "default": 32},
+    }  # fmt: skip
+
+
 CHILD_SCHEMA = {
     "type": "object",
     "additionalProperties": False,
     "default": {},
     "properties": {
-        "data": {"type": "string", "default": "../shared/data/automl/mnist_5k.csv.gz",
-                 "description": "MNIST digits, gzip CSV (784 pixels + label per row)"},
-        "steps": {"type": "integer", "minimum": 1, "default": 200, "description": "training steps per rule"},
-        "check_every": {"type": "integer", "minimum": 1, "default": 50,
-                        "description": "a rule whose loss has not fallen after this many steps (or is not finite "
-                                       "at a check) stops here: a divisor of steps"},
-        "batch_size": {"type": "integer", "minimum": 1, "default": 32},
+        **digit_child_properties("rule", 200),
         "width": {"type": "integer", "minimum": 1, "default": 4, "description": "channels of the first conv"},
         "learning_rates": {"type": "array", "items": {"type": "number", "exclusiveMinimum": 0}, "minItems": 1,
                            "default": [0.001, 0.01, 0.1], "description": "the grid each rule is trained with"},

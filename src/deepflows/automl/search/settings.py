@@ -40,14 +40,13 @@ SEARCH_SCHEMA = {
 }  # fmt: skip
 
 
-def load_settings(path: str | Path | None) -> dict:
-    """The settings of a file (None: all defaults), validated; one line naming the key for anything wrong."""
-    from deepflows.config import read_yaml, validate_config
+def load_settings(path: str | Path | None, schema: dict = SEARCH_SCHEMA) -> dict:
+    """The settings of a file (None: all defaults) under `schema` (this one, or the architecture search's),
+    validated; one line naming the key for anything wrong."""
+    from deepflows.config import ConfigError, read_yaml, validate_config
 
     raw = read_yaml(path) if path else {}
-    settings = validate_config(raw or {}, path or "search settings", SEARCH_SCHEMA, combinations=False)
+    settings = validate_config(raw or {}, path or "search settings", schema, combinations=False)
     if settings["evolution"]["sample"] > settings["evolution"]["population"]:
-        from deepflows.config import ConfigError
-
         raise ConfigError(f"{path}: evolution.sample must not exceed evolution.population")
     return settings
