@@ -45,7 +45,7 @@ def test_one_compiled_program_trains_every_cell(child, parent):
     _, _, interval_all = trainer._programs(task_of(child), cell_tx, child["check_every"], "tune")
     misses, traced = trainer._programs.cache_info().misses, interval_all._cache_size()
     other = evaluate_cell(list(cells.TRIVIAL), child)
-    assert other["status"] == "ok" and other["reward"] != parent[0]["reward"]
+    assert other["status"] == "ok" and other["params"] < parent[0]["params"]  # another network, same program
     assert trainer._programs.cache_info().misses == misses and interval_all._cache_size() == traced == 1
 
 
