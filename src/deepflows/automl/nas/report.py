@@ -155,10 +155,14 @@ def retrain_markdown(table, seeds: list[int]) -> str:
              "accuracy on the 1,000 validation digits (no search scored them)", "",
              "| model | cell | live params | mean | sd | seeds ok | per seed | seconds |", "|---" * 8 + "|"]  # fmt: skip
     for row in table.itertuples():
-        cell = row.cell.replace("|", "\\|")  # a cell's text is full of the table's separator
+        cell = _cell_md(row.cell)
         lines.append(f"| {row.model} | `{cell}` | {row.params} | {row.mean:.4f} | {row.sd:.4f} | {row.ok} | "
                      f"{row.accuracies} | {row.seconds} |")  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def _cell_md(text: str) -> str:
+    return text.replace("|", "\\|")  # a cell's text is full of a markdown table's separator
 
 
 def run(args) -> None:
@@ -176,7 +180,7 @@ def run(args) -> None:
     lines = ["| search | done | failed | lost | hours | models/hour | best reward | best cell |", "|---" * 8 + "|"]
     for s in summaries:
         lines.append(f"| {s['search']} | {s['done']} | {s['failed']} | {s['lost']} | {s['hours']:.2f} | "
-                     f"{s['models_per_hour']:.0f} | {s['best_reward']:.4f} | `{s['best_cell']}` |")  # fmt: skip
+                     f"{s['models_per_hour']:.0f} | {s['best_reward']:.4f} | `{_cell_md(s['best_cell'])}` |")  # fmt: skip
     write_text(out / "searches.md", "\n".join(lines) + "\n")
     plot_progress(frames, out / "progress.png")
     best = [(f"{s['search']}: best found ({s['best_reward']:.3f})", list(cells.parse(s["best_cell"])))
