@@ -84,15 +84,11 @@ def run_live_search(workdir: str | Path, algorithm: str, seed: int, models: int,
     proposer = make_cell_proposer(algorithm, settings, seed, init)
     saved = store.proposer_state()
     if saved is not None:
-        proposer.restore(saved["proposer"])
-        if isinstance(proposer.draw, _HandSeeded):
-            proposer.draw.first = saved["hand_first"]
+        proposer.restore(saved)
+    if isinstance(getattr(proposer, "draw", None), _HandSeeded):  # the hand design is drawn before any other model
+        proposer.draw.first = store.count("done", "failed", "running", "lost") == 0
     if store.lost:
         log.info("resuming: %d models were in flight when the search stopped; they are lost", store.lost)
-
-    def state() -> dict:
-        draw = getattr(proposer, "draw", None)
-        return {"proposer": proposer.state(), "hand_first": getattr(draw, "first", False)}
 
     def weights(model_id):
         return str(workdir / "weights" / f"{model_id}.msgpack")
@@ -104,7 +100,7 @@ def run_live_search(workdir: str | Path, algorithm: str, seed: int, models: int,
                 next_id = store.count("done", "failed", "running", "lost")
                 cell, parent = proposer.propose_with_parents(1, np.random.default_rng([seed, next_id]))[0]
                 parent_id = None if parent is None else parent["id"]
-                model_id, child_seed = store.start(cell, parent_id, lambda i: training_seed(seed, i), state())
+                model_id, child_seed = store.start(cell, parent_id, lambda i: training_seed(seed, i), proposer.state())
                 inherit = identity["inherit"] and parent_id is not None
                 future = pool.submit(evaluate, list(cell), settings["child"], child_seed,
                                      weights(parent_id) if inherit else None, weights(model_id))  # fmt: skip
@@ -114,7 +110,7 @@ def run_live_search(workdir: str | Path, algorithm: str, seed: int, models: int,
                 result = _result(future)
                 if result.get("reward") is not None:
                     proposer.observe([cell], [result["reward"]], [{"id": model_id}])
-                store.finish(model_id, result, state())
+                store.finish(model_id, result, proposer.state())
                 _log_progress(store, model_id, cell, result, models)
         return store.models()
     finally:
