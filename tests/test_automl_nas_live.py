@@ -152,13 +152,14 @@ def nas_search(settings, workdir, out, models, *more):
 
 def test_killed_controller_resumes_losing_only_the_models_in_flight(tmp_path, nas_settings):
     workdir = tmp_path / "w"
-    search = subprocess.Popen(nas_search(nas_settings, workdir, tmp_path / "m.tsv", 16, "--workers", "2"),
+    # a budget the first run cannot reach before the kill, however fast the children train
+    search = subprocess.Popen(nas_search(nas_settings, workdir, tmp_path / "m.tsv", 10_000, "--workers", "2"),
                               stderr=subprocess.DEVNULL)  # fmt: skip
     store = workdir / "population.sqlite"
     deadline = time.monotonic() + 240
     done_before = []
     while time.monotonic() < deadline and len(done_before) < 4:
-        time.sleep(1)
+        time.sleep(0.2)
         if store.exists():
             with sqlite3.connect(store, timeout=30) as db:
                 done_before = db.execute("SELECT id, reward FROM models WHERE status = 'done'").fetchall()
@@ -169,17 +170,18 @@ def test_killed_controller_resumes_losing_only_the_models_in_flight(tmp_path, na
         done_at_kill = db.execute("SELECT id, reward FROM models WHERE status = 'done' ORDER BY id").fetchall()
         in_flight = [row[0] for row in db.execute("SELECT id FROM models WHERE status = 'running'")]
     assert len(in_flight) <= 2  # at most one child per worker
-    subprocess.run(nas_search(nas_settings, workdir, tmp_path / "m.tsv", 16, "--workers", "2"), check=True,
+    budget = len(done_at_kill) + 4  # the restart must train 4 more
+    subprocess.run(nas_search(nas_settings, workdir, tmp_path / "m.tsv", budget, "--workers", "2"), check=True,
                    capture_output=True, timeout=300)  # fmt: skip
     import pandas as pd
 
     models = pd.read_csv(tmp_path / "m.tsv", sep="\t")
-    assert (models.status == "done").sum() == 16  # the budget counts finished models
+    assert (models.status == "done").sum() == budget  # the budget counts finished models
     assert sorted(models.id[models.status == "lost"]) == sorted(in_flight)  # lost: exactly those in flight
     assert models.id.is_unique and models.finish_order.dropna().is_unique  # no model finished twice
     after = dict(zip(models.id, models.reward))
     assert all(after[i] == reward for i, reward in done_at_kill)  # nothing finished before the kill was redone
-    assert set(models.incarnation) == {1, 2}
+    assert (models.incarnation == 2).sum() == 4 and set(models.incarnation) == {1, 2}
 
 
 def test_search_and_report_from_the_command_line(tmp_path, nas_settings):
