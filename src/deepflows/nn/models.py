@@ -100,6 +100,8 @@ ARCHITECTURES: dict[str, Callable[..., nnx.Module]] = {
     "focus_cnn": _Lazy("deepflows.imaging.focus_model", "FocusNet"),  # microscope focus quality (Yang 2018)
     "isl_fovea": _Lazy("deepflows.imaging.isl.model", "ISLNet"),  # In Silico Labeling (Christiansen 2018)
     "isl_unet": _Lazy("deepflows.imaging.isl.model", "UNet"),  # its L2 baseline
+    "mobilenet_v2": _Lazy("deepflows.imaging.segment.mobilenet", "MobileNetV2"),  # ImageNet classifier, backbone
+    "deeplab": _Lazy("deepflows.imaging.segment.deeplab", "DeepLab"),  # segmentation: FCN, DeepLab-v3, v3+
     "sentence_bert": _Lazy("deepflows.text.encoder.bert", "SentenceBert"),  # all-MiniLM-L6-v2's BERT (sentence encoder)
 }
 
