@@ -155,24 +155,27 @@ def disks(rng: np.random.Generator, n: int, size: int = 64) -> tuple[np.ndarray,
 
 
 def test_v3plus_learns_a_toy_task_with_frozen_backbone_statistics():
-    model = build_model("deeplab", {"separable": False}, 1, 0)
+    """The heads only: XLA's CPU gradients of depthwise convolutions are slow, and the backbone's are not needed
+    to show that the decoder and ASPP learn (and the backbone's batch norms stay frozen in training mode)."""
+    model = build_model("deeplab", {}, 1, 0)
     load_imagenet_backbone(model)
     model.train()
-    optimizer = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
+    heads = nnx.All(nnx.Param, nnx.Not(nnx.PathContains("backbone")))
+    optimizer = nnx.Optimizer(model, optax.adam(1e-3), wrt=heads)
 
     @nnx.jit
     def step(model, optimizer, x, y):
         def loss_fn(model):
             return optax.softmax_cross_entropy_with_integer_labels(model(x), y).mean()
 
-        loss, grads = nnx.value_and_grad(loss_fn)(model)
+        loss, grads = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, heads))(model)
         optimizer.update(model, grads)
         return loss
 
     x, y = disks(np.random.default_rng(0), 4)
     backbone_mean = np.asarray(model.backbone.blocks[5].depthwise.bn.mean.get_value())
     head_mean = np.asarray(model.aspp.project.bn.mean.get_value())
-    losses = [float(step(model, optimizer, x, y)) for _ in range(8)]
+    losses = [float(step(model, optimizer, x, y)) for _ in range(5)]
     print("losses", np.round(losses, 3))
     assert losses[-1] < 0.5 * losses[0]
     np.testing.assert_array_equal(model.backbone.blocks[5].depthwise.bn.mean.get_value(), backbone_mean)

@@ -63,7 +63,8 @@ class ASPP(nnx.Module):
 
     def __call__(self, x):
         pooled = self.pool(jnp.mean(x, axis=(1, 2), keepdims=True))
-        branches = [self.point(x), *(a(x) for a in self.atrous), jnp.broadcast_to(pooled, (*x.shape[:3], pooled.shape[-1]))]
+        pooled = jnp.broadcast_to(pooled, (*x.shape[:3], pooled.shape[-1]))
+        branches = [self.point(x), *(a(x) for a in self.atrous), pooled]
         return self.dropout(self.project(jnp.concatenate(branches, axis=-1)))
 
 
@@ -89,9 +90,9 @@ class DeepLab(nnx.Module):
                                           rngs=rngs)  # fmt: skip
         self.low_level = ConvBN(LOW_LEVEL_CHANNELS, low_level_channels, 1, activation=nnx.relu, rngs=rngs) \
             if v3plus else None  # fmt: skip
-        self.decoder = nnx.List([
-            Conv3x3(aspp_channels + low_level_channels, decoder_channels, separable=separable, rngs=rngs),
-            Conv3x3(decoder_channels, decoder_channels, separable=separable, rngs=rngs)]) if v3plus else None  # fmt: skip
+        decoder_in = (aspp_channels + low_level_channels, decoder_channels)
+        self.decoder = nnx.List([Conv3x3(c, decoder_channels, separable=separable, rngs=rngs)
+                                 for c in decoder_in]) if v3plus else None  # fmt: skip
         width = decoder_channels if v3plus else aspp_channels
         self.classifier = nnx.Conv(width, classes, (1, 1), rngs=rngs)
 

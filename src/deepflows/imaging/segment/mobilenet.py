@@ -51,7 +51,8 @@ class ConvBN(nnx.Module):
                  rngs: nnx.Rngs):  # fmt: skip
         pad = dilation * (kernel - 1) // 2
         self.conv = nnx.Conv(in_features, out_features, (kernel, kernel), strides=stride, padding=((pad, pad),) * 2,
-                             kernel_dilation=dilation, feature_group_count=groups, use_bias=False, rngs=rngs)  # fmt: skip
+                             kernel_dilation=dilation, feature_group_count=groups, use_bias=False,
+                             rngs=rngs)  # fmt: skip
         self.bn = nnx.BatchNorm(out_features, epsilon=1e-5, momentum=0.9, rngs=rngs)
         self.activation, self.frozen = activation, frozen
 
