@@ -1,0 +1,1 @@
+"""Semantic segmentation (DeepLab-v3+): labels, metrics, tasks and models."""
