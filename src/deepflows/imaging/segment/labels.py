@@ -20,24 +20,25 @@ import numpy as np
 
 NUCLEI_CLASSES = ("background", "nucleus")
 HE_CLASSES = ("background", "tissue", "haematoxylin-dense")
-THRESHOLDS = ("log-otsu", "otsu", "li")
+THRESHOLDS = ("li", "otsu", "log-otsu")
 GLASS_OD = 0.3  # he_regions: the most summed optical density that may still be glass
 LOG_FLOOR = 0.01  # log-otsu: log(x + LOG_FLOOR) of the image normalised to its 0.5 / 99.9 percentiles
 
 
-def nuclei_mask(fluorescence, sigma: float = 1.0, threshold: str = "log-otsu", min_area: int = 30,
+def nuclei_mask(fluorescence, sigma: float = 1.0, threshold: str = "li", min_area: int = 30,
                 min_distance: int = 5) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """(semantic uint8 [H, W] of 0 background / 1 nucleus, instances int32 [H, W] of 0 and 1..n) of a nuclear
     stain image [H, W] (any intensity scale: the image is first normalised to its 0.5th / 99.9th percentiles).
 
     The recipe, step by step:
     1. Gaussian smoothing (`sigma` px): shot noise would otherwise speckle the threshold's edge.
-    2. Threshold. The default, "log-otsu", is Otsu's threshold on log(x + 0.01) of the normalised image x. A
-       nuclear stain's histogram is a large dark background peak and a long bright tail; on linear
-       intensities Otsu splits the tail when nuclei are sparse or one is very bright (BBBC006 a03: 0.1% of
-       the pixels kept, most nuclei lost), while the log compresses the tail so the split falls between
-       background and nuclei (2.7% there; 6.4% of the ISL well's DAPI). "otsu" (linear) and "li" (Li's
-       minimum cross-entropy) are offered for comparison.
+    2. Threshold. The default, "li", is Li's minimum cross-entropy threshold. A nuclear stain's histogram is a
+       large dark background peak and a long bright tail, and the choice was checked on it: linear Otsu
+       splits the bright tail when nuclei are sparse or one is very bright (BBBC006 a03: 0.1% of the pixels
+       kept, most nuclei lost; Li keeps 2.8%); Otsu on log intensities ("log-otsu", log(x + 0.01) of the
+       normalised image) is robust there too but puts the edge low on the blurred rim (DSB2018: 28% of
+       the pixels nucleus against the human mask's 20%, nucleus IoU 0.68); Li scores best against DSB2018's
+       human mask (nucleus IoU 0.74, Otsu 0.71). "otsu" and "log-otsu" are offered for comparison.
     3. Fill holes (a nucleolus or a dim centre is still nucleus).
     4. Remove objects under `min_area` px (debris, noise).
     5. Split touching nuclei: a distance-transform watershed. Markers are the maxima of the distance to the
@@ -84,7 +85,7 @@ def instances_to_semantic(instances) -> np.ndarray:
         raise ValueError(f"instances_to_semantic needs one 2-D instance mask, not shape {instances.shape}")
     labels = instances.astype(np.int64)
     above = ndi.maximum_filter(labels, 3) > labels  # a larger label next door (0 never is larger)
-    below = ndi.minimum_filter(np.where(labels == 0, np.iinfo(np.int64).max, labels), 3) < labels
+    below = ndi.minimum_filter(np.where(labels == 0, labels.max() + 1, labels), 3) < labels
     return ((labels > 0) & ~above & ~below).astype(np.uint8)
 
 
