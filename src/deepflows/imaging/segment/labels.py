@@ -124,7 +124,7 @@ def he_regions(rgb, nuclei_diameter: float = 16.0, region_scale: float = 3.0, cl
        glass (a lumen, a tear), not tissue.
     3. Haematoxylin: the H channel of scikit-image's colour deconvolution (rgb2hed, Ruifrok & Johnston 2001),
        smoothed at a region scale, a Gaussian of sigma = `region_scale` x `nuclei_diameter` px: a pixel's value
-       is then the density of nuclei around it, not one nucleus.
+       is then the density of nuclei around it, not one nucleus (`smooth_regions`: computed at a coarser grid).
     4. H-dense = smoothed H above Otsu's threshold over the TISSUE pixels only (glass would otherwise pull
        the threshold down), kept inside tissue, then holes and pieces under `min_area` px filled / removed.
     """
@@ -135,16 +135,38 @@ def he_regions(rgb, nuclei_diameter: float = 16.0, region_scale: float = 3.0, cl
     density = -np.log10((rgb8.astype(np.float64) + 1) / 256).sum(axis=-1)
     density = filters.gaussian(density, 2)
     tissue = density > min(filters.threshold_otsu(density), GLASS_OD)
-    tissue = morphology.closing(tissue, morphology.disk(closing))
+    if closing > 0:  # on an edge-padded copy: the image border neither grows nor erodes the tissue
+        padded = ndi.binary_closing(np.pad(tissue, closing, mode="edge"), morphology.disk(closing))
+        tissue = padded[closing:-closing, closing:-closing]
     tissue = remove_small(fill_small_holes(tissue, min_area), min_area)
     labels = tissue.astype(np.uint8)
     if tissue.sum() < 2:
         return labels
-    haematoxylin = filters.gaussian(color.rgb2hed(rgb8)[..., 0], region_scale * nuclei_diameter)
+    haematoxylin = smooth_regions(color.rgb2hed(rgb8)[..., 0], region_scale * nuclei_diameter)
     dense = haematoxylin > filters.threshold_otsu(haematoxylin[tissue])
     dense = remove_small(fill_small_holes(dense & tissue, min_area), min_area) & tissue
     labels[dense] = 2
     return labels
+
+
+def smooth_regions(image: np.ndarray, sigma: float) -> np.ndarray:
+    """float32 Gaussian smoothing (mode reflect) of a 2-D image at a large `sigma`, computed on the image
+    block-averaged by f = sigma // 8 (edges padded by repetition) and interpolated back (bilinear): a Gaussian
+    of sigma >= 8 px has little detail finer than f px to lose, and it costs f^2 times fewer pixels. At sigma
+    48 on the CMU slide's H channel: 2.9 s -> 0.3 s, off the exact filter by at most 4% of its range (10% at
+    the edges of the 300 x 500 TCIA tile, where the padded blocks weigh most)."""
+    from scipy import ndimage as ndi
+
+    image = np.asarray(image, np.float32)
+    factor = max(1, int(sigma // 8))
+    if factor == 1:
+        return ndi.gaussian_filter(image, sigma)
+    h, w = image.shape
+    padded = np.pad(image, ((0, -h % factor), (0, -w % factor)), mode="edge")
+    blocks = padded.reshape(padded.shape[0] // factor, factor, padded.shape[1] // factor, factor).mean(axis=(1, 3))
+    coarse = ndi.gaussian_filter(blocks, sigma / factor)
+    # grid_mode: each coarse pixel covers its factor x factor block, so the block centres land where they were
+    return ndi.zoom(coarse, factor, order=1, grid_mode=True, mode="nearest")[:h, :w]
 
 
 def he_baseline(rgb, nuclei_diameter: float = 16.0, region_scale: float = 3.0) -> np.ndarray:
@@ -160,7 +182,7 @@ def he_baseline(rgb, nuclei_diameter: float = 16.0, region_scale: float = 3.0) -
     labels = tissue.astype(np.uint8)
     if tissue.sum() < 2:
         return labels
-    regional = filters.gaussian(grey, region_scale * nuclei_diameter)
+    regional = smooth_regions(grey, region_scale * nuclei_diameter)
     labels[tissue & (regional < filters.threshold_otsu(regional[tissue]))] = 2
     return labels
 

@@ -115,5 +115,29 @@ def trimap_miou(pred, truth, band: float, classes: int | None = None, ignore: in
     if classes is None:
         valid = truth if ignore is None else truth[truth != ignore]
         classes = int(max(pred.max(initial=0), valid.max(initial=0))) + 1
+    return mean_iou(trimap_confusion(pred, truth, band, classes, ignore))
+
+
+def trimap_confusion(pred, truth, band: float, classes: int, ignore: int | None = None) -> np.ndarray:
+    """The confusion matrix of the pixels within `band` px of a true boundary."""
+    pred, truth = np.asarray(pred), np.asarray(truth)
     trimap = _near(boundaries(truth), band)
-    return mean_iou(confusion(pred[trimap], truth[trimap], classes, ignore))
+    return confusion(pred[trimap], truth[trimap], classes, ignore)
+
+
+def score_regions(pairs, classes: int, tolerance: float = 2.0, band: float = 4.0) -> dict:
+    """The scores of (prediction, truth) pairs of 2-D masks (the regions of a split) taken together: mIoU and
+    IoU per class of the summed confusion matrix, trimap mIoU of the summed trimap confusion matrices, and
+    the BF score with each class's BF averaged over the regions where it is defined."""
+    pairs = [(np.asarray(p), np.asarray(t)) for p, t in pairs]
+    if not pairs:
+        raise ValueError("no regions to score")
+    conf = sum(confusion(p, t, classes) for p, t in pairs)
+    trimap = sum(trimap_confusion(p, t, band, classes) for p, t in pairs)
+    per_region = np.array([boundary_f1_per_class(p, t, classes, tolerance) for p, t in pairs])
+    defined = np.isfinite(per_region).any(axis=0)
+    bf = np.full(classes, np.nan)
+    bf[defined] = np.nanmean(per_region[:, defined], axis=0)
+    return {"miou": mean_iou(conf), "iou": iou_per_class(conf).tolist(), "trimap_miou": mean_iou(trimap),
+            "boundary_f1": float(np.nanmean(bf)) if defined.any() else float("nan"), "boundary_f1_per_class":
+            bf.tolist(), "tolerance": tolerance, "band": band, "pixels": int(conf.sum())}  # fmt: skip
