@@ -80,7 +80,7 @@ class DeepLab(nnx.Module):
             raise ValueError(f"output_stride must be 8 or 16, not {output_stride}")
         if classes < 1:
             raise ValueError(f"classes must be at least 1, not {classes}")
-        self.head, self.output_stride = head, output_stride
+        self.output_stride = output_stride
         self.backbone = MobileNetV2(channels, output_stride, top=False, freeze_bn=freeze_bn, rngs=rngs)
         fcn, v3plus = head == "fcn", head == "v3plus"
         rates = tuple(r * 16 // output_stride for r in ASPP_RATES)
