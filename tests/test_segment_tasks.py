@@ -95,14 +95,14 @@ def test_label_free_nuclei_from_a_well_folder_and_a_well_store(well_dir, tmp_pat
 
 def test_random_crops_lie_inside_one_train_region(well_dir, tmp_path):
     task = open_task(build_label_free_nuclei(well_dir, tmp_path / "lf.zarr", tune_band=8))
-    images, masks = random_crops(task, "train", 24, 20, np.random.default_rng(0))
+    images, masks = random_crops(task.regions("train"), 24, 20, np.random.default_rng(0))
     assert images.shape == (20, 24, 24, 3) and masks.shape == (20, 24, 24)
     regions = [(r.image[:], r.mask[:]) for r in task.regions("train")]
     for image, mask in zip(images, masks):  # each crop is a window of one train region
         assert any(np.array_equal(image, r[y : y + 24, x : x + 24]) and np.array_equal(mask, m[y : y + 24, x : x + 24])
                    for r, m in regions for y in range(m.shape[0] - 23) for x in range(m.shape[1] - 23))  # fmt: skip
     with pytest.raises(UserError, match="no 40x40 crop fits"):
-        random_crops(task, "tune", 40, 1, np.random.default_rng(0))
+        random_crops(task.regions("tune"), 40, 1, np.random.default_rng(0))
     scores = score_baseline(task, "test")
     assert 0 <= scores["miou"] <= 1 and scores["pixels"] == 32 * 32
 

@@ -33,8 +33,6 @@ import functools
 import hashlib
 import json
 import logging
-import shutil
-from pathlib import Path
 
 import numpy as np
 
@@ -141,17 +139,13 @@ def focus_config(args: argparse.Namespace) -> dict:
 
 def run(args: argparse.Namespace) -> None:
     from deepflows.nn.loop import fit
+    from deepflows.nn.model_dir import publish_model
 
     summary = fit(FocusTask(focus_config(args)), args.workdir, stop_at=args.stop_at,
                   command=getattr(args, "command_line", "deepflows focus-train"))  # fmt: skip
     if "model" not in summary:  # stopped early (--stop-at): nothing to export yet
         return
-    out, exported = Path(args.out), Path(summary["model"])
-    out.mkdir(parents=True, exist_ok=True)
-    if out.resolve() != exported.resolve():  # a copy beside whatever else --out holds (a model card, eval/)
-        for name in ("weights.msgpack", "model.json"):
-            shutil.copyfile(exported / name, out / f".{name}.tmp")
-            (out / f".{name}.tmp").replace(out / name)
+    out = publish_model(summary, args.out)
     log.info("best step %d (val loss %.3f) -> %s in %.0f s", summary["best_step"],
              (summary["tune_metrics"] or {}).get("loss", float("nan")), out, summary["wall_seconds"])  # fmt: skip
 

@@ -165,3 +165,17 @@ def check_compatible(meta: dict, shape: list[int], channels: list[str], realign:
         made, trained = ("with", "without") if realign else ("without", "with")
         raise UserError(f"{source}: examples were made {made} --realign but the model was trained on examples "
                         f"made {trained} it (make-examples must featurize as the training data did)")
+
+
+def publish_model(summary: dict, out: str | Path) -> Path:
+    """Copy a finished run's exported model (deepflows.nn.loop.fit's summary["model"]) to `out`, beside whatever
+    `out` holds already (a model card, evaluations); each file lands whole (written aside, then renamed)."""
+    import shutil
+
+    out, exported = Path(out), Path(summary["model"])
+    out.mkdir(parents=True, exist_ok=True)
+    if out.resolve() != exported.resolve():
+        for name in ("weights.msgpack", "model.json"):
+            shutil.copyfile(exported / name, out / f".{name}.tmp")
+            (out / f".{name}.tmp").replace(out / name)
+    return out

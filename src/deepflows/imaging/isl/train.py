@@ -30,7 +30,6 @@ import argparse
 import dataclasses
 import functools
 import logging
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -115,17 +114,13 @@ def isl_config(args: argparse.Namespace) -> dict:
 
 def run(args: argparse.Namespace) -> None:
     from deepflows.nn.loop import fit
+    from deepflows.nn.model_dir import publish_model
 
     summary = fit(ISLTask(isl_config(args)), args.workdir, stop_at=args.stop_at,
                   command=getattr(args, "command_line", "deepflows isl-train"))  # fmt: skip
     if "model" not in summary:
         return
-    out, exported = Path(args.out), Path(summary["model"])
-    out.mkdir(parents=True, exist_ok=True)
-    if out.resolve() != exported.resolve():  # beside whatever --out holds already (a model card)
-        for name in ("weights.msgpack", "model.json"):
-            shutil.copyfile(exported / name, out / f".{name}.tmp")
-            (out / f".{name}.tmp").replace(out / name)
+    out = publish_model(summary, args.out)
     log.info("best step %d -> %s in %.0f s", summary["best_step"], out, summary["wall_seconds"])
 
 

@@ -57,8 +57,33 @@ class ConvBN(nnx.Module):
         self.activation, self.frozen = activation, frozen
 
     def __call__(self, x):
-        x = self.bn(self.conv(x), use_running_average=True if self.frozen else None)
+        conv = self.conv
+        if conv.feature_group_count > 1 and conv.feature_group_count == conv.in_features == conv.out_features:
+            x = depthwise(x, conv.kernel[...], conv.strides, conv.kernel_dilation)
+        else:
+            x = conv(x)
+        x = self.bn(x, use_running_average=True if self.frozen else None)
         return x if self.activation is None else self.activation(x)
+
+
+def depthwise(x, kernel, stride: int, dilation: int):
+    """A depthwise convolution (kernel [k, k, 1, C], torch's padding) written as the sum of k x k shifted, scaled
+    copies of the input: the same numbers as a grouped convolution, which XLA's CPU backend runs and
+    differentiates about ten times slower (measured: 198 vs 21 ms forward, 942 vs 98 ms gradient, for a 3x3 over
+    [1, 192, 256, 144])."""
+    k = kernel.shape[0]
+    pad = dilation * (k - 1) // 2
+    h = (x.shape[1] + 2 * pad - dilation * (k - 1) - 1) // stride + 1
+    w = (x.shape[2] + 2 * pad - dilation * (k - 1) - 1) // stride + 1
+    padded = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    out = None
+    for i in range(k):
+        for j in range(k):
+            y0, x0 = i * dilation, j * dilation
+            term = padded[:, y0 : y0 + (h - 1) * stride + 1 : stride, x0 : x0 + (w - 1) * stride + 1 : stride]
+            term = term * kernel[i, j, 0]
+            out = term if out is None else out + term
+    return out
 
 
 class InvertedResidual(nnx.Module):

@@ -40,6 +40,7 @@ baseline, `score_baseline` its scores on a split (deepflows.imaging.segment.metr
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tempfile
 from dataclasses import dataclass
@@ -67,6 +68,12 @@ SCHEMA_VERSION = 1
 MADE_BY = "segment-data"
 ROLES = {TRAIN: "train", TUNE: "tune", TEST: "test"}
 CHUNK = 256  # chunk edge in y and x
+# how each task's images are scaled to [0, 1] (normalise_input): stains vary in brightness between fields, so the
+# fluorescence tasks stretch each image between its own percentiles; H&E colours mean the same on every slide and a
+# field of glass must stay glass, so RGB is only scaled.
+STACK_INPUT = {"kind": "percentiles", "percentiles": [0.5, 99.9], "joint": True}
+FIELD_INPUT = {"kind": "percentiles", "percentiles": [0.5, 99.9], "joint": False}
+RGB_INPUT = {"kind": "scale", "divide_by": 255}
 NUCLEI_PARAMS = {"sigma": 1.0, "threshold": "li", "min_area": 30, "min_distance": 5}
 HE_PARAMS = {"nuclei_diameter": 16.0, "region_scale": 3.0, "closing": 5, "min_area": 2000}
 # the shared data folder's files of each task
@@ -106,6 +113,19 @@ def channels_last_unit(raw: np.ndarray) -> tuple[np.ndarray, list[dict]]:
     raw = raw[..., None] if raw.ndim == 2 else raw
     norms = [normalization(raw[..., c]) for c in range(raw.shape[-1])]
     return np.stack([unit_image(raw[..., c], n) for c, n in enumerate(norms)], axis=-1), norms
+
+
+def normalise_input(raw: np.ndarray, spec: dict) -> np.ndarray:
+    """float32 [H, W, C] in [0, 1] of a raw [H, W] or [H, W, C] image, as the task's images were made (its
+    `input_normalization`, recorded in the store and in the models trained on it): `percentiles` of each image
+    itself, per channel or one pair for all (`joint`: the planes of a z-stack), or a fixed `scale`."""
+    raw = np.asarray(raw)
+    raw = raw[..., None] if raw.ndim == 2 else raw
+    if spec["kind"] == "scale":
+        return np.clip(raw.astype(np.float32) / np.float32(spec["divide_by"]), 0, 1)
+    if spec.get("joint"):
+        return unit_image(raw, normalization(raw))
+    return channels_last_unit(raw)[0]
 
 
 @dataclass
@@ -209,7 +229,7 @@ def _label_free_from_well(well, out: Path, test_quadrant: str, tune_band: int) -
     return write_task(out, "label_free_nuclei", NUCLEI_CLASSES, [f"{INPUT_CHANNEL} z{z}" for z in range(well.planes)],
                       [Source("well", image, semantic, instances, split)],
                       {"recipe": {"label": "nuclei_mask(DAPI)", "params": NUCLEI_PARAMS},
-                       "normalization": {INPUT_CHANNEL: norm}, "sources": sources,
+                       "normalization": {INPUT_CHANNEL: norm}, "input_normalization": STACK_INPUT, "sources": sources,
                        "split": {"by": "space", "test_quadrant": test_quadrant, "tune_band": tune_band}})  # fmt: skip
 
 
@@ -241,7 +261,7 @@ def build_fluorescence_nuclei(data: str | Path, out: str | Path) -> Path:
     return write_task(out, "fluorescence_nuclei", NUCLEI_CLASSES, ["Hoechst"], sources,
                       {"recipe": {"label": "nuclei_mask(field)", "params": NUCLEI_PARAMS,
                                   "dsb2018": "human instances, touching pixels set to background"},
-                       "normalization": norms, "sources": entries,
+                       "normalization": norms, "input_normalization": FIELD_INPUT, "sources": entries,
                        "split": {"by": "field", "fields": {k: list(v) for k, v in FIELD_SPLIT.items()},
                                  "dsb2018": "test only"}})  # fmt: skip
 
@@ -275,13 +295,13 @@ def build_he_regions(data: str | Path, out: str | Path, tune_rows: int = 256) ->
         raise UserError(f"{slide_path.parent}: unreadable H&E source ({type(err).__name__}: {err})") from None
     if slide.ndim != 3 or slide.shape[-1] != 3 or slide.dtype != np.uint8:
         raise UserError(f"{slide_path}: expected an RGB uint8 slide, not {slide.dtype} {slide.shape}")
-    sources, norms = [], {}
+    sources = []
     for name, rgb, split_map, split in (("cmu_slide", slide, he_split_map(slide.shape[:2], tune_rows=tune_rows), ""),
                                         ("tcia", tile, None, "tcia")):  # fmt: skip
-        image, norms[name] = channels_last_unit(rgb)
+        image = normalise_input(rgb, RGB_INPUT)
         sources.append(Source(name, image, he_regions(rgb, **HE_PARAMS), None, split_map, split))
     return write_task(out, "he_regions", HE_CLASSES, ["R", "G", "B"], sources,
-                      {"recipe": {"label": "he_regions(rgb)", "params": HE_PARAMS}, "normalization": norms,
+                      {"recipe": {"label": "he_regions(rgb)", "params": HE_PARAMS}, "input_normalization": RGB_INPUT,
                        "sources": [_source_entry(slide_path, "slide"), _source_entry(tile_path, "tcia test tile")],
                        "split": {"by": "space", "test": "bottom quarter of the rows",
                                  "tune": f"{tune_rows} rows above test", "tcia": "test only"}})  # fmt: skip
@@ -362,14 +382,20 @@ def open_task(path: str | Path) -> Task:
     return Task(path, meta)
 
 
-def random_crops(task: Task, split: str, size: int, count: int, rng: np.random.Generator):
+def in_memory(regions: list[Region]) -> list[Region]:
+    """The regions with their arrays read into memory (a trainer crops them thousands of times)."""
+    return [dataclasses.replace(r, image=np.asarray(r.image), mask=np.asarray(r.mask),
+                                instances=None if r.instances is None else np.asarray(r.instances))
+            for r in regions]  # fmt: skip
+
+
+def random_crops(regions: list[Region], size: int, count: int, rng: np.random.Generator):
     """(images float32 [count, size, size, C], masks uint8 [count, size, size]): crops drawn uniformly among
-    all the size x size windows wholly inside one region of `split` (a region is drawn in proportion to its
-    number of windows)."""
-    regions = task.regions(split)
+    all the size x size windows wholly inside one of `regions` (those of one split: a crop never straddles two
+    splits; a region is drawn in proportion to its number of windows)."""
     windows = np.array([max(0, r.mask.shape[0] - size + 1) * max(0, r.mask.shape[1] - size + 1) for r in regions])
     if not windows.sum():
-        raise UserError(f"{task.path}: no {size}x{size} crop fits in a region of the {split} split")
+        raise UserError(f"no {size}x{size} crop fits in a region")
     picks = rng.choice(len(regions), size=count, p=windows / windows.sum())
     channels = regions[0].image.shape[-1]
     images = np.empty((count, size, size, channels), np.float32)
