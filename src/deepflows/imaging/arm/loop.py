@@ -172,10 +172,10 @@ def _show(frame: Frame, captured: float, probability, inference_ms: float, stats
 
 class _Loop:
     def __init__(self, source: FrameSource, segmenter: Segmenter, sinks, threshold: float, heatmap: bool,
-                 max_frames: int | None):  # fmt: skip
+                 max_frames: int | None, stop: threading.Event | None):  # fmt: skip
         self.source, self.segmenter, self.sinks = source, segmenter, list(sinks)
         self.threshold, self.heatmap, self.max_frames = threshold, heatmap, max_frames
-        self.stop, self.errors = threading.Event(), []
+        self.stop, self.errors = stop if stop is not None else threading.Event(), []
         self.frames, self.results = Mailbox(self.stop), Mailbox(self.stop)
         self.stats = Stats()
 
@@ -238,10 +238,11 @@ def raise_first(errors: list[tuple[str, BaseException]]) -> None:
 
 
 def run_arm(source: FrameSource, segmenter: Segmenter, sinks: Iterable = (), threshold: float = 0.5,
-            heatmap: bool = False, duration: float | None = None, max_frames: int | None = None) -> Stats:  # fmt: skip
-    """Run the three-thread loop until `duration` seconds, `max_frames` shown frames, the source's end or
-    Ctrl-C; the run's `Stats`. The sinks are written to but not closed."""
-    return _Loop(source, segmenter, sinks, threshold, heatmap, max_frames).run(duration)
+            heatmap: bool = False, duration: float | None = None, max_frames: int | None = None,
+            stop: threading.Event | None = None) -> Stats:  # fmt: skip
+    """Run the three-thread loop until `duration` seconds, `max_frames` shown frames, the source's end,
+    Ctrl-C or `stop` being set (from another thread); the run's `Stats`. The sinks are written to, not closed."""
+    return _Loop(source, segmenter, sinks, threshold, heatmap, max_frames, stop).run(duration)
 
 
 def run_naive(source: FrameSource, segmenter: Segmenter, sinks: Iterable = (), threshold: float = 0.5,
