@@ -19,7 +19,7 @@ import pytest
 from deepflows.errors import UserError
 from deepflows.imaging.arm import cli
 from deepflows.imaging.arm.classical import haematoxylin_score
-from deepflows.imaging.arm.loop import GREEN, overlay, run_arm, run_naive
+from deepflows.imaging.arm.loop import overlay, run_arm, run_naive
 from deepflows.imaging.arm.sinks import CsvRecorder, MjpegServer, Mp4Recorder
 from deepflows.imaging.arm.sources import SlideSource, View, VideoFileSource, aperio_magnification, pyramid
 from test_text_browser import driver, screenshot, wait  # noqa: F401 - the shared browser fixture
@@ -156,7 +156,8 @@ def test_recorded_video_shows_the_offline_contours(slide, tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "run.csv")))
     with av.open(str(tmp_path / "run.mp4")) as container:
         stream = container.streams.video[0]
-        decoded = [(f.pts * stream.time_base * source.fps, f.to_ndarray(format="rgb24")) for f in container.decode(stream)]
+        decoded = [(f.pts * stream.time_base * source.fps, f.to_ndarray(format="rgb24"))
+                   for f in container.decode(stream)]
     assert stream.codec_context.name == "h264"
     assert len(rows) == len(decoded) == len(stats.records) >= 10
     assert [round(float(t)) for t, _ in decoded] == [int(r["index"]) for r in rows]

@@ -61,8 +61,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--show", action="store_true", help="show an OpenCV window (needs an OpenCV with a GUI)")
     p.add_argument("--duration", type=positive_float, help="stop after this many seconds (default: Ctrl-C)")
     p.add_argument("--max-frames", type=positive_int, help="stop after this many shown frames")
-    p.add_argument("--size", type=frame_size, default=(1024, 768), help="simulated camera frame, WxH (default 1024x768)")
-    p.add_argument("--fps", type=positive_float, help=f"camera frame rate (default: the video's; {DEFAULT_FPS:g} for slides)")
+    p.add_argument("--size", type=frame_size, default=(1024, 768),
+                   help="simulated camera frame, WxH (default 1024x768)")
+    p.add_argument("--fps", type=positive_float,
+                   help=f"camera frame rate (default: the video's; {DEFAULT_FPS:g} for slides)")
     p.add_argument("--heatmap", action="store_true", help="tint the frame by the probability under the contours")
     p.add_argument("--threshold", type=probability, default=0.5, help="probability outlined (default 0.5)")
     p.add_argument("--seed", type=seed, default=0, help="the simulated microscope's pan and zoom path (default 0)")

@@ -33,7 +33,7 @@ from deepflows.errors import UserError
 from deepflows.imaging.arm.sources import Frame, FrameSource, View
 
 GREEN = (0, 255, 0)  # RGB: the ARM's contour colour
-HEATMAP_COLOUR = np.array([255, 0, 255], np.float32)  # magenta tint: keeps green contours distinct over it
+HEATMAP_COLOUR = np.array([255, 215, 0], np.float32)  # yellow: stands out from H&E's pinks and purples and green
 HEATMAP_ALPHA = 0.5  # tint at probability 1
 Segmenter = Callable[[np.ndarray], np.ndarray]
 
@@ -128,7 +128,7 @@ def line_thickness(shape: tuple[int, ...]) -> int:
 def overlay(frame: np.ndarray, probability: np.ndarray, threshold: float = 0.5,
             heatmap: bool = False) -> tuple[np.ndarray, list[tuple[int, int, int, int, int]], float]:  # fmt: skip
     """(the frame with green contours around the regions where `probability` >= `threshold` -- holes
-    outlined too -- and, with `heatmap`, a magenta tint by probability; the regions' boxes; their area
+    outlined too -- and, with `heatmap`, a yellow tint by probability; the regions' boxes; their area
     fraction)."""
     import cv2
 
@@ -246,7 +246,8 @@ def run_arm(source: FrameSource, segmenter: Segmenter, sinks: Iterable = (), thr
 
 
 def run_naive(source: FrameSource, segmenter: Segmenter, sinks: Iterable = (), threshold: float = 0.5,
-              heatmap: bool = False, duration: float | None = None, max_frames: int | None = None) -> Stats:  # fmt: skip
+              heatmap: bool = False, duration: float | None = None,
+              max_frames: int | None = None) -> Stats:  # fmt: skip
     """The single-threaded peer: every frame of `source` in order (read unpaced; frame k counts as captured
     at start + k / fps, as from a camera that buffers every frame), captured, segmented and drawn in sequence."""
     if source.paced:

@@ -152,7 +152,8 @@ class SlideSource(FrameSource):
 
     def __init__(self, levels: list, native_magnification: float = DEFAULT_NATIVE_MAGNIFICATION,
                  size: tuple[int, int] = (1024, 768), fps: float = 15.0, paced: bool = True, seed: int = 0,
-                 zoom: tuple[float, float] = (4.0, 40.0), duration_frames: int | None = None, name: str = "slide"):  # fmt: skip
+                 zoom: tuple[float, float] = (4.0, 40.0), duration_frames: int | None = None,
+                 name: str = "slide"):  # fmt: skip
         super().__init__(fps, paced)
         if not 0 < zoom[0] <= zoom[1]:
             raise UserError(f"{name}: magnification range {zoom[0]}x-{zoom[1]}x is not a range")
