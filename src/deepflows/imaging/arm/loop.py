@@ -59,7 +59,7 @@ class Stats:
 
     def __init__(self):
         self.records: list[Record] = []
-        self.start = time.perf_counter()
+        self.start, self.end = time.perf_counter(), None  # end: when the loop stopped (None while it runs)
         self.lock = threading.Lock()
 
     def add(self, record: Record) -> None:
@@ -69,7 +69,7 @@ class Stats:
     def summary(self) -> dict:
         with self.lock:
             records = list(self.records)
-        elapsed = time.perf_counter() - self.start
+        elapsed = (self.end or time.perf_counter()) - self.start
         if not records:
             return {"frames": 0, "seconds": round(elapsed, 2)}
         latency = np.array([r.latency_ms for r in records])
@@ -224,6 +224,7 @@ class _Loop:
             self.stop.set()
         for thread in threads:
             thread.join(timeout=30)
+        self.stats.end = time.perf_counter()
         raise_first(self.errors)
         return self.stats
 
@@ -265,4 +266,5 @@ def run_naive(source: FrameSource, segmenter: Segmenter, sinks: Iterable = (), t
                 break
     except KeyboardInterrupt:
         pass
+    stats.end = time.perf_counter()
     return stats
