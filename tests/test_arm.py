@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import socket
 import threading
 import time
 from types import SimpleNamespace
@@ -227,6 +228,34 @@ def test_cli_leaves_no_outputs_when_the_loop_fails(tmp_path, monkeypatch, slide)
         cli.run(parse("--source", f"slide:{tmp_path / 'slide.tif'}", "--size", "64x48", "--duration", "5",
                       "--record", str(tmp_path / "run.mp4"), "--csv", str(tmp_path / "run.csv")))  # fmt: skip
     assert sorted(p.name for p in tmp_path.iterdir()) == ["slide.tif"]
+
+
+def test_stream_routes_serve_page_stats_and_jpeg_frames(slide):
+    import httpx
+
+    server = MjpegServer(0, title="a <slide>")
+    try:
+        source = SlideSource(slide, size=SMALL, paced=False, duration_frames=5)
+        stats = run_arm(source, haematoxylin_score, [server])
+        page = httpx.get(server.url).text
+        assert '<img id="live" src="/stream.mjpg"' in page and "a &lt;slide>" in page
+        assert httpx.get(server.url + "stats").json()["frames"] == len(stats.records) >= 1
+        assert httpx.get(server.url + "nothing").status_code == 404
+        with httpx.stream("GET", server.url + "stream.mjpg", timeout=10) as response:
+            assert response.headers["content-type"].startswith("multipart/x-mixed-replace; boundary=")
+            first = b""
+            for chunk in response.iter_bytes():  # the first part, however the bytes arrive
+                first += chunk
+                if b"\xff\xd9" in first:
+                    break
+        assert first.startswith(b"--deepflows-arm-frame\r\nContent-Type: image/jpeg") and b"\xff\xd8" in first
+    finally:
+        server.close()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        with pytest.raises(UserError, match=f"--serve {busy.getsockname()[1]}: cannot listen"):
+            MjpegServer(busy.getsockname()[1])
 
 
 def test_stream_page_in_a_browser_shows_the_contours(slide, driver, tmp_path):  # noqa: F811 - the fixture
