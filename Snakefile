@@ -16,6 +16,7 @@ include: "rules/variants.smk"
 include: "rules/variants_train.smk"
 include: "rules/imaging.smk"
 include: "rules/isl.smk"
+include: "rules/segment.smk"
 include: "rules/text.smk"
 include: "rules/automl.smk"
 

@@ -764,6 +764,67 @@ def isl_model_path(wildcards):
     return isl_trained_model_path(wildcards.well, wildcards.net)
 
 
+# --- Segmentation and the AR microscope (rules/segment.smk) ---------------------------------------------------
+
+SEGMENT = config["segment"]
+SEGMENT_HEADS = ("v3plus", "v3", "fcn")
+# the task entries, with the defaults of their optional keys (JSON Schema does not fill defaults in
+# additionalProperties)
+SEGMENT_TASKS = {
+    task: {"heads": list(SEGMENT_HEADS), "config": "config/model/segment_v3plus.yaml", "models": {},
+           "tolerance": 2.0, "band": 4.0} | (entry or {})
+    for task, entry in SEGMENT["tasks"].items()
+}  # fmt: skip
+
+
+def segment_dir(task):
+    return f"results/segment/{task}"
+
+
+def segment_task_sources(wildcards):
+    """The shared data files a task is built from (deepflows.imaging.segment.tasks), so a changed file reruns it."""
+    from deepflows.imaging.segment.tasks import task_sources
+
+    if not SEGMENT["data"]:
+        sys.exit("error: segment.data: must be set (the shared data folder holding imaging/...)")
+    return [str(p) for p in task_sources(wildcards.task, SEGMENT["data"])]
+
+
+def segment_trained_model_path(task, head):
+    """Where rule segment_train exports a model; its workdir (checkpoints, metrics) is beside it."""
+    return f"{segment_dir(task)}/train/{head}/model"
+
+
+def segment_train_config(wildcards):
+    return resolve_shipped(SEGMENT_TASKS[wildcards.task]["config"], workflow.basedir)
+
+
+def _segment_model(task, head):
+    """The given model of a head (`segment.tasks.{task}.models.{head}`) when set, else the one trained here."""
+    given = SEGMENT_TASKS[task]["models"].get(head)
+    return resolve_shipped(given, workflow.basedir) if given else segment_trained_model_path(task, head)
+
+
+def segment_models(wildcards):
+    return [_segment_model(wildcards.task, head) for head in SEGMENT_TASKS[wildcards.task]["heads"]]
+
+
+def segment_model_args(wildcards):
+    """--models NAME=DIR ... of segment-eval."""
+    return " ".join(f"{head}={_segment_model(wildcards.task, head)}" for head in SEGMENT_TASKS[wildcards.task]["heads"])
+
+
+def segment_arm_model(wildcards):
+    arm = SEGMENT["arm"]
+    return resolve_shipped(arm["model"], workflow.basedir) if arm["model"] else _segment_model("he_regions", "v3plus")
+
+
+def segment_targets(wildcards):
+    """Every task's evaluation, and the AR microscope's recorded session when a slide is given."""
+    targets = [f"{segment_dir(task)}/evaluation" for task in SEGMENT_TASKS]
+    return targets + (["results/arm/session.mp4"] if SEGMENT["arm"]["slide"] else [])
+
+
 # --- Talk to Books' sentence index (rules/text.smk) ---------------------------------------------------------
 
 TEXT = config["text"]

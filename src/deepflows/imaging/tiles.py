@@ -1,6 +1,7 @@
-"""Tiled inference with Dask: a 2-D plane of any size -> per-patch focus predictions, block by block.
+"""Tiled inference with Dask: images of any size predicted block by block (focus patches; per-pixel models with
+context around each block: `predict_lazily`).
 
-The plane is cut into blocks of `block` x `block` patches; each block is read, split into non-overlapping
+Focus: the plane is cut into blocks of `block` x `block` patches; each block is read, split into non-overlapping
 patches, scored by the jitted model in fixed-size batches and reduced to [rows, cols, levels]
 probabilities. Only a few blocks (one per Dask thread) are in memory at a time, whatever the plane's size.
 A constant patch (all one value: no content at all) gets a flat distribution, hence certainty 0, without
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from deepflows.errors import UserError
 from deepflows.imaging.focus_model import PATCH, Scorer, certainty, to_patches
 
 
@@ -55,3 +57,34 @@ def write_predictions(probs, out, pixel: tuple[float, float], attrs: dict, patch
                   scale={"y": pixel[0] * patch, "x": pixel[1] * patch},
                   translation={"y": pixel[0] * shift, "x": pixel[1] * shift}, attrs=attrs).write(image)  # fmt: skip
     return np.moveaxis(np.asarray(open_ome_zarr(out)[0][0][2:]), 0, -1)
+
+
+def tile_chunks(size: int, tile: int, margin: int) -> tuple[int, ...]:
+    """Chunks of `tile` along an axis of `size`, a remainder narrower than `margin` joined to the last tile
+    (Dask's mirrored overlap needs every chunk at least as wide as the overlap)."""
+    if size < margin:
+        raise UserError(f"the image is {size} px wide; the model reads {margin} px of context on each side")
+    chunks = [tile] * (size // tile)
+    rest = size - sum(chunks)
+    if rest and (rest >= margin or not chunks):
+        chunks.append(rest)
+    elif rest:
+        chunks[-1] += rest
+    return tuple(chunks)
+
+
+def predict_lazily(stack, predictor: Predictor, tile: int):
+    """A Dask image [channels in, y, x] -> lazy predictions [channels out, y, x] (float32): `predictor` is called on
+    each block [h, w, channels in] with `predictor.margin` pixels of mirrored context around it and returns the
+    centre's predictions [h - 2 margin, w - 2 margin, len(predictor.channels())] (In Silico Labeling, segmentation)."""
+    import dask.array as da
+
+    m = predictor.margin
+    x = da.moveaxis(stack.astype(np.float32), 0, -1)
+    x = x.rechunk((tile_chunks(x.shape[0], tile, m), tile_chunks(x.shape[1], tile, m), -1))
+    if m:  # mirrored context at the image's edges
+        x = da.overlap.overlap(x, depth={0: m, 1: m, 2: 0}, boundary={0: "reflect", 1: "reflect", 2: "none"})
+    channels = len(predictor.channels())
+    chunks = (tuple(c - 2 * m for c in x.chunks[0]), tuple(c - 2 * m for c in x.chunks[1]), (channels,))
+    out = x.map_blocks(predictor, chunks=chunks, dtype=np.float32)
+    return da.moveaxis(out, -1, 0)

@@ -120,40 +120,12 @@ class Predictor:
         return [(label, name) for label in self.labels for name in names]
 
 
-def tile_chunks(size: int, tile: int, margin: int) -> tuple[int, ...]:
-    """Chunks of `tile` along an axis of `size`, a remainder narrower than `margin` joined to the last tile
-    (Dask's mirrored overlap needs every chunk at least as wide as the overlap)."""
-    if size < margin:
-        raise UserError(f"the image is {size} px wide; the model reads {margin} px of context on each side")
-    chunks = [tile] * (size // tile)
-    rest = size - sum(chunks)
-    if rest and (rest >= margin or not chunks):
-        chunks.append(rest)
-    elif rest:
-        chunks[-1] += rest
-    return tuple(chunks)
-
-
-def predict_lazily(stack, predictor: Predictor, tile: int):
-    """Normalised Dask stack [planes, y, x] -> lazy predictions [channels, y, x] (float32)."""
-    import dask.array as da
-
-    m = predictor.margin
-    x = da.moveaxis(stack.astype(np.float32), 0, -1)
-    x = x.rechunk((tile_chunks(x.shape[0], tile, m), tile_chunks(x.shape[1], tile, m), -1))
-    if m:  # mirrored context at the image's edges
-        x = da.overlap.overlap(x, depth={0: m, 1: m, 2: 0}, boundary={0: "reflect", 1: "reflect", 2: "none"})
-    channels = len(predictor.channels())
-    chunks = (tuple(c - 2 * m for c in x.chunks[0]), tuple(c - 2 * m for c in x.chunks[1]), (channels,))
-    out = x.map_blocks(predictor, chunks=chunks, dtype=np.float32)
-    return da.moveaxis(out, -1, 0)
-
-
 def run(args: argparse.Namespace) -> None:
     import dask
 
     from deepflows.imaging.isl import normalize
     from deepflows.imaging.isl.prediction_store import write_predictions
+    from deepflows.imaging.tiles import predict_lazily
     from deepflows.imaging.isl.well import read_stack
     from deepflows.nn.model_dir import load_model
 

@@ -13,8 +13,11 @@ W: they are padded (edge pixels repeated, at the bottom and right) to a multiple
 feature grids of both levels line up exactly, and the logits [B, H, W, classes] are cropped back.
 
 `freeze_bn` (default): the backbone's batch norms keep the ImageNet running statistics in training mode too
-(small batches on CPU would give noisy statistics); their scales and offsets still train, and the heads' batch
-norms train normally. Train/eval mode as for any NNX model: model.train() / model.eval().
+(small batches on CPU would give noisy statistics); their scales and offsets still train. The heads normalise
+with group norm, not batch norm: with batch norm, a v3+ trained on batches of 8 crops scored the pixels of
+its training crops 93% right and a whole tune strip 6% right (the running statistics of the image-pooling
+branch, a mean over each crop, did not fit a strip of another shape); group norm has no batch statistics, so
+training and prediction compute the same function. Train/eval mode as for any NNX model: model.train() / model.eval().
 """
 
 from __future__ import annotations
@@ -40,11 +43,11 @@ class Conv3x3(nnx.Module):
 
     def __init__(self, cin: int, cout: int, dilation: int = 1, *, separable: bool, rngs: nnx.Rngs):
         if separable:
-            self.depthwise = ConvBN(cin, cin, 3, dilation=dilation, groups=cin, activation=nnx.relu, rngs=rngs)
-            self.pointwise = ConvBN(cin, cout, 1, activation=nnx.relu, rngs=rngs)
+            self.depthwise = ConvBN(cin, cin, 3, dilation=dilation, groups=cin, activation=nnx.relu, group_norm=True, rngs=rngs)
+            self.pointwise = ConvBN(cin, cout, 1, activation=nnx.relu, group_norm=True, rngs=rngs)
         else:
             self.depthwise = None
-            self.pointwise = ConvBN(cin, cout, 3, dilation=dilation, activation=nnx.relu, rngs=rngs)
+            self.pointwise = ConvBN(cin, cout, 3, dilation=dilation, activation=nnx.relu, group_norm=True, rngs=rngs)
 
     def __call__(self, x):
         return self.pointwise(x if self.depthwise is None else self.depthwise(x))
@@ -55,10 +58,10 @@ class ASPP(nnx.Module):
 
     def __init__(self, cin: int, cout: int, rates: tuple[int, ...], dropout: float, *, separable: bool,
                  rngs: nnx.Rngs):  # fmt: skip
-        self.point = ConvBN(cin, cout, 1, activation=nnx.relu, rngs=rngs)
+        self.point = ConvBN(cin, cout, 1, activation=nnx.relu, group_norm=True, rngs=rngs)
         self.atrous = nnx.List([Conv3x3(cin, cout, r, separable=separable, rngs=rngs) for r in rates])
-        self.pool = ConvBN(cin, cout, 1, activation=nnx.relu, rngs=rngs)
-        self.project = ConvBN(cout * (2 + len(rates)), cout, 1, activation=nnx.relu, rngs=rngs)
+        self.pool = ConvBN(cin, cout, 1, activation=nnx.relu, group_norm=True, rngs=rngs)
+        self.project = ConvBN(cout * (2 + len(rates)), cout, 1, activation=nnx.relu, group_norm=True, rngs=rngs)
         self.dropout = nnx.Dropout(dropout, rngs=rngs)
 
     def __call__(self, x):
@@ -84,11 +87,11 @@ class DeepLab(nnx.Module):
         self.backbone = MobileNetV2(channels, output_stride, top=False, freeze_bn=freeze_bn, rngs=rngs)
         fcn, v3plus = head == "fcn", head == "v3plus"
         rates = tuple(r * 16 // output_stride for r in ASPP_RATES)
-        self.fcn = ConvBN(HIGH_LEVEL_CHANNELS, aspp_channels, 3, activation=nnx.relu, rngs=rngs) if fcn else None
+        self.fcn = ConvBN(HIGH_LEVEL_CHANNELS, aspp_channels, 3, activation=nnx.relu, group_norm=True, rngs=rngs) if fcn else None
         self.fcn_dropout = nnx.Dropout(dropout, rngs=rngs) if fcn else None
         self.aspp = None if fcn else ASPP(HIGH_LEVEL_CHANNELS, aspp_channels, rates, dropout, separable=separable,
                                           rngs=rngs)  # fmt: skip
-        self.low_level = ConvBN(LOW_LEVEL_CHANNELS, low_level_channels, 1, activation=nnx.relu, rngs=rngs) \
+        self.low_level = ConvBN(LOW_LEVEL_CHANNELS, low_level_channels, 1, activation=nnx.relu, group_norm=True, rngs=rngs) \
             if v3plus else None  # fmt: skip
         decoder_in = (aspp_channels + low_level_channels, decoder_channels)
         self.decoder = nnx.List([Conv3x3(c, decoder_channels, separable=separable, rngs=rngs)

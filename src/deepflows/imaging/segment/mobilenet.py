@@ -20,6 +20,7 @@ response of the same grey in RGB), and the input is normalised by the mean of Im
 from __future__ import annotations
 
 import importlib.util
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -44,16 +45,21 @@ LOW_LEVEL_CHANNELS = 24
 
 class ConvBN(nnx.Module):
     """conv (no bias, torch's padding) -> batch norm -> activation. `frozen`: batch norm always uses its running
-    statistics, even in training mode (pretrained statistics kept for small batches)."""
+    statistics, even in training mode (pretrained statistics kept for small batches). `group_norm`: group norm
+    (up to 32 groups) instead: no statistics across the batch, so training on a few crops and predicting a whole
+    image compute the same function (new layers trained on small CPU batches)."""
 
     def __init__(self, in_features: int, out_features: int, kernel: int = 3, *, stride: int = 1, dilation: int = 1,
                  groups: int = 1, activation: Callable | None = jax.nn.relu6, frozen: bool = False,
-                 rngs: nnx.Rngs):  # fmt: skip
+                 group_norm: bool = False, rngs: nnx.Rngs):  # fmt: skip
         pad = dilation * (kernel - 1) // 2
         self.conv = nnx.Conv(in_features, out_features, (kernel, kernel), strides=stride, padding=((pad, pad),) * 2,
                              kernel_dilation=dilation, feature_group_count=groups, use_bias=False,
                              rngs=rngs)  # fmt: skip
-        self.bn = nnx.BatchNorm(out_features, epsilon=1e-5, momentum=0.9, rngs=rngs)
+        if group_norm:
+            self.bn = nnx.GroupNorm(out_features, num_groups=math.gcd(32, out_features), epsilon=1e-5, rngs=rngs)
+        else:
+            self.bn = nnx.BatchNorm(out_features, epsilon=1e-5, momentum=0.9, rngs=rngs)
         self.activation, self.frozen = activation, frozen
 
     def __call__(self, x):
@@ -62,7 +68,10 @@ class ConvBN(nnx.Module):
             x = depthwise(x, conv.kernel[...], conv.strides, conv.kernel_dilation)
         else:
             x = conv(x)
-        x = self.bn(x, use_running_average=True if self.frozen else None)
+        if isinstance(self.bn, nnx.BatchNorm):
+            x = self.bn(x, use_running_average=True if self.frozen else None)
+        else:
+            x = self.bn(x)
         return x if self.activation is None else self.activation(x)
 
 

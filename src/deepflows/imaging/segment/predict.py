@@ -1,10 +1,10 @@
 """Prediction with a trained segmentation model: whole images of any size, tile by tile.
 
-`Segmenter(model, tile, context)` predicts class probabilities for a normalised image [H, W, C]: the image is
-cut into tile x tile blocks, each read with `context` pixels around it (mirrored at the image's edges), padded
-to one fixed shape (one compilation for every tile), predicted, and only its centre kept, so tiles join
-without seams. `tile=None` predicts the image in one piece (one compilation per image size: the AR
-microscope's frames). `load_segmenter(model_dir)` is the AR microscope's model: RGB frame -> probability of the
+`Segmenter(model, classes, tile, context)` predicts class probabilities for a scaled image [H, W, C]: the image is
+cut into tile x tile blocks (Dask), each read with `context` pixels around it (mirrored at the image's edges),
+padded to one fixed shape (one compilation for every tile), predicted, and only its centre kept, so tiles join
+without seams. `predict` takes an image in one piece (one compilation per image size: the AR microscope's
+frames). `load_segmenter(model_dir)` is the AR microscope's model: RGB frame -> probability of the
 target class, at a reduced inference size for speed.
 """
 
@@ -18,9 +18,13 @@ CONTEXT = 32  # pixels of context around a tile: DeepLab's receptive field is wi
 
 
 class Segmenter:
-    """A model (eval mode) as a function of normalised images [H, W, C] -> probabilities [H, W, classes]."""
+    """A model (eval mode) as a function of scaled images [H, W, C] -> class probabilities [H, W, classes].
 
-    def __init__(self, model, tile: int | None = 512, context: int = CONTEXT):
+    Also deepflows.imaging.tiles.predict_lazily's block function (`margin`, `channels()`, and a call on a block
+    [h, w, C] with the margin around it -> the probabilities of its centre), so an image of any size is predicted
+    with Dask, a few tiles in memory at a time."""
+
+    def __init__(self, model, classes: list[str], tile: int | None = 512, context: int = CONTEXT):
         import jax
         from flax import nnx
 
@@ -29,31 +33,37 @@ class Segmenter:
         # thread-safe
         graphdef, self.state = nnx.split(model)
         self.forward = jax.jit(lambda state, x: jax.nn.softmax(nnx.merge(graphdef, state)(x), axis=-1))
-        self.tile, self.context = tile, context
+        self.classes, self.tile, self.margin = list(classes), tile, context
 
-    def _predict(self, block: np.ndarray) -> np.ndarray:
-        return np.asarray(self.forward(self.state, block[None].astype(np.float32))[0])
+    def channels(self) -> list[str]:
+        return self.classes
+
+    def predict(self, image: np.ndarray) -> np.ndarray:
+        """Probabilities of a whole image in one piece (one compilation per image size)."""
+        return np.asarray(self.forward(self.state, np.asarray(image, np.float32)[None])[0])
+
+    def __call__(self, block: np.ndarray) -> np.ndarray:
+        h, w, _ = block.shape
+        side = self.tile + 3 * self.margin  # the widest block: a tile with a remainder (< margin) joined
+        padded = np.pad(block, ((0, side - h), (0, side - w), (0, 0)), mode="reflect")  # one compiled shape
+        return self.predict(padded)[self.margin : h - self.margin, self.margin : w - self.margin]
+
+    def lazy(self, image):
+        """Dask [H, W, C] scaled -> lazy probabilities [classes, H, W]."""
+        import dask.array as da
+
+        from deepflows.imaging.tiles import predict_lazily
+
+        return predict_lazily(da.moveaxis(image, -1, 0), self, self.tile)
 
     def probabilities(self, image: np.ndarray) -> np.ndarray:
-        image = np.asarray(image, np.float32)
-        h, w = image.shape[:2]
-        if self.tile is None:
-            return self._predict(image)
-        t, c = self.tile, self.context
-        rows, cols = -(-h // t), -(-w // t)
-        # mirrored context around the image, then zeros up to whole tiles (never seen: their outputs are cut off)
-        mode = "reflect" if min(h, w) > c else "edge"
-        padded = np.pad(image, ((c, c), (c, c), (0, 0)), mode=mode)
-        padded = np.pad(padded, ((0, rows * t - h), (0, cols * t - w), (0, 0)))
-        out = None
-        for r in range(rows):
-            for q in range(cols):
-                block = padded[r * t : r * t + t + 2 * c, q * t : q * t + t + 2 * c]
-                probs = self._predict(block)[c : c + t, c : c + t]
-                if out is None:
-                    out = np.empty((rows * t, cols * t, probs.shape[-1]), np.float32)
-                out[r * t : (r + 1) * t, q * t : (q + 1) * t] = probs
-        return out[:h, :w]
+        """Probabilities [H, W, classes] of a scaled image in memory: tile by tile (or whole, tile None)."""
+        import dask.array as da
+
+        if self.tile is None or max(image.shape[:2]) <= self.tile:
+            return self.predict(image)
+        lazy = self.lazy(da.from_array(np.asarray(image, np.float32), chunks=(self.tile, self.tile, -1)))
+        return np.moveaxis(lazy.compute(scheduler="sync"), 0, -1)
 
 
 def load_segmenter(model_dir, target: str | None = None, inference_size: tuple[int, int] | None = (320, 240)):
@@ -62,7 +72,7 @@ def load_segmenter(model_dir, target: str | None = None, inference_size: tuple[i
     resized to `inference_size` (width, height; None: full size) and resized back."""
     import cv2
 
-    from deepflows.imaging.segment.tasks import normalise_input
+    from deepflows.imaging.segment.inputs import normalise_input
     from deepflows.nn.model_dir import load_model
 
     model, meta = load_model(model_dir)
@@ -74,12 +84,12 @@ def load_segmenter(model_dir, target: str | None = None, inference_size: tuple[i
     if target is not None and target not in classes:
         raise UserError(f"target class {target!r}: the model's classes are {', '.join(classes)}")
     index = classes.index(target) if target is not None else len(classes) - 1
-    segmenter, spec = Segmenter(model, tile=None), meta["input_normalization"]
+    segmenter, spec = Segmenter(model, classes, tile=None), meta["input_normalization"]
 
     def segment(frame: np.ndarray) -> np.ndarray:
         h, w = frame.shape[:2]
         small = frame if inference_size is None else cv2.resize(frame, inference_size, interpolation=cv2.INTER_AREA)
-        probability = segmenter.probabilities(normalise_input(small, spec))[..., index]
+        probability = segmenter.predict(normalise_input(small, spec))[..., index]
         return cv2.resize(probability, (w, h), interpolation=cv2.INTER_LINEAR) if small is not frame else probability
 
     return segment

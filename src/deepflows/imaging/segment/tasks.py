@@ -50,6 +50,7 @@ import numpy as np
 
 from deepflows.errors import UserError
 from deepflows.imaging.isl import TEST, TRAIN, TUNE, normalization, normalize, split_mask
+from deepflows.imaging.segment.inputs import FIELD_INPUT, RGB_INPUT, STACK_INPUT, normalise_input
 from deepflows.imaging.segment.labels import (
     HE_CLASSES,
     NUCLEI_CLASSES,
@@ -68,12 +69,6 @@ SCHEMA_VERSION = 1
 MADE_BY = "segment-data"
 ROLES = {TRAIN: "train", TUNE: "tune", TEST: "test"}
 CHUNK = 256  # chunk edge in y and x
-# how each task's images are scaled to [0, 1] (normalise_input): stains vary in brightness between fields, so the
-# fluorescence tasks stretch each image between its own percentiles; H&E colours mean the same on every slide and a
-# field of glass must stay glass, so RGB is only scaled.
-STACK_INPUT = {"kind": "percentiles", "percentiles": [0.5, 99.9], "joint": True}
-FIELD_INPUT = {"kind": "percentiles", "percentiles": [0.5, 99.9], "joint": False}
-RGB_INPUT = {"kind": "scale", "divide_by": 255}
 NUCLEI_PARAMS = {"sigma": 1.0, "threshold": "li", "min_area": 30, "min_distance": 5}
 HE_PARAMS = {"nuclei_diameter": 16.0, "region_scale": 3.0, "closing": 5, "min_area": 2000}
 # the shared data folder's files of each task
@@ -113,19 +108,6 @@ def channels_last_unit(raw: np.ndarray) -> tuple[np.ndarray, list[dict]]:
     raw = raw[..., None] if raw.ndim == 2 else raw
     norms = [normalization(raw[..., c]) for c in range(raw.shape[-1])]
     return np.stack([unit_image(raw[..., c], n) for c, n in enumerate(norms)], axis=-1), norms
-
-
-def normalise_input(raw: np.ndarray, spec: dict) -> np.ndarray:
-    """float32 [H, W, C] in [0, 1] of a raw [H, W] or [H, W, C] image, as the task's images were made (its
-    `input_normalization`, recorded in the store and in the models trained on it): `percentiles` of each image
-    itself, per channel or one pair for all (`joint`: the planes of a z-stack), or a fixed `scale`."""
-    raw = np.asarray(raw)
-    raw = raw[..., None] if raw.ndim == 2 else raw
-    if spec["kind"] == "scale":
-        return np.clip(raw.astype(np.float32) / np.float32(spec["divide_by"]), 0, 1)
-    if spec.get("joint"):
-        return unit_image(raw, normalization(raw))
-    return channels_last_unit(raw)[0]
 
 
 @dataclass
@@ -312,6 +294,22 @@ TASKS = {
     "fluorescence_nuclei": build_fluorescence_nuclei,
     "he_regions": build_he_regions,
 }
+
+
+def task_sources(name: str, shared_data_dir: str | Path) -> list[Path]:
+    """The shared data files task `name` is built from (a workflow's inputs: a changed file rebuilds the task)."""
+    from deepflows.imaging.isl.well import find_well_files
+
+    data = Path(shared_data_dir)
+    if name == "label_free_nuclei":
+        planes, targets = find_well_files(data / WELL_DIR)
+        return [*planes, *targets.values()]
+    if name == "fluorescence_nuclei":
+        fields = [BBBC006.format(field=f) for names in FIELD_SPLIT.values() for f in names]
+        return [_data_file(data, p) for p in (*fields, DSB_IMAGE, DSB_MASK)]
+    if name == "he_regions":
+        return [_data_file(data, SLIDE), _data_file(data, TCIA)]
+    raise UserError(f"--task {name}: expected one of {', '.join(TASKS)}")
 
 
 def build_task(name: str, shared_data_dir: str | Path, out: str | Path) -> Path:

@@ -53,6 +53,11 @@ def schema() -> dict:
                      "description": "side of the tiles the tune regions are predicted in"},
             "class_weights": {"type": ["array", "null"], "items": {"type": "number", "exclusiveMinimum": 0},
                               "default": None, "description": "the loss's weight of each class (null: all 1)"},
+            "scales": {"type": "array", "items": {"type": "number", "exclusiveMinimum": 0, "maximum": 4},
+                       "minItems": 2, "maxItems": 2, "default": [1, 1],
+                       "description": "[min, max] of the zoom each crop is drawn at (log-uniform): a crop of crop / "
+                                      "zoom pixels resized to crop (below 1: the model also sees the tissue at "
+                                      "lower magnifications, as the AR microscope's 4x-40x views show it)"},
             "jitter": {"type": "number", "minimum": 0, "maximum": 0.5, "default": 0.15,
                        "description": "contrast and brightness jitter: contrast x exp(U(-j, j)), brightness + "
                                       "U(-j, j) / 2; colour images also a per-channel gain of exp(U(-j, j) / 3)"},
@@ -121,12 +126,14 @@ class PixelLoss:
     class_weights: tuple[float, ...] | None = None
 
     def __call__(self, model, batch, constants):
+        import jax
         import jax.numpy as jnp
         import optax
 
         x, y = batch
         logits = model(x)
-        ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+        # with one-hot targets: the gradient of a gather by label is a scatter, slow on XLA's CPU backend
+        ce = optax.softmax_cross_entropy(logits, jax.nn.one_hot(y, logits.shape[-1], dtype=logits.dtype))
         if self.class_weights is not None:
             weights = jnp.asarray(self.class_weights, jnp.float32)[y]
             loss = jnp.sum(ce * weights) / jnp.sum(weights)
@@ -151,6 +158,24 @@ def augment(images: np.ndarray, masks: np.ndarray, rng: np.random.Generator, jit
     return images, masks
 
 
+def zoomed_crop(regions, crop: int, zoom: float, rng: np.random.Generator):
+    """One crop of round(crop / zoom) pixels drawn as random_crops draws them, resized to crop x crop (area
+    averaging for the image, nearest neighbour for the mask); a region too small for it is drawn at zoom 1."""
+    import cv2
+
+    from deepflows.imaging.segment.tasks import random_crops
+
+    side = int(round(crop / zoom))
+    if not any(min(r.mask.shape) >= side for r in regions):
+        side = crop
+    image, mask = (a[0] for a in random_crops(regions, side, 1, rng))
+    if side == crop:
+        return image, mask
+    inter = cv2.INTER_AREA if side > crop else cv2.INTER_LINEAR
+    image = cv2.resize(image, (crop, crop), interpolation=inter).reshape(crop, crop, -1)
+    return image, cv2.resize(mask, (crop, crop), interpolation=cv2.INTER_NEAREST)
+
+
 # ----------------------------------------------------------------------------- the task
 
 
@@ -164,6 +189,7 @@ class SegmentTask(Task):
 
     def __init__(self, cfg: dict):
         from deepflows.imaging.segment.tasks import in_memory, open_task
+        from deepflows.nn.data import store_fingerprint
 
         self.cfg = cfg
         data = cfg["data"]
@@ -182,8 +208,7 @@ class SegmentTask(Task):
         self.channels = list(self.task.attrs["channels"])
         self.shape = [crop, crop, len(self.channels)]
         self.examples = int(sum(r.mask.size for r in self.train) // crop**2)  # crop-sized pieces of the train regions
-        self.data = {"task": str(self.task.path), "task_name": self.task.name,
-                     "manifest_sha256": self.task.attrs_sha256}  # fmt: skip
+        self.data = {"task": store_fingerprint(self.task.path), "task_name": self.task.name}
         self.loss = PixelLoss(tuple(float(w) for w in weights) if weights is not None else None)
 
     def build_model(self):
@@ -199,9 +224,15 @@ class SegmentTask(Task):
 
         seed, size = self.cfg["training"]["seed"], self.cfg["training"]["batch_size"]
         crop, jitter = self.shape[0], float(self.cfg["data"]["jitter"])
+        low, high = np.log(self.cfg["data"]["scales"])
         while True:
             rng = np.random.default_rng([seed, step])
-            images, masks = random_crops(self.train, crop, size, rng)
+            if low == high == 0:
+                images, masks = random_crops(self.train, crop, size, rng)
+            else:
+                images, masks = zip(*(zoomed_crop(self.train, crop, np.exp(rng.uniform(low, high)), rng)
+                                      for _ in range(size)))  # fmt: skip
+                images, masks = np.stack(images), np.stack(masks)
             yield augment(images, masks, rng, jitter)
             step += 1
 
@@ -212,7 +243,7 @@ class SegmentTask(Task):
         from deepflows.imaging.segment.metrics import score_regions
         from deepflows.imaging.segment.predict import Segmenter
 
-        segmenter = Segmenter(model, tile=int(self.cfg["data"]["tile"]))
+        segmenter = Segmenter(model, self.classes, tile=int(self.cfg["data"]["tile"]))
         pairs, nll, pixels, correct = [], 0.0, 0, 0
         for region in self.tune:
             probs = segmenter.probabilities(region.image)
