@@ -21,12 +21,14 @@ sys.path.insert(0, str(HERE))
 
 from hostile_contract import stage_command, stage_env  # noqa: E402
 from isl_synthetic import synthetic_well, write_well_dir  # noqa: E402
+from segment_synthetic import fake_shared_data  # noqa: E402
 from synthetic import random_reference, tile_reads, write_bam  # noqa: E402
 
 REPO = HERE.parents[1]
 SHIPPED_MODEL = REPO / "resources" / "models" / "wgs-illumina"
 FOCUS_MODEL = REPO / "resources" / "models" / "focus-quality"
 ISL_UNET = REPO / "resources" / "models" / "isl-unet"
+SEGMENT_MODEL = REPO / "resources" / "models" / "segment-fluorescence-nuclei"
 CONTIG, LENGTH, READ_LENGTH, DEPTH = "chrA", 9000, 100, 30
 SITES = list(range(150, LENGTH - 150, 240))  # 0-based SNP positions: 37 of them, about 12 per shard of 3
 SHARDS = 3
@@ -74,6 +76,9 @@ class Valid:
     nos_history: Path  # a nos-search history table of 3 rules
     nas_settings: Path  # architecture-search settings whose child trains 10 steps on those 40 digits
     nas_models: Path  # a nas-search model table of 3 models
+    seg_data: Path  # tiny stand-ins of the segmentation tasks' shared data files, under their real names
+    seg_task: Path  # the fluorescence_nuclei task store of them (segment-data)
+    seg_config: Path  # a one-step segment-train config
     build_seconds: float
 
     @property
@@ -92,7 +97,10 @@ class Valid:
                 "text_index": self.text_index, "text_chats": self.text_chats,
                 "text_config": self.text_config, "nos_settings": self.nos_settings,
                 "nos_history": self.nos_history, "nas_settings": self.nas_settings,
-                "nas_models": self.nas_models}  # fmt: skip
+                "nas_models": self.nas_models, "seg_data": self.seg_data, "seg_task": self.seg_task,
+                "seg_config": self.seg_config, "seg_model": SEGMENT_MODEL,
+                "seg_image": self.seg_data / "imaging" / "focus_quality" / "BBBC006_z_aligned__a08__s1__w1_10.png",
+                "seg_slide": self.seg_data / "imaging" / "histology" / "cmu_small_region.svs"}  # fmt: skip
 
 
 def run_valid(jobs: list[tuple[str, list]], cwd: Path, parallel: int = 3) -> None:
@@ -240,6 +248,10 @@ def build_valid(d: Path) -> Valid:
              ("|none~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|", 0.4),
              ("|avg_pool_3x3~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|", 0.3)))))  # fmt: skip
 
+    seg_data, seg_task, seg_config = d / "segment-data", d / "segment-task.zarr", d / "segment-train.yaml"
+    fake_shared_data(seg_data)
+    seg_config.write_text("data: {crop: 32, tile: 32}\ntraining: {batch_size: 2, steps: 1}\nevaluation: {every: 1}\n")
+
     examples = d / "examples"
     examples.mkdir()
     shards = [examples / f"examples-{i:05d}-of-{SHARDS:05d}.zarr" for i in range(SHARDS)]
@@ -249,7 +261,8 @@ def build_valid(d: Path) -> Valid:
     run_valid([*(("make-examples", [*common, "--shard", f"{i}/{SHARDS}", "--out", shards[i]]) for i in range(SHARDS)),
                ("make-examples", [*common, "--truth", truth, "--confident", bed, "--out", labelled]),
                ("isl-ingest", ["--dir", isl_dir, "--out", isl_well, "--chunks", "32"]),
-               ("text-sentences", ["--book", text_book, "--out", text_sentences, "--chunk-rows", "4"])], d)  # fmt: skip
+               ("text-sentences", ["--book", text_book, "--out", text_sentences, "--chunk-rows", "4"]),
+               ("segment-data", ["--task", "fluorescence_nuclei", "--data", seg_data, "--out", seg_task])], d)  # fmt: skip
     probs, train_store = d / "calls" / "probs.zarr", d / "train" / "train.zarr"
     probs.parent.mkdir()
     train_store.parent.mkdir()
@@ -270,8 +283,8 @@ def build_valid(d: Path) -> Valid:
     return Valid(d, d / "ref.fa", d / "ref_other.fa", bam, d / "reads.cram", truth, truth_plain, sites_only, bed,
                  shards, probs, vcf, labelled, train_store, png, png2, tif, bench_tsv, config, isl_dir, isl_well,
                  isl_config, isl_train, isl_tune, isl_pred, text_book, text_sentences, text_vectors, text_index,
-                 text_chats, text_config, nos_settings, nos_history, nas_settings, nas_models,
-                 time.monotonic() - t0)  # fmt: skip
+                 text_chats, text_config, nos_settings, nos_history, nas_settings, nas_models, seg_data,
+                 seg_task, seg_config, time.monotonic() - t0)  # fmt: skip
 
 
 
