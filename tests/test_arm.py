@@ -220,7 +220,7 @@ def test_cli_leaves_no_outputs_when_the_loop_fails(tmp_path, monkeypatch, slide)
 
     tifffile.imwrite(tmp_path / "slide.tif", synthetic_slide(256))
 
-    def broken(model):
+    def broken(model, inference_size):
         return lambda frame: np.zeros((2, 2), np.float32)  # the wrong shape
 
     monkeypatch.setattr(cli, "load_model", broken)
