@@ -38,7 +38,7 @@ lint: $(STAMP)
 
 # In this order: gq_calibration reads the calls peers writes; benchlib is the scripts' shared library.
 BENCH := make_examples_vs_bcftools call_variants_speed train_speed peers gq_calibration scaling training_data_report \
-         focus_mosaic
+         focus_mosaic segment_speed arm_fps
 
 bench: $(STAMP)
 	@set -e; for name in $(BENCH); do echo "== bench/$$name.py"; $(BIN)/python bench/$$name.py; done

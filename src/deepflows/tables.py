@@ -12,12 +12,12 @@ from pathlib import Path
 from deepflows.errors import UserError
 
 
-def write_tsv(rows: Iterable[dict], columns: Sequence[str], out: str | Path) -> None:
-    """One line per row, `columns` in order (None as empty; other keys ignored)."""
+def write_tsv(rows: Iterable[dict], columns: Sequence[str], out: str | Path, delimiter: str = "\t") -> None:
+    """One line per row, `columns` in order (None as empty; other keys ignored); `delimiter` "," for a CSV."""
     from deepflows.outputs import atomic_output
 
     with atomic_output(out) as tmp, open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, columns, delimiter="\t", extrasaction="ignore")
+        writer = csv.DictWriter(handle, columns, delimiter=delimiter, extrasaction="ignore")
         writer.writeheader()
         writer.writerows({k: ("" if row.get(k) is None else row[k]) for k in columns} for row in rows)
 

@@ -73,7 +73,7 @@ def tile_chunks(size: int, tile: int, margin: int) -> tuple[int, ...]:
     return tuple(chunks)
 
 
-def predict_lazily(stack, predictor: Predictor, tile: int):
+def predict_lazily(stack, predictor, tile: int):
     """A Dask image [channels in, y, x] -> lazy predictions [channels out, y, x] (float32): `predictor` is called on
     each block [h, w, channels in] with `predictor.margin` pixels of mirrored context around it and returns the
     centre's predictions [h - 2 margin, w - 2 margin, len(predictor.channels())] (In Silico Labeling, segmentation)."""

@@ -147,6 +147,30 @@ def config_schema(title: str, architectures, select_by, *, training: dict, evalu
             "properties": properties}  # fmt: skip
 
 
+def add_run_arguments(p, init: bool = True) -> None:
+    """The command-line options every trainer shares: where the run and its model go, and what overrides its
+    config (--steps, --seed, --init: see `override`)."""
+    from deepflows.arguments import positive_int, seed
+
+    p.add_argument("--out", required=True, help="model directory to write (model.json + weights.msgpack)")
+    p.add_argument("--workdir", required=True, help="checkpoints, metrics and the exported model; a rerun resumes")
+    p.add_argument("--steps", type=positive_int, help="training.steps")
+    p.add_argument("--seed", type=seed, help="training.seed")
+    if init:
+        p.add_argument("--init", help="start from this model's weights (same architecture and options)")
+    p.add_argument("--stop-at", type=positive_int, help="stop after this step (checkpointed; rerun without it to go on)")
+
+
+def read_raw_config(path: str | Path) -> dict:
+    """A training config file's mapping, before the command line's values join it and it is validated."""
+    from deepflows.config import read_yaml
+
+    raw = read_yaml(path)
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: expected a mapping of keys at the top level")
+    return raw
+
+
 def load_config(config: str | Path | dict, schema: dict, source: str | None = None) -> dict:
     """A validated training config with defaults filled in; one line naming the key for anything wrong."""
     from deepflows.config import ConfigError, read_yaml, validate_config

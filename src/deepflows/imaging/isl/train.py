@@ -34,8 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from deepflows.arguments import positive_int, seed
 from deepflows.errors import UserError
+from deepflows.nn.loop import add_run_arguments
 from deepflows.imaging.isl import BINS, bin_centres
 from deepflows.nn.task import Task
 
@@ -85,21 +85,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--patches", nargs="+", help="training patch shards (data.patches)")
     p.add_argument("--tune", nargs="+", help="tune patch shards (data.tune)")
     p.add_argument("--labels", help="comma-separated labels to learn (data.labels; default: all)")
-    p.add_argument("--out", required=True, help="model directory to write (model.json + weights.msgpack)")
-    p.add_argument("--workdir", required=True, help="checkpoints, metrics and the exported model; a rerun resumes")
-    p.add_argument("--steps", type=positive_int, help="training.steps")
-    p.add_argument("--seed", type=seed, help="training.seed")
-    p.add_argument("--init", help="start from this model's weights (same architecture and options)")
-    p.add_argument("--stop-at", type=positive_int, help="stop after this step (checkpointed; rerun without it to go on)")
+    add_run_arguments(p)
 
 
 def isl_config(args: argparse.Namespace) -> dict:
-    from deepflows.config import read_yaml
-    from deepflows.nn.loop import load_config, override
+    from deepflows.nn.loop import load_config, override, read_raw_config
 
-    raw = read_yaml(args.config)
-    if not isinstance(raw, dict):
-        raise UserError(f"{args.config}: expected a mapping of keys at the top level")
+    raw = read_raw_config(args.config)
     data = raw.setdefault("data", {})
     for key, value in (("patches", args.patches), ("tune", args.tune),
                        ("labels", args.labels.split(",") if args.labels else None)):  # fmt: skip

@@ -21,7 +21,6 @@ Every output is written under a temporary name and renamed when complete; an ima
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 import time
 from pathlib import Path
@@ -168,7 +167,8 @@ def _write_ome_zarr(target: Path, probs, classes: list[str], meta: dict, source:
 def run(args: argparse.Namespace) -> None:
     from deepflows.imaging.segment.predict import Segmenter
     from deepflows.nn.model_dir import load_model
-    from deepflows.outputs import atomic_output, output_directory
+    from deepflows.outputs import output_directory
+    from deepflows.tables import write_tsv
 
     paths = [Path(p) for p in args.images]
     for path in paths:
@@ -184,8 +184,5 @@ def run(args: argparse.Namespace) -> None:
     segmenter = Segmenter(model, list(meta["classes"]), tile=args.tile)
     with output_directory(args.out) as out:
         rows = [segment_image(p, segmenter, meta, out, args.format, args.threads) for p in paths]
-        with atomic_output(out / "summary.csv") as tmp, open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        write_tsv(rows, list(rows[0]), out / "summary.csv", delimiter=",")
     log.info("%d images -> %s", len(rows), args.out)

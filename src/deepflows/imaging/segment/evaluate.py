@@ -22,7 +22,6 @@ independent test.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 from pathlib import Path
@@ -115,6 +114,7 @@ def plot_panels(task, split: str, methods: dict, out: Path) -> None:
     from matplotlib.patches import Patch
 
     from deepflows.imaging.segment.cli import display_image
+    from deepflows.outputs import save_figure
 
     regions = task.regions(split)
     k = int(np.argmax([r.mask.size for r in regions]))
@@ -134,13 +134,14 @@ def plot_panels(task, split: str, methods: dict, out: Path) -> None:
     fig.suptitle(f"{task.name}, {split} split ({regions[k].source}, {regions[k].mask.shape[1]}x"
                  f"{regions[k].mask.shape[0]} px): labels and predictions")  # fmt: skip
     fig.tight_layout(rect=(0, 0.07, 1, 0.93))
-    fig.savefig(out, dpi=110, format="png")
+    save_figure(fig, out, 110)
     plt.close(fig)
 
 
 def run(args: argparse.Namespace) -> None:
     from deepflows.imaging.segment.tasks import open_task
-    from deepflows.outputs import atomic_output, output_directory
+    from deepflows.outputs import output_directory, write_text
+    from deepflows.tables import write_tsv
 
     task = open_task(args.task)
     models = dict(args.models)
@@ -149,16 +150,10 @@ def run(args: argparse.Namespace) -> None:
     predicted = predictions(task, models, args.tile)
     rows = score(task, predicted, args.tolerance, args.band)
     with output_directory(args.out) as out:
-        with atomic_output(out / "metrics.csv") as tmp, open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-        with atomic_output(out / "metrics.md") as tmp:
-            tmp.write_text(markdown(rows))
+        write_tsv(rows, list(rows[0]), out / "metrics.csv", delimiter=",")
+        write_text(out / "metrics.md", markdown(rows))
         for split, methods in predicted.items():
-            with atomic_output(out / f"panels-{split}.png") as tmp:
-                plot_panels(task, split, methods, tmp)
-        with atomic_output(out / "summary.json") as tmp:
-            tmp.write_text(json.dumps({"task": task.name, "models": models, "tolerance": args.tolerance,
-                                       "band": args.band, "rows": rows}, indent=1))  # fmt: skip
+            plot_panels(task, split, methods, out / f"panels-{split}.png")
+        summary = {"task": task.name, "models": models, "tolerance": args.tolerance, "band": args.band, "rows": rows}
+        write_text(out / "summary.json", json.dumps(summary, indent=1))
     log.info("%s", markdown(rows))

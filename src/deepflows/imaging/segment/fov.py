@@ -113,6 +113,8 @@ def plot_roc(curves: dict, out) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from deepflows.outputs import save_figure
+
     fig, ax = plt.subplots(figsize=(5, 5))
     for name, (scores, labels, value) in curves.items():
         order = np.argsort(-scores)
@@ -126,17 +128,16 @@ def plot_roc(curves: dict, out) -> None:
     ax.set_title("Field-of-view detection of the target region\n(labels: stain-derived)", fontsize=10)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    fig.savefig(out, dpi=110, format="png")
+    save_figure(fig, out, 110)
     plt.close(fig)
 
 
 def run(args: argparse.Namespace) -> None:
-    import csv
-
     from deepflows.imaging.segment.predict import Segmenter
     from deepflows.imaging.segment.tasks import open_task
     from deepflows.nn.model_dir import load_model
-    from deepflows.outputs import atomic_output, output_directory
+    from deepflows.outputs import output_directory, write_text
+    from deepflows.tables import write_tsv
 
     task = open_task(args.task)
     model, meta = load_model(args.model)
@@ -183,16 +184,11 @@ def run(args: argparse.Namespace) -> None:
     for row in rows:
         row["head"] = round(float(next(head_scores)), 4)
     with output_directory(args.out) as out:
-        with atomic_output(out / "fields.csv") as tmp, open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-        with atomic_output(out / "fov.json") as tmp:
-            tmp.write_text(json.dumps({"task": task.name, "model": str(args.model), "target": classes[target],
-                                       "field": list(args.field), "stride": args.stride,
-                                       "min_fraction": args.min_fraction, "splits": results}, indent=1))  # fmt: skip
-        with atomic_output(out / "roc.png") as tmp:
-            plot_roc(curves, tmp)
+        write_tsv(rows, list(rows[0]), out / "fields.csv", delimiter=",")
+        report = {"task": task.name, "model": str(args.model), "target": classes[target], "field": list(args.field),
+                  "stride": args.stride, "min_fraction": args.min_fraction, "splits": results}
+        write_text(out / "fov.json", json.dumps(report, indent=1))
+        plot_roc(curves, out / "roc.png")
     for split, r in results.items():
         log.info("%s: %d fields, %.1f%% positive, AUC head %s, segmentation %s", split, r["fields"],
                  100 * r["positive_rate"], r["auc_head"], r["auc_segmentation"])  # fmt: skip

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from deepflows.arguments import positive_int, seed
 from deepflows.errors import UserError
+from deepflows.nn.loop import add_run_arguments
 from deepflows.nn.task import Task
 
 log = logging.getLogger("deepflows.text_train")
@@ -68,20 +68,13 @@ def schema() -> dict:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, metavar="YAML", help="the training config (see the module doc)")
     p.add_argument("--chats", help="the chit-chat corpus, dataset.json[.gz] (data.chats)")
-    p.add_argument("--out", required=True, help="model directory to write (model.json + weights.msgpack)")
-    p.add_argument("--workdir", required=True, help="checkpoints, metrics and the exported model; a rerun resumes")
-    p.add_argument("--steps", type=positive_int, help="training.steps")
-    p.add_argument("--seed", type=seed, help="training.seed")
-    p.add_argument("--stop-at", type=positive_int, help="stop after this step (checkpointed; rerun without it to go on)")
+    add_run_arguments(p, init=False)
 
 
 def text_config(args: argparse.Namespace) -> dict:
-    from deepflows.config import read_yaml
-    from deepflows.nn.loop import load_config, override
+    from deepflows.nn.loop import load_config, override, read_raw_config
 
-    raw = read_yaml(args.config)
-    if not isinstance(raw, dict):
-        raise UserError(f"{args.config}: expected a mapping of keys at the top level")
+    raw = read_raw_config(args.config)
     if args.chats:
         raw.setdefault("data", {})["chats"] = args.chats
     cfg = load_config(raw, schema(), args.config)
