@@ -820,8 +820,10 @@ def segment_arm_model(wildcards):
 
 
 def segment_targets(wildcards):
-    """Every task's evaluation, and the AR microscope's recorded session when a slide is given."""
+    """Every task's evaluation, the H&E model's field-of-view AUC, and the AR microscope's recorded session when
+    a slide is given."""
     targets = [f"{segment_dir(task)}/evaluation" for task in SEGMENT_TASKS]
+    targets += [f"{segment_dir('he_regions')}/fov"] if "he_regions" in SEGMENT_TASKS else []
     return targets + (["results/arm/session.mp4"] if SEGMENT["arm"]["slide"] else [])
 
 

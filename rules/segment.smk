@@ -1,8 +1,9 @@
 # Segmentation (DeepLab-v3+) and the Augmented Reality Microscope: each task's images and derived labels ->
 # one task store (segment_data) -> a model per head (segment_train: v3plus, v3, fcn, all on MobileNetV2's
 # ImageNet weights; or the given ones, `segment.tasks.{task}.models`) -> every model and the classical
-# baseline scored on the task's test sets (segment_eval) -> the AR microscope run over the slide with the
-# H&E model, recorded with its per-frame detections (arm_record). Target: `imaging_segment` (config section
+# baseline scored on the task's test sets (segment_eval); the H&E model's field-of-view detection AUC
+# (segment_fov) -> the AR microscope run over the slide with the H&E model, recorded with its per-frame
+# detections (arm_record). Target: `imaging_segment` (config section
 # `segment`, e.g. config/imaging-segment.yaml).
 
 
@@ -75,6 +76,25 @@ rule segment_eval:
     shell:
         "deepflows segment-eval --task {input.task:q} --models {params.models} --tolerance {params.tolerance}"
         " --band {params.band} --out {output:q} 2> {log:q}"
+
+
+rule segment_fov:
+    input:
+        task=f"{segment_dir('he_regions')}/task.zarr",
+        model=lambda wildcards: _segment_model("he_regions", SEGMENT_TASKS["he_regions"]["heads"][0]),
+    output:
+        directory(f"{segment_dir('he_regions')}/fov"),
+    threads: 2
+    resources:
+        mem_mb=4000,
+    log:
+        "logs/segment/he_regions/fov.log",
+    benchmark:
+        "benchmarks/segment/he_regions/fov.tsv"
+    conda:
+        "../envs/imaging.yaml"
+    shell:
+        "deepflows segment-fov --task {input.task:q} --model {input.model:q} --out {output:q} 2> {log:q}"
 
 
 rule arm_record:
