@@ -162,3 +162,40 @@ def test_field_of_view_detection_reports_auc_per_split(trained, tmp_path):
     rows = list(csv.DictReader((out / "fields.csv").open()))
     assert len(rows) == sum(s["fields"] for s in report["splits"].values())
     assert (out / "roc.png").stat().st_size > 10_000
+
+
+@pytest.mark.workflow
+def test_dry_run_of_imaging_segment(tmp_path, repo_root):
+    """`snakemake -n imaging_segment` over config/imaging-segment.yaml, pointed at stand-ins of the shared data:
+    each task built once; the shipped models scored (no training); a head without a given model trained."""
+    import os
+    import subprocess
+    import sys
+
+    from isl_synthetic import synthetic_well, write_well_dir
+
+    from deepflows.imaging.segment.tasks import WELL_DIR
+
+    data = tmp_path / "data"
+    fake_shared_data(data)
+    write_well_dir(data / WELL_DIR, *synthetic_well((64, 64), planes=3, seed=0))
+    override = tmp_path / "override.yaml"
+
+    def dry_run(segment):
+        override.write_text(yaml.safe_dump({"segment": {"data": str(data), **segment}}))
+        env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ.get('PATH', '')}"}
+        run = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(repo_root / "Snakefile"), "--configfile",
+                              str(repo_root / "config" / "imaging-segment.yaml"), str(override), "-n", "-p",
+                              "imaging_segment"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+        return run.stdout, {m[0]: int(m[1]) for m in (line.split() for line in run.stdout.splitlines())
+                            if len(m) == 2 and m[1].isdigit()}  # fmt: skip
+
+    out, counts = dry_run({"arm": {"slide": str(data / "imaging" / "histology" / "cmu_small_region.svs")}})
+    assert {k: counts.get(k) for k in ("segment_data", "segment_train", "segment_eval", "segment_fov", "arm_record")} \
+        == {"segment_data": 3, "segment_train": None, "segment_eval": 3, "segment_fov": 1, "arm_record": 1}
+    assert "--models v3plus=" in out and "resources/models/segment-label-free-nuclei-fcn" in out
+    assert "--tolerance 8 --band 16" in out and "resources/models/segment-he-regions --duration 20" in out
+    out, counts = dry_run({"tasks": {"fluorescence_nuclei": {"heads": ["v3plus", "fcn"]}}, "arm": {"slide": None}})
+    assert counts.get("segment_train") == 1 and "arm_record" not in counts
+    assert "--head fcn" in out and "results/segment/fluorescence_nuclei/train/fcn/model" in out
