@@ -59,7 +59,12 @@ rule segment_eval:
         task=f"{segment_dir('{task}')}/task.zarr",
         models=segment_models,
     output:
-        directory(f"{segment_dir('{task}')}/evaluation"),
+        report(
+            directory(f"{segment_dir('{task}')}/evaluation"),
+            caption="../workflow/report/segment_evaluation.rst",
+            category="Segmentation",
+            patterns=["{name}.png"],
+        ),
     params:
         models=segment_model_args,
         tolerance=lambda wildcards: SEGMENT_TASKS[wildcards.task]["tolerance"],
@@ -83,7 +88,12 @@ rule segment_fov:
         task=f"{segment_dir('he_regions')}/task.zarr",
         model=lambda wildcards: _segment_model("he_regions", SEGMENT_TASKS["he_regions"]["heads"][0]),
     output:
-        directory(f"{segment_dir('he_regions')}/fov"),
+        report(
+            directory(f"{segment_dir('he_regions')}/fov"),
+            caption="../workflow/report/segment_fov.rst",
+            category="Segmentation",
+            patterns=["{name}.png"],
+        ),
     threads: 2
     resources:
         mem_mb=4000,
