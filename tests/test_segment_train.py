@@ -193,9 +193,12 @@ def test_dry_run_of_imaging_segment(tmp_path, repo_root):
 
     out, counts = dry_run({"arm": {"slide": str(data / "imaging" / "histology" / "cmu_small_region.svs")}})
     assert {k: counts.get(k) for k in ("segment_data", "segment_train", "segment_eval", "segment_fov", "arm_record")} \
-        == {"segment_data": 3, "segment_train": None, "segment_eval": 3, "segment_fov": 1, "arm_record": 1}
+        == {"segment_data": 3, "segment_train": 4, "segment_eval": 3, "segment_fov": 1, "arm_record": 1}
     assert "--models v3plus=" in out and "resources/models/segment-label-free-nuclei-fcn" in out
     assert "--tolerance 8 --band 16" in out and "resources/models/segment-he-regions --duration 20" in out
-    out, counts = dry_run({"tasks": {"fluorescence_nuclei": {"heads": ["v3plus", "fcn"]}}, "arm": {"slide": None}})
-    assert counts.get("segment_train") == 1 and "arm_record" not in counts
+    # the label-free ablations are shipped; the others are trained here
     assert "--head fcn" in out and "results/segment/fluorescence_nuclei/train/fcn/model" in out
+    assert "label_free_nuclei/train" not in out
+    out, counts = dry_run({"tasks": {"fluorescence_nuclei": {"heads": ["v3plus"]}, "he_regions": {"heads": ["v3plus"]}},
+                           "arm": {"slide": None}})  # fmt: skip
+    assert "segment_train" not in counts and "arm_record" not in counts
