@@ -110,6 +110,17 @@ def test_augmentation_keeps_images_and_masks_aligned():
     assert 0 <= jittered.min() and jittered.max() <= 1 and not np.allclose(jittered, out)
 
 
+def test_shipped_training_configs_validate(repo_root):
+    from deepflows.imaging.segment.train import schema
+    from deepflows.nn.loop import load_config
+
+    paths = sorted((repo_root / "config" / "model").glob("segment_*.yaml"))
+    configs = {p.stem: load_config(p, schema()) for p in paths}
+    assert set(configs) == {"segment_he", "segment_label_free", "segment_v3plus"}
+    assert configs["segment_he"]["data"]["scales"] == [0.25, 1.0] and configs["segment_he"]["backbone"] == "imagenet"
+    assert all(c["model"]["options"]["head"] == "v3plus" for c in configs.values())
+
+
 def test_zoomed_crops_and_config_checks(trained):
     from deepflows.imaging.segment.tasks import in_memory
 

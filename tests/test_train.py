@@ -449,10 +449,10 @@ def test_training_configs_validate():
     from deepflows.nn.train import load_train_config
 
     root = Path(__file__).resolve().parents[1] / "config" / "model"
-    # isl_*.yaml and text_*.yaml are other tasks' (tests/test_isl_model.py, tests/test_text_response.py validate
-    # them with their schemas)
+    # isl_*.yaml, text_*.yaml and segment_*.yaml are other tasks' (tests/test_isl_model.py, test_text_response.py,
+    # test_segment_train.py validate them with their schemas)
     configs = {p.stem: load_train_config(p) for p in sorted(root.glob("*.yaml"))
-               if not p.name.startswith(("isl_", "text_"))}  # fmt: skip
+               if not p.name.startswith(("isl_", "text_", "segment_"))}  # fmt: skip
     finetune, base = configs["read_set_finetune"], configs["read_set"]
     assert finetune["init"] == {"model": "resources/models/wgs-illumina-v8"} and "init" not in base
     assert finetune["model"] == base["model"] and finetune["optimizer"] == base["optimizer"]

@@ -30,6 +30,7 @@ from deepflows.imaging.segment.mobilenet import (HIGH_LEVEL_CHANNELS, LOW_LEVEL_
                                                  load_imagenet)  # fmt: skip
 
 HEADS = ("fcn", "v3", "v3plus")
+HEAD = {"activation": nnx.relu, "group_norm": True}  # the heads' conv + norm + activation (see the module doc)
 ASPP_RATES = (6, 12, 18)  # at output stride 16; doubled at 8
 
 
@@ -43,11 +44,11 @@ class Conv3x3(nnx.Module):
 
     def __init__(self, cin: int, cout: int, dilation: int = 1, *, separable: bool, rngs: nnx.Rngs):
         if separable:
-            self.depthwise = ConvBN(cin, cin, 3, dilation=dilation, groups=cin, activation=nnx.relu, group_norm=True, rngs=rngs)
-            self.pointwise = ConvBN(cin, cout, 1, activation=nnx.relu, group_norm=True, rngs=rngs)
+            self.depthwise = ConvBN(cin, cin, 3, dilation=dilation, groups=cin, **HEAD, rngs=rngs)
+            self.pointwise = ConvBN(cin, cout, 1, **HEAD, rngs=rngs)
         else:
             self.depthwise = None
-            self.pointwise = ConvBN(cin, cout, 3, dilation=dilation, activation=nnx.relu, group_norm=True, rngs=rngs)
+            self.pointwise = ConvBN(cin, cout, 3, dilation=dilation, **HEAD, rngs=rngs)
 
     def __call__(self, x):
         return self.pointwise(x if self.depthwise is None else self.depthwise(x))
@@ -58,10 +59,10 @@ class ASPP(nnx.Module):
 
     def __init__(self, cin: int, cout: int, rates: tuple[int, ...], dropout: float, *, separable: bool,
                  rngs: nnx.Rngs):  # fmt: skip
-        self.point = ConvBN(cin, cout, 1, activation=nnx.relu, group_norm=True, rngs=rngs)
+        self.point = ConvBN(cin, cout, 1, **HEAD, rngs=rngs)
         self.atrous = nnx.List([Conv3x3(cin, cout, r, separable=separable, rngs=rngs) for r in rates])
-        self.pool = ConvBN(cin, cout, 1, activation=nnx.relu, group_norm=True, rngs=rngs)
-        self.project = ConvBN(cout * (2 + len(rates)), cout, 1, activation=nnx.relu, group_norm=True, rngs=rngs)
+        self.pool = ConvBN(cin, cout, 1, **HEAD, rngs=rngs)
+        self.project = ConvBN(cout * (2 + len(rates)), cout, 1, **HEAD, rngs=rngs)
         self.dropout = nnx.Dropout(dropout, rngs=rngs)
 
     def __call__(self, x):
@@ -87,11 +88,11 @@ class DeepLab(nnx.Module):
         self.backbone = MobileNetV2(channels, output_stride, top=False, freeze_bn=freeze_bn, rngs=rngs)
         fcn, v3plus = head == "fcn", head == "v3plus"
         rates = tuple(r * 16 // output_stride for r in ASPP_RATES)
-        self.fcn = ConvBN(HIGH_LEVEL_CHANNELS, aspp_channels, 3, activation=nnx.relu, group_norm=True, rngs=rngs) if fcn else None
+        self.fcn = ConvBN(HIGH_LEVEL_CHANNELS, aspp_channels, 3, **HEAD, rngs=rngs) if fcn else None
         self.fcn_dropout = nnx.Dropout(dropout, rngs=rngs) if fcn else None
         self.aspp = None if fcn else ASPP(HIGH_LEVEL_CHANNELS, aspp_channels, rates, dropout, separable=separable,
                                           rngs=rngs)  # fmt: skip
-        self.low_level = ConvBN(LOW_LEVEL_CHANNELS, low_level_channels, 1, activation=nnx.relu, group_norm=True, rngs=rngs) \
+        self.low_level = ConvBN(LOW_LEVEL_CHANNELS, low_level_channels, 1, **HEAD, rngs=rngs) \
             if v3plus else None  # fmt: skip
         decoder_in = (aspp_channels + low_level_channels, decoder_channels)
         self.decoder = nnx.List([Conv3x3(c, decoder_channels, separable=separable, rngs=rngs)
