@@ -165,8 +165,7 @@ def _write_ome_zarr(target: Path, probs, classes: list[str], meta: dict, source:
 
 
 def run(args: argparse.Namespace) -> None:
-    from deepflows.imaging.segment.predict import Segmenter
-    from deepflows.nn.model_dir import load_model
+    from deepflows.imaging.segment.predict import Segmenter, load_segmentation_model
     from deepflows.outputs import output_directory
     from deepflows.tables import write_tsv
 
@@ -178,9 +177,7 @@ def run(args: argparse.Namespace) -> None:
     if len(set(names)) != len(names):
         raise UserError(f"--images: two images named {next(n for n in names if names.count(n) > 1)!r}; their "
                         "outputs would collide")  # fmt: skip
-    model, meta = load_model(args.model)
-    if meta.get("name") != "segmentation":
-        raise UserError(f"{args.model}: not a segmentation model (model.json name {meta.get('name')!r})")
+    model, meta = load_segmentation_model(args.model)
     segmenter = Segmenter(model, list(meta["classes"]), tile=args.tile)
     with output_directory(args.out) as out:
         rows = [segment_image(p, segmenter, meta, out, args.format, args.threads) for p in paths]

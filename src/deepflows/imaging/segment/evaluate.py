@@ -54,15 +54,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def predictions(task, models: dict, tile: int) -> dict[str, dict[str, list[np.ndarray]]]:
     """split -> method -> the predicted classes of each of the split's regions."""
-    from deepflows.imaging.segment.predict import Segmenter
+    from deepflows.imaging.segment.predict import Segmenter, load_segmentation_model
     from deepflows.imaging.segment.tasks import baseline
-    from deepflows.nn.model_dir import load_model
 
     segmenters = {}
     for name, path in models.items():
-        model, meta = load_model(path)
-        if meta.get("name") != "segmentation" or meta.get("task") != task.name:
-            raise UserError(f"{path}: not a segmentation model of task {task.name} (its task: {meta.get('task')})")
+        model, meta = load_segmentation_model(path, task.name)
         segmenters[name] = Segmenter(model, meta["classes"], tile=tile)
     out = {}
     for split in task.splits("test"):

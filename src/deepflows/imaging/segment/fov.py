@@ -133,20 +133,15 @@ def plot_roc(curves: dict, out) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from deepflows.imaging.segment.predict import Segmenter
+    from deepflows.imaging.segment.predict import Segmenter, load_segmentation_model, target_index
     from deepflows.imaging.segment.tasks import open_task
-    from deepflows.nn.model_dir import load_model
     from deepflows.outputs import output_directory, write_text
     from deepflows.tables import write_tsv
 
     task = open_task(args.task)
-    model, meta = load_model(args.model)
-    if meta.get("name") != "segmentation" or meta.get("task") != task.name:
-        raise UserError(f"{args.model}: not a segmentation model of task {task.name} (its task: {meta.get('task')})")
+    model, meta = load_segmentation_model(args.model, task.name)
     classes = list(meta["classes"])
-    if args.target is not None and args.target not in classes:
-        raise UserError(f"--target {args.target}: the model's classes are {', '.join(classes)}")
-    target = classes.index(args.target) if args.target else len(classes) - 1
+    target = target_index(classes, args.target, f"--target {args.target}")
     if not 0 < args.min_fraction < 1:
         raise UserError(f"--min-fraction {args.min_fraction}: must be between 0 and 1")
     segmenter = Segmenter(model, classes, tile=None)

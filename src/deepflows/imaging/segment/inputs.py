@@ -27,24 +27,25 @@ RGB_INPUT = {"kind": "scale", "divide_by": 255}
 SAMPLE_PIXELS = 16_000_000
 
 
-def scaling(raw, spec: dict) -> list[tuple[float, float]]:
-    """(low, high) of each channel of a raw image [H, W, C] (NumPy or Dask) under `spec`."""
+def scaling(raw, spec: dict) -> list[dict]:
+    """The normalisation ({low, high, percentiles}, deepflows.imaging.isl.normalization) of each channel of a raw
+    image [H, W, C] (NumPy or Dask) under `spec`; percentiles of the raw pixels as stored."""
     channels = raw.shape[-1]
     if spec["kind"] == "scale":
-        return [(0.0, float(spec["divide_by"]))] * channels
+        return [{"low": 0.0, "high": float(spec["divide_by"])}] * channels
     step = max(1, int(np.ceil(np.sqrt(raw.shape[0] * raw.shape[1] / SAMPLE_PIXELS))))
-    sample = np.asarray(raw[::step, ::step], np.float32)
+    sample = np.asarray(raw[::step, ::step])
     percentiles = spec.get("percentiles", [0.5, 99.9])
     if spec.get("joint"):
-        norm = normalization(sample, percentiles)
-        return [(norm["low"], norm["high"])] * channels
-    return [(n["low"], n["high"]) for n in (normalization(sample[..., c], percentiles) for c in range(channels))]
+        return [normalization(sample, percentiles)] * channels
+    return [normalization(sample[..., c], percentiles) for c in range(channels)]
 
 
-def apply_scaling(raw: np.ndarray, lows_highs: list[tuple[float, float]]) -> np.ndarray:
-    """float32 [H, W, C] in [0, 1] of raw pixels [H, W, C] scaled per channel."""
-    low = np.asarray([lo for lo, _ in lows_highs], np.float32)
-    span = np.asarray([max(hi - lo, 1e-6) for lo, hi in lows_highs], np.float32)
+def apply_scaling(raw: np.ndarray, norms: list[dict]) -> np.ndarray:
+    """float32 [H, W, C] in [0, 1] of raw pixels [H, W, C]: each channel normalised by its `norms` entry
+    (deepflows.imaging.isl.normalize, the same float32 arithmetic) and clipped."""
+    low = np.asarray([n["low"] for n in norms], np.float32)
+    span = np.asarray([np.float32(n["high"] - n["low"]) for n in norms], np.float32)
     return np.clip((np.asarray(raw, np.float32) - low) / span, 0, 1)
 
 

@@ -66,6 +66,29 @@ class Segmenter:
         return np.moveaxis(lazy.compute(scheduler="sync"), 0, -1)
 
 
+def load_segmentation_model(path, task: str | None = None):
+    """(model, meta) of a segment-train model directory; another kind of model (with `task`: a model of another
+    task) is refused with one line."""
+    from deepflows.nn.model_dir import load_model
+
+    model, meta = load_model(path)
+    if task is not None and (meta.get("name") != "segmentation" or meta.get("task") != task):
+        raise UserError(f"{path}: not a segmentation model of task {task} (its task: {meta.get('task')})")
+    if meta.get("name") != "segmentation":
+        raise UserError(f"{path}: not a segmentation model (model.json name {meta.get('name')!r})")
+    return model, meta
+
+
+def target_index(classes: list[str], target: str | None, what: str) -> int:
+    """The index of class `target` (None: the last class, the one the AR microscope outlines); `what` names the
+    setting in the error."""
+    if target is None:
+        return len(classes) - 1
+    if target not in classes:
+        raise UserError(f"{what}: the model's classes are {', '.join(classes)}")
+    return classes.index(target)
+
+
 def load_segmenter(model_dir, target: str | None = None, inference_size: tuple[int, int] | None = (320, 240)):
     """The AR microscope's model: a function of an RGB frame uint8 [H, W, 3] -> float32 [H, W], the probability
     of the `target` class (default: the model's last class, e.g. haematoxylin-dense), predicted on the frame
@@ -73,17 +96,12 @@ def load_segmenter(model_dir, target: str | None = None, inference_size: tuple[i
     import cv2
 
     from deepflows.imaging.segment.inputs import normalise_input
-    from deepflows.nn.model_dir import load_model
 
-    model, meta = load_model(model_dir)
-    if meta.get("name") != "segmentation":
-        raise UserError(f"{model_dir}: not a segmentation model (model.json name {meta.get('name')!r})")
+    model, meta = load_segmentation_model(model_dir)
     if meta["input_shape"][-1] != 3:
         raise UserError(f"{model_dir}: the model reads {meta['input_shape'][-1]} channels; frames are RGB")
     classes = list(meta["classes"])
-    if target is not None and target not in classes:
-        raise UserError(f"target class {target!r}: the model's classes are {', '.join(classes)}")
-    index = classes.index(target) if target is not None else len(classes) - 1
+    index = target_index(classes, target, f"target class {target!r}")
     segmenter, spec = Segmenter(model, classes, tile=None), meta["input_normalization"]
 
     def segment(frame: np.ndarray) -> np.ndarray:

@@ -49,8 +49,9 @@ from pathlib import Path
 import numpy as np
 
 from deepflows.errors import UserError
-from deepflows.imaging.isl import TEST, TRAIN, TUNE, normalization, normalize, split_mask
-from deepflows.imaging.segment.inputs import FIELD_INPUT, RGB_INPUT, STACK_INPUT, normalise_input
+from deepflows.imaging.isl import TEST, TRAIN, TUNE, split_mask
+from deepflows.imaging.segment.inputs import (FIELD_INPUT, RGB_INPUT, STACK_INPUT, apply_scaling, normalise_input,
+                                              scaling)
 from deepflows.imaging.segment.labels import (
     HE_CLASSES,
     NUCLEI_CLASSES,
@@ -98,16 +99,11 @@ def _runs(line: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
 
 
-def unit_image(raw: np.ndarray, norm: dict) -> np.ndarray:
-    """float32 raw pixels normalised by `norm` ({low, high}) and clipped to [0, 1]."""
-    return np.clip(normalize(raw, norm), 0, 1)
-
-
-def channels_last_unit(raw: np.ndarray) -> tuple[np.ndarray, list[dict]]:
-    """(float32 [H, W, C] in [0, 1], [normalisation of each channel]) of a [H, W] or [H, W, C] image."""
-    raw = raw[..., None] if raw.ndim == 2 else raw
-    norms = [normalization(raw[..., c]) for c in range(raw.shape[-1])]
-    return np.stack([unit_image(raw[..., c], n) for c, n in enumerate(norms)], axis=-1), norms
+def field_image(raw: np.ndarray) -> tuple[np.ndarray, dict]:
+    """(float32 [H, W, 1] in [0, 1], its normalisation) of a one-channel field scaled as FIELD_INPUT says."""
+    raw = raw[..., None]
+    (norm,) = scaling(raw, FIELD_INPUT)
+    return apply_scaling(raw, [norm]), norm
 
 
 @dataclass
@@ -203,7 +199,7 @@ def _label_free_from_well(well, out: Path, test_quadrant: str, tune_band: int) -
         raise UserError(f"{well.path}: tune band {tune_band} does not fit in a quadrant of a "
                         f"{well.shape[0]}x{well.shape[1]} well")  # fmt: skip
     norm = well.normalization[INPUT_CHANNEL]
-    image = np.moveaxis(unit_image(well.stack.compute(), norm), 0, -1)
+    image = apply_scaling(np.moveaxis(well.stack.compute(), 0, -1), [norm] * well.planes)
     semantic, instances = nuclei_mask(well.targets[well.labels.index("DAPI")].compute(), **NUCLEI_PARAMS)
     split = split_mask(well.shape, test_quadrant, tune_band)
     log.info("%s: %d nuclei in the well's DAPI (%.1f%% of the pixels)", out, instances.max(), 100 * semantic.mean())
@@ -230,14 +226,14 @@ def build_fluorescence_nuclei(data: str | Path, out: str | Path) -> Path:
             if axes != "yx":
                 raise UserError(f"{path}: a BBBC006 field must be one grey image, not axes '{axes}'")
             semantic, instances = nuclei_mask(raw, **NUCLEI_PARAMS)
-            image, (norms[field],) = channels_last_unit(raw)
+            image, norms[field] = field_image(raw)
             sources.append(Source(field, image, semantic, instances, split=split))
             entries.append(_source_entry(path, f"{split} field {field}"))
     image_path, mask_path = _data_file(data, DSB_IMAGE), _data_file(data, DSB_MASK)
     raw, human = tifffile.imread(image_path), tifffile.imread(mask_path)
     if raw.ndim != 2 or human.shape != raw.shape:
         raise UserError(f"{mask_path}: DSB2018's mask {human.shape} does not match its image {raw.shape}")
-    image, (norms["dsb2018"],) = channels_last_unit(raw)
+    image, norms["dsb2018"] = field_image(raw)
     sources.append(Source("dsb2018", image, instances_to_semantic(human), human.astype(np.int32), split="dsb2018"))
     entries += [_source_entry(image_path, "dsb2018 image"), _source_entry(mask_path, "dsb2018 human instances")]
     return write_task(out, "fluorescence_nuclei", NUCLEI_CLASSES, ["Hoechst"], sources,

@@ -137,11 +137,15 @@ class PixelLoss:
 def augment(images: np.ndarray, masks: np.ndarray, rng: np.random.Generator, jitter: float):
     """Each crop turned or flipped (one of 8, the same for its mask) and its contrast, brightness and (colour
     images) channel gains jittered, clipped to [0, 1]."""
+    from deepflows.imaging.isl.patches import dihedral
+
     images, masks = images.copy(), masks.copy()
     n, channels = len(images), images.shape[-1]
     for i, k in enumerate(rng.integers(0, 8, n)):
-        images[i] = np.rot90(images[i] if k < 4 else images[i, :, ::-1], k % 4)
-        masks[i] = np.rot90(masks[i] if k < 4 else masks[i, :, ::-1], k % 4)
+        # draw k: k quarter turns, after a left-right flip when k >= 4 (the shipped models' draws), which is
+        # dihedral's transform 4 + (-k) % 4 (a flip after turning the other way)
+        j = k if k < 4 else 4 + (-k) % 4
+        images[i], masks[i] = dihedral(images[i], j), dihedral(masks[i], j)
     contrast = np.exp(rng.uniform(-jitter, jitter, (n, 1, 1, 1)))
     brightness = rng.uniform(-jitter, jitter, (n, 1, 1, 1)) / 2
     gain = np.exp(rng.uniform(-jitter, jitter, (n, 1, 1, channels)) / 3) if channels == 3 else 1.0
