@@ -20,7 +20,7 @@ from deepflows.imaging.focus import legend
 from deepflows.imaging.focus_data import synthetic_field
 from deepflows.imaging.focus_model import PATCH, Scorer, certainty, to_patches
 from deepflows.imaging.io import OmeZarrWriter, ingest, open_ome_zarr, read_image
-from deepflows.imaging.tiles import score_plane
+from deepflows.imaging.tiles import predict_lazily, score_plane
 
 # A deliberately small focus_cnn, so that the CLI tests do not wait for the full-size model.
 TINY = {"widths": [4, 8], "hidden": 16, "dropout": 0.0}
@@ -216,6 +216,45 @@ def test_tiled_scoring_matches_whole_plane(tiny_scorer):
     assert probs.shape == (5, 3, 11)
     np.testing.assert_allclose(probs.reshape(-1, 11)[1:], direct.reshape(-1, 11)[1:], atol=1e-5)
     assert certainty(probs[0, 0]) == pytest.approx(0.0, abs=1e-6)
+
+
+class BoxSum:
+    """A per-pixel model with context: each pixel's (2 margin + 1)^2 neighbourhood summed, per channel, and the
+    channels' product as a second output (so mixed-up channels, offsets or mirrors all show)."""
+
+    margin = 6
+
+    def __init__(self):
+        self.calls = []
+
+    def channels(self):
+        return ["sum0", "sum1", "product"]
+
+    def __call__(self, block):
+        self.calls.append(block.shape)
+        m, (h, w, _) = self.margin, block.shape
+        win = np.lib.stride_tricks.sliding_window_view(block, (2 * m + 1, 2 * m + 1), axis=(0, 1))
+        sums = win.sum(axis=(-2, -1))
+        return np.concatenate([sums, sums[..., :1] * sums[..., 1:2]], axis=-1).reshape(h - 2 * m, w - 2 * m, 3)
+
+
+def test_windowed_prediction_matches_the_whole_mirrored_image():
+    import dask.array as da
+
+    rng = np.random.default_rng(3)
+    # remainders: 101 = 6 x 16 + 5 (narrower than the margin: joined to the last tile), 70 = 4 x 16 + 6 (a tile)
+    image = rng.random((2, 101, 70)).astype(np.float32)
+    source = da.from_array(image, chunks=(1, 40, 40))  # source chunks that align with neither tiles nor windows
+    model = BoxSum()
+    lazy = predict_lazily(source, model, tile=16, window=2)
+    assert lazy.shape == (3, 101, 70) and lazy.numblocks == (1, 3, 3)
+    # one task per window and none of the source's: nothing rechunks it, each window reads what it touches
+    assert len(dict(lazy.__dask_graph__())) == 9
+    tiled = lazy.compute(scheduler="threads", num_workers=2)
+    whole = BoxSum()(np.moveaxis(np.pad(image, ((0, 0), (6, 6), (6, 6)), mode="symmetric"), 0, -1))
+    np.testing.assert_allclose(tiled, np.moveaxis(whole, -1, 0), rtol=1e-5)
+    # a tile with its context is 16 + 2 x 6 px; the last rows' tile 5 px more, the last columns' 6 + 2 x 6
+    assert sorted({c[:2] for c in model.calls}) == [(28, 18), (28, 28), (33, 18), (33, 28)]
 
 
 def test_focus_cli_images_and_bad_inputs(tiny_model_dir, tmp_path, capsys):

@@ -73,18 +73,64 @@ def tile_chunks(size: int, tile: int, margin: int) -> tuple[int, ...]:
     return tuple(chunks)
 
 
-def predict_lazily(stack, predictor, tile: int):
+def padded_side(h: int, w: int, tile: int, margin: int, multiple: int = 1) -> int:
+    """The side a block [h, w] (a tile with `margin` px of context on each side) is padded to before prediction:
+    one of two fixed shapes, so a model compiles at most twice: the tile's own, and the image's last tiles', which
+    may be wider by a remainder narrower than the margin (tile_chunks). Rounded up to a `multiple` of pixels."""
+    side = tile + 2 * margin if max(h, w) <= tile + 2 * margin else tile + 3 * margin
+    return -(-side // multiple) * multiple
+
+
+def tile_windows(chunks: tuple[int, ...], window: int) -> tuple[int, ...]:
+    """Runs of `window` consecutive tile chunks, summed: the sides of the windows one Dask task predicts."""
+    return tuple(sum(chunks[i : i + window]) for i in range(0, len(chunks), window))
+
+
+class _WindowPredictor:
+    """The block function of `predict_lazily`: one window of tiles read straight from the source image (with the
+    margin around it, mirrored at the image's edges) and predicted tile by tile. The source is held here, not
+    passed to Dask as an input, so no task ever rechunks it: each window reads only the source chunks it
+    touches, and memory stays bounded by a few windows whatever the image's width."""
+
+    def __init__(self, stack, predictor, rows: tuple[int, ...], cols: tuple[int, ...]):
+        self.stack, self.predictor = stack, predictor
+        self.rows, self.cols = np.cumsum((0,) + rows), np.cumsum((0,) + cols)  # tile edges in pixels
+
+    def __dask_tokenize__(self):  # the graph's key: the source's, not a hash of the model's weights
+        return type(self).__name__, self.stack.name, id(self.predictor), tuple(self.rows), tuple(self.cols)
+
+    def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        """The source [y0 - m, y1 + m) x [x0 - m, x1 + m) as [h, w, channels] float32, mirrored (as numpy's
+        "symmetric" pad, Dask's "reflect" boundary) where it runs past the image."""
+        m, (_, height, width) = self.predictor.margin, self.stack.shape
+        top, bottom, left, right = max(0, y0 - m), min(height, y1 + m), max(0, x0 - m), min(width, x1 + m)
+        block = np.asarray(self.stack[:, top:bottom, left:right].compute(scheduler="sync"), np.float32)
+        pad = ((0, 0), (top - (y0 - m), y1 + m - bottom), (left - (x0 - m), x1 + m - right))
+        return np.moveaxis(np.pad(block, pad, mode="symmetric") if any(map(any, pad)) else block, 0, -1)
+
+    def __call__(self, block_info=None) -> np.ndarray:
+        (_, _), (y0, y1), (x0, x1) = block_info[None]["array-location"]
+        m, source = self.predictor.margin, self.read(y0, y1, x0, x1)
+        out = np.empty((len(self.predictor.channels()), y1 - y0, x1 - x0), np.float32)
+        ys = [int(y) for y in self.rows if y0 <= y <= y1]
+        xs = [int(x) for x in self.cols if x0 <= x <= x1]
+        for top, bottom in zip(ys, ys[1:]):
+            for left, right in zip(xs, xs[1:]):
+                tile = source[top - y0 : bottom - y0 + 2 * m, left - x0 : right - x0 + 2 * m]
+                out[:, top - y0 : bottom - y0, left - x0 : right - x0] = np.moveaxis(self.predictor(tile), -1, 0)
+        return out
+
+
+def predict_lazily(stack, predictor, tile: int, window: int = 4):
     """A Dask image [channels in, y, x] -> lazy predictions [channels out, y, x] (float32): `predictor` is called on
     each block [h, w, channels in] with `predictor.margin` pixels of mirrored context around it and returns the
-    centre's predictions [h - 2 margin, w - 2 margin, len(predictor.channels())] (In Silico Labeling, segmentation)."""
+    centre's predictions [h - 2 margin, w - 2 margin, len(predictor.channels())] (In Silico Labeling, segmentation).
+    One Dask task predicts a window of `window` x `window` tiles, reading its input from `stack` itself (see
+    _WindowPredictor): a 20,000-px-wide stack costs no more memory than a small one."""
     import dask.array as da
 
-    m = predictor.margin
-    x = da.moveaxis(stack.astype(np.float32), 0, -1)
-    x = x.rechunk((tile_chunks(x.shape[0], tile, m), tile_chunks(x.shape[1], tile, m), -1))
-    if m:  # mirrored context at the image's edges
-        x = da.overlap.overlap(x, depth={0: m, 1: m, 2: 0}, boundary={0: "reflect", 1: "reflect", 2: "none"})
-    channels = len(predictor.channels())
-    chunks = (tuple(c - 2 * m for c in x.chunks[0]), tuple(c - 2 * m for c in x.chunks[1]), (channels,))
-    out = x.map_blocks(predictor, chunks=chunks, dtype=np.float32)
-    return da.moveaxis(out, -1, 0)
+    _, height, width = stack.shape
+    rows, cols = tile_chunks(height, tile, predictor.margin), tile_chunks(width, tile, predictor.margin)
+    chunks = ((len(predictor.channels()),), tile_windows(rows, window), tile_windows(cols, window))
+    return da.map_blocks(_WindowPredictor(stack, predictor, rows, cols), chunks=chunks, dtype=np.float32,
+                         meta=np.empty((0, 0, 0), np.float32))  # fmt: skip

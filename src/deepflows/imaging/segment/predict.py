@@ -2,7 +2,7 @@
 
 `Segmenter(model, classes, tile, context)` predicts class probabilities for a scaled image [H, W, C]: the image is
 cut into tile x tile blocks (Dask), each read with `context` pixels around it (mirrored at the image's edges),
-padded to one fixed shape (one compilation for every tile), predicted, and only its centre kept, so tiles join
+padded to a fixed shape (two compilations at most), predicted, and only its centre kept, so tiles join
 without seams. `predict` takes an image in one piece (one compilation per image size: the AR microscope's
 frames). `load_segmenter(model_dir)` is the AR microscope's model: RGB frame -> probability of the
 target class, at a reduced inference size for speed.
@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from deepflows.errors import UserError
+from deepflows.imaging.tiles import padded_side
 
 CONTEXT = 32  # pixels of context around a tile: DeepLab's receptive field is wider, but 32 px hides the seams
 
@@ -44,8 +45,8 @@ class Segmenter:
 
     def __call__(self, block: np.ndarray) -> np.ndarray:
         h, w, _ = block.shape
-        side = self.tile + 3 * self.margin  # the widest block: a tile with a remainder (< margin) joined
-        padded = np.pad(block, ((0, side - h), (0, side - w), (0, 0)), mode="reflect")  # one compiled shape
+        side = padded_side(h, w, self.tile, self.margin)  # one of two compiled shapes
+        padded = np.pad(block, ((0, side - h), (0, side - w), (0, 0)), mode="reflect")
         return self.predict(padded)[self.margin : h - self.margin, self.margin : w - self.margin]
 
     def lazy(self, image):
