@@ -119,6 +119,30 @@ def _multiscales(axes: str, levels: int, scale: dict[str, float], translation: d
     }
 
 
+def store_all(image, array, compute_kwargs: dict | None = None) -> None:
+    """da.store of `image` into the Zarr `array` that returns, or raises, only once none of its chunk writes is
+    still running. Dask's threaded scheduler raises at the first failed task (a full disk) while its other
+    threads may still be writing chunks, and Zarr makes a chunk's folders as it writes it: a write still under
+    way would make the temporary store again after its cleanup removed it. So the writes run on a pool of our
+    own, drained (the queued writes cancelled) before this returns."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import dask
+    import dask.array as da
+
+    kwargs = dict(compute_kwargs or {})
+    scheduler = kwargs.pop("scheduler", None) or dask.config.get("scheduler", None) or "threads"
+    if scheduler not in ("threads", "threading"):  # one process writes in order (sync) or the caller's scheduler
+        da.store(image, array, lock=False, scheduler=scheduler, **kwargs)
+        return
+    workers = kwargs.pop("num_workers", None) or dask.config.get("num_workers", None) or os.cpu_count() or 1
+    pool = ThreadPoolExecutor(workers)
+    try:
+        da.store(image, array, lock=False, scheduler="threads", pool=pool, **kwargs)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 class OmeZarrWriter:
     """Writes a Dask or NumPy image as an NGFF 0.5 multiscale group under a temporary name, renamed to `<out>`
     by `write()` once every level is complete; an exception on the way removes the temporary group. A store of
@@ -172,7 +196,7 @@ class OmeZarrWriter:
             array = group.create_array(str(level), shape=level_image.shape, chunks=level_chunks,
                                        dtype=level_image.dtype, dimension_names=list(self.axes),
                                        compressors=zarr.codecs.BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle"))  # fmt: skip
-            da.store(level_image, array, lock=False, **(compute_kwargs or {}))
+            store_all(level_image, array, compute_kwargs)
             level_image = da.from_zarr(array)
         ome = {
             "version": NGFF_VERSION,
