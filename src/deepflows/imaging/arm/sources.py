@@ -245,18 +245,9 @@ def aperio_magnification(description: str) -> float | None:
 
 
 def _tiff_levels(path: Path) -> tuple[list[np.ndarray], float | None]:
-    from deepflows.inputs import require_file
+    from deepflows.imaging.segment.inputs import read_slide
 
-    path = require_file(path, "slide")
-    try:
-        import tifffile
-
-        with tifffile.TiffFile(path) as tif:
-            page = tif.pages[0]
-            description = page.description or ""
-            pixels = page.asarray()
-    except Exception as err:  # noqa: BLE001 - tifffile raises many types for foreign or truncated files
-        raise UserError(f"{path}: not a readable SVS/TIFF slide ({type(err).__name__}: {err})") from None
+    pixels, description = read_slide(path)
     return pyramid(_as_rgb(pixels, "yxc" if pixels.ndim == 3 else "yx", path)), aperio_magnification(description)
 
 

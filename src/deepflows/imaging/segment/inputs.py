@@ -86,15 +86,26 @@ def read_input(path: str | Path):
     return da.moveaxis(array, 0, -1)
 
 
-def _read_svs(path: Path) -> np.ndarray:
-    """[3, H, W] of an Aperio slide's baseline level (tifffile; JPEG tiles need imagecodecs)."""
+def read_slide(path: str | Path) -> tuple[np.ndarray, str]:
+    """(pixels of a slide's baseline level as stored, [H, W, C] or [H, W]; its ImageDescription) of an Aperio
+    SVS or any TIFF (tifffile; JPEG tiles need imagecodecs): the one reader of slides for segment, its H&E task
+    and the AR microscope. A file it cannot read is one UserError naming it."""
     import tifffile
 
+    from deepflows.inputs import require_file
+
+    path = require_file(path, "slide")
     try:
         with tifffile.TiffFile(path) as tif:
-            pixels = tif.series[0].levels[0].asarray()
-    except Exception as err:  # noqa: BLE001 - tifffile and imagecodecs raise many types for damaged slides
-        raise UserError(f"{path}: unreadable slide ({type(err).__name__}: {err})") from None
+            page = tif.series[0].levels[0].keyframe  # the baseline level's (first) page
+            return page.asarray(), page.description or ""
+    except Exception as err:  # noqa: BLE001 - tifffile and imagecodecs raise many types for foreign or damaged files
+        raise UserError(f"{path}: not a readable SVS/TIFF slide ({type(err).__name__}: {err})") from None
+
+
+def _read_svs(path: Path) -> np.ndarray:
+    """[3, H, W] of an Aperio slide's baseline level."""
+    pixels, _ = read_slide(path)
     if pixels.ndim != 3 or pixels.shape[-1] not in (3, 4):
         raise UserError(f"{path}: expected an RGB slide, not shape {pixels.shape}")
     return np.moveaxis(pixels[..., :3], -1, 0)

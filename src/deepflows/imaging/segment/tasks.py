@@ -259,18 +259,18 @@ def he_split_map(shape: tuple[int, int], test_fraction: float = 0.25, tune_rows:
 
 def build_he_regions(data: str | Path, out: str | Path, tune_rows: int = 256) -> Path:
     """The `he_regions` store `out` of the CMU slide region and the TCIA tile under the shared data folder."""
-    import tifffile
     from PIL import Image
+
+    from deepflows.imaging.segment.inputs import read_slide
 
     out = check_new_output(out)
     slide_path, tile_path = _data_file(data, SLIDE), _data_file(data, TCIA)
+    slide, _ = read_slide(slide_path)
     try:
-        with tifffile.TiffFile(slide_path) as tif:
-            slide = tif.pages[0].asarray()
         with Image.open(tile_path) as im:
             tile = np.asarray(im.convert("RGB"))
-    except Exception as err:  # noqa: BLE001 - tifffile, imagecodecs and PIL raise many types for bad files
-        raise UserError(f"{slide_path.parent}: unreadable H&E source ({type(err).__name__}: {err})") from None
+    except Exception as err:  # noqa: BLE001 - PIL raises many types for bad files
+        raise UserError(f"{tile_path}: unreadable H&E tile ({type(err).__name__}: {err})") from None
     if slide.ndim != 3 or slide.shape[-1] != 3 or slide.dtype != np.uint8:
         raise UserError(f"{slide_path}: expected an RGB uint8 slide, not {slide.dtype} {slide.shape}")
     sources = []
