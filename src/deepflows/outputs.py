@@ -152,12 +152,14 @@ def atomic_output(out: str | Path) -> Iterator[Path]:
 
 @contextmanager
 def output_directory(out: str | Path) -> Iterator[Path]:
-    """Where the files of the output directory `out` go. An existing directory (Snakemake makes the folders of
-    a rule's outputs) is used as it is: each file in it is written whole or not at all by its writer. A new
-    one is written under a temporary name and renamed when the block ends normally, so a failed run leaves
-    no directory behind."""
+    """Where the files of the output directory `out` go. An existing empty directory (a workflow manager may
+    make the folders of a job's outputs) is used as it is: each file in it is written whole or not at all by its
+    writer. One that holds anything is an earlier result, never written over. A new one is written under a
+    temporary name and renamed when the block ends normally, so a failed run leaves no directory behind."""
     out = Path(out)
     if out.is_dir():
+        if any(out.iterdir()):
+            raise UserError(f"{out}: already exists and is not empty; remove it or choose another --out")
         yield check_output_dir(out)
         return
     make_output_dir(out.absolute().parent)

@@ -46,14 +46,31 @@ WRITERS = {
     "isl-ingest": ("isl-ingest --dir {isl_dir} --out {dest}/well.ome.zarr", ("{dest}/well.ome.zarr",), False),
     "isl-patches": ("isl-patches --well {isl_well} --split train --patches 40 --size 16 --tune-band 16 --out "
                     "{dest}/train.zarr", ("{dest}/train.zarr",), False),  # fmt: skip
+    "isl-predict": ("isl-predict --stack {isl_well} --model {isl_model} --out {dest}/pred.ome.zarr --tile 80 "
+                    "--context 16", ("{dest}/pred.ome.zarr",), False),  # fmt: skip
+    "isl-ridge": ("isl-ridge --well {isl_well} --tune-band 32 --out {dest}/ridge.ome.zarr", ("{dest}/ridge.ome.zarr",),
+                  False),  # fmt: skip
+    "isl-evaluate": ("isl-evaluate --well {isl_well} --predictions {isl_pred} --tune-band 32 --out {dest}/eval",
+                     ("{dest}/eval",), False),  # fmt: skip
+    "segment-data": ("segment-data --task fluorescence_nuclei --data {seg_data} --out {dest}/t.zarr", ("{dest}/t.zarr",),
+                     False),  # fmt: skip
+    "segment": ("segment --images {seg_image} --model {seg_model} --tile 32 --out {dest}/s", ("{dest}/s",), False),
+    "segment-eval": ("segment-eval --task {seg_task} --models v3plus={seg_model} --tile 32 --out {dest}/e",
+                     ("{dest}/e",), False),  # fmt: skip
+    "segment-fov": ("segment-fov --task {seg_task} --model {seg_model} --field 16x16 --stride 8 --out {dest}/f",
+                    ("{dest}/f",), False),  # fmt: skip
+    "arm": ("arm --source slide:{seg_slide} --model classical --max-frames 2 --size 64x48 --fps 50 --csv {dest}/a.csv",
+            ("{dest}/a.csv",), False),  # fmt: skip
     "text-sentences": ("text-sentences --book {text_book} --out {dest}/s.zarr", ("{dest}/s.zarr",), False),
     "text-index": ("text-index --shards {text_vectors} --out {dest}/index", ("{dest}/index",), False),
 }
+# Trainers (train, focus-train, isl-train, segment-train, text-train) are not here: they publish a model into its
+# folder beside what the folder holds (a model card; deepflows.nn.model_dir.publish_model), by design.
 # The probe's 11a/11c stages; the others are ours. 11b: postprocess segfaulted (rc 139) on an unwritable directory.
 PROBED_UNWRITABLE = {"make-examples", "call-variants", "check-shards", "simulate", "make-reference", "ingest-image",
                      "focus", "download", "postprocess"}  # fmt: skip
 DISK_FULL_WRITERS = ["make-examples", "call-variants", "ingest-image", "postprocess", "simulate", "make-reference",
-                     "shuffle-examples", "benchmark", "mark-duplicates"]  # fmt: skip
+                     "shuffle-examples", "benchmark", "mark-duplicates", "isl-predict", "segment"]  # fmt: skip
 
 
 def output_name(stage: str) -> str:
