@@ -8,6 +8,7 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import time
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -117,14 +118,25 @@ def removed_on_error(tmp: str | Path, out: str | Path) -> Iterator[None]:
     try:
         yield
     except OSError as err:
-        remove(tmp)
+        _remove_settled(tmp)
         named = _as_output(err.filename, Path(tmp), Path(out))
         if named != err.filename:
             raise OSError(err.errno, err.strerror or str(err), named) from err
         raise
     except BaseException:
-        remove(tmp)
+        _remove_settled(tmp)
         raise
+
+
+def _remove_settled(tmp: str | Path, rounds: int = 5, pause_s: float = 0.05) -> None:
+    """Remove `tmp` until it stays gone. A failed Zarr write (a full disk) raises at its first failed file while
+    the sibling writes it started still run on Zarr's event loop, and each makes its folders as it writes: one
+    that lands after the removal makes the temporary again."""
+    remove(tmp)
+    for _ in range(rounds):  # failures only: a quarter of a second is cheap beside a temporary left behind
+        time.sleep(pause_s)
+        if os.path.lexists(tmp):
+            remove(tmp)
 
 
 def _as_output(filename, tmp: Path, out: Path) -> str:
