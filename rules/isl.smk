@@ -87,6 +87,8 @@ rule isl_predict:
         model=isl_model_path,
     output:
         directory(f"{isl_dir('{well}')}/predictions-{{net}}.ome.zarr"),
+    params:
+        tta="--tta" if ISL["tta"] else "",
     threads: 2
     resources:
         mem_mb=8000,
@@ -97,7 +99,8 @@ rule isl_predict:
     conda:
         "../envs/imaging.yaml"
     shell:
-        "deepflows isl-predict --stack {input.well:q} --model {input.model:q} --out {output:q} 2> {log:q}"
+        "deepflows isl-predict --stack {input.well:q} --model {input.model:q} --out {output:q} {params.tta}"
+        " 2> {log:q}"
 
 
 rule isl_ridge:

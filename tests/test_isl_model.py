@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import zarr
 from isl_synthetic import synthetic_well, write_well_dir
 
 from deepflows.cli import main
@@ -165,6 +166,31 @@ def test_isl_predict_whole_well_is_the_same_at_any_tile_size(shards, tmp_path):
     assert np.all(q75 <= q95 + 1e-6) and np.all((mean >= 0) & (mean <= 1))
 
 
+@pytest.mark.parametrize("architecture", ["isl_fovea", "isl_unet"])
+def test_test_time_augmentation_averages_the_eight_views(shards, tmp_path, architecture):
+    from deepflows.imaging.isl.patches import dihedral, undo_dihedral
+    from deepflows.imaging.isl.predict import Predictor
+    from deepflows.nn.model_dir import load_model
+
+    options = None if architecture == "isl_fovea" else {"widths": [4, 8]}
+    model, meta = load_model(train(shards, tmp_path, architecture, write_config(tmp_path / "c.yaml", architecture,
+                                                                                options, steps=10)))  # fmt: skip
+    stats = ("mean", "median")
+    plain, tta = (Predictor(model, meta, stats, tile=32, context=16, tta=t) for t in (False, True))
+    block = np.random.default_rng(0).random((64, 64, meta["input_shape"][-1])).astype(np.float32)
+    views = np.stack([undo_dihedral(plain(dihedral(block, k)), k) for k in range(8)])  # [8, 32, 32, channels]
+    got = tta(block)
+    means = [i for i, (_, s) in enumerate(plain.channels()) if s == "mean"]
+    assert got.shape == views.shape[1:] and len(means) == 2
+    # the views' distributions are averaged, so the mean of the mixture is the mean of the views' means
+    np.testing.assert_allclose(got[..., means], views.mean(axis=0)[..., means], atol=1e-5)
+    assert np.abs(views[1:] - views[:1]).max() > 1e-3  # the views differ: the average is not one view's
+    if architecture == "isl_fovea":  # a mixture's median lies between its components' medians
+        medians = [i for i, (_, s) in enumerate(plain.channels()) if s == "median"]
+        lo, hi = views[..., medians].min(axis=0), views[..., medians].max(axis=0)
+        assert np.all(got[..., medians] >= lo - 2 / 256) and np.all(got[..., medians] <= hi + 2 / 256)
+
+
 def test_isl_predict_writes_only_what_is_asked_and_reads_a_tiff(shards, tmp_path):
     import tifffile
 
@@ -176,9 +202,10 @@ def test_isl_predict_writes_only_what_is_asked_and_reads_a_tiff(shards, tmp_path
     tifffile.imwrite(tiff, np.asarray(open_well(shards["well"]).stack), metadata={"axes": "ZYX"})
     out = tmp_path / "pred.ome.zarr"
     assert main(["isl-predict", "--stack", str(tiff), "--model", str(model), "--out", str(out),
-                 "--statistics", "median,q95", "--tile", "64"]) == 0  # fmt: skip
+                 "--statistics", "median,q95", "--tile", "64", "--tta"]) == 0  # fmt: skip
     levels, _, _ = open_ome_zarr(out)
     assert levels[0].shape == (4, 160, 160)
+    assert zarr.open_group(str(out)).attrs["deepflows"]["isl_model"]["tta"] is True
 
 
 def test_unet_baseline_trains_with_l2(shards, tmp_path):

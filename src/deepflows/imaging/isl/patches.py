@@ -45,11 +45,26 @@ AUGMENT = {"dihedral": True, "contrast": list(CONTRAST), "brightness": list(BRIG
 AGREE = ("size", "labels", "planes", "split", "test_quadrant", "tune_band", "augment", "region")
 
 
-def dihedral(patch: np.ndarray, k: int) -> np.ndarray:
-    """Transform k of the 8 symmetries of the square on the first two axes of `patch` (y, x): rot90 k mod 4
-    times, then a left-right flip when k >= 4. k = 0 is the identity."""
-    out = np.rot90(patch, int(k) % 4, axes=(0, 1))
+def _rot90(a, k: int):
+    """np.rot90(a, k, axes=(0, 1)), in slices and a swap of axes, so that a traced JAX array takes it too."""
+    k = int(k) % 4
+    if k == 1:
+        return a[:, ::-1].swapaxes(0, 1)
+    if k == 2:
+        return a[::-1, ::-1]
+    return a.swapaxes(0, 1)[:, ::-1] if k == 3 else a
+
+
+def dihedral(patch, k: int):
+    """Transform k of the 8 symmetries of the square on the first two axes of `patch` (y, x; NumPy or JAX):
+    rot90 k mod 4 times, then a left-right flip when k >= 4. k = 0 is the identity."""
+    out = _rot90(patch, k)
     return out[:, ::-1] if k >= 4 else out
+
+
+def undo_dihedral(patch, k: int):
+    """The inverse of dihedral(., k)."""
+    return _rot90(patch[:, ::-1] if k >= 4 else patch, -int(k))
 
 
 def inside_windows(mask: np.ndarray, split: int, size: int) -> np.ndarray:

@@ -2,13 +2,17 @@
 
     deepflows isl-predict --stack WELL.ome.zarr|STACK.ome.zarr|STACK.tif --model resources/models/isl-neurons
                           --out PRED.ome.zarr [--tile 256] [--statistics mean,median,q05,q25,q75,q95,entropy]
-                          [--threads N]
+                          [--threads N] [--tta]
 
 The stack is normalised as in training (its planes' 0.5th and 99.9th percentiles: an ISL well's recorded
 ones, computed for any other stack) and predicted tile by tile with Dask: each `--tile` x `--tile` block is
-read with --context pixels around it (mirrored at the image's edges), padded to one fixed
-shape (one compilation for every tile), predicted, and only its centre kept, so tiles join without seams
-and memory stays bounded by a few tiles per thread whatever the image's size.
+read with --context pixels around it (mirrored at the image's edges), padded to a fixed
+shape (two compilations at most), predicted, and only its centre kept, so tiles join without seams. Each
+Dask task predicts a window of 4 x 4 tiles read straight from the stack, so memory stays bounded by a few
+windows per thread whatever the image's size (deepflows.imaging.tiles.predict_lazily). With --tta each
+tile is also seen rotated and flipped (the 8 symmetries of the square) and the 8 distributions are averaged
+per pixel: on the real well's tune band this raised r for every label (DAPI 0.767 -> 0.799, MAP2 0.777 ->
+0.808, NFH 0.492 -> 0.505, the shipped model), at 8x the time.
 
 Writes a prediction store (deepflows.imaging.isl.prediction_store: an OME-Zarr image, cyx, float32, under a
 temporary name renamed when complete): for each label and statistic a channel "<label> <statistic>", in
@@ -31,6 +35,7 @@ from deepflows.errors import UserError
 from deepflows.outputs import check_new_output
 from deepflows.imaging.isl import BINS, bin_centres
 from deepflows.imaging.isl.prediction_store import STATISTICS
+from deepflows.imaging.tiles import padded_side
 
 log = logging.getLogger("deepflows.isl_predict")
 QUANTILES = {"median": 0.5, "q05": 0.05, "q25": 0.25, "q75": 0.75, "q95": 0.95}
@@ -46,6 +51,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--context", type=positive_int, default=32,
                    help="pixels of context read around each tile (at least the model's training margin; default 32)")
     p.add_argument("--threads", type=positive_int, default=2, help="Dask threads (tiles predicted at once)")
+    p.add_argument("--tta", action="store_true",
+                   help="test-time augmentation: average the model's distributions over the 8 rotations and flips "
+                        "of each tile (8x the time; chosen on the tune band: higher r for every label)")  # fmt: skip
 
 
 def distribution_statistics(logits, wanted: tuple[str, ...]):
@@ -54,7 +62,13 @@ def distribution_statistics(logits, wanted: tuple[str, ...]):
     import jax
     import jax.numpy as jnp
 
-    p = jax.nn.softmax(jnp.asarray(logits, jnp.float32), axis=-1)
+    return probability_statistics(jax.nn.softmax(jnp.asarray(logits, jnp.float32), axis=-1), wanted)
+
+
+def probability_statistics(p, wanted: tuple[str, ...]):
+    """Probabilities [..., bins] (summing to 1) -> [..., len(wanted)] float32: each statistic (JAX)."""
+    import jax.numpy as jnp
+
     cdf = jnp.cumsum(p, axis=-1)
     out = []
     for name in wanted:
@@ -74,42 +88,56 @@ def distribution_statistics(logits, wanted: tuple[str, ...]):
 
 class Predictor:
     """A loaded model as a function of one normalised block [h, w, planes] (with the margin around) ->
-    [h - 2 margin, w - 2 margin, labels x statistics], jitted once for the padded block shape."""
+    [h - 2 margin, w - 2 margin, labels x statistics], jitted for each padded block shape (at most two:
+    deepflows.imaging.tiles.padded_side)."""
 
-    def __init__(self, model, meta: dict, statistics: tuple[str, ...], tile: int, context: int = 0):
+    def __init__(self, model, meta: dict, statistics: tuple[str, ...], tile: int, context: int = 0,
+                 tta: bool = False):  # fmt: skip
         import jax
+        import jax.numpy as jnp
         from flax import nnx
+
+        from deepflows.imaging.isl.patches import dihedral, undo_dihedral
 
         # more context than training's margin is still what training saw: its windows' centres had up to
         # (window - margin) pixels of real context on a side
         self.margin, self.statistics = max(int(meta["margin"]), int(context)), statistics
         self.labels = list(meta["labels"])
         self.distribution = bool(getattr(model, "distribution", False))
-        multiple = int(getattr(model, "multiple", 1))
-        side = tile + 3 * self.margin  # the widest chunk: a tile with a remainder (< margin) joined
-        self.side = -(-side // multiple) * multiple  # the padded block side every call sees
+        self.tile, self.multiple = tile, int(getattr(model, "multiple", 1))
         # a pure function of the weights: Dask's threads call it at once, and NNX modules are not thread-safe
         graphdef, self.state = nnx.split(model)
-        distribution, margin = self.distribution, self.margin
+        distribution, margin, self.tta = self.distribution, self.margin, bool(tta)
+        # test-time augmentation: the block seen in each of the 8 symmetries of the square (the padded block is
+        # square), each view's output turned back, and the views' distributions (a point model's values) averaged
+        views = range(8) if tta else (0,)
 
         def forward(state, x):
             model = nnx.merge(graphdef, state)
             if not distribution:
-                return model(x, crop=margin)[..., None]
+                outs = [undo_dihedral(model(dihedral(x[0], k)[None], crop=margin)[0], k) for k in views]
+                return (sum(outs) / len(outs))[None, ..., None]
             # the head and the statistics a block of rows at a time: a whole tile's logits would take
             # pixels x labels x 256 x 4 bytes (255 MB for a 256-px tile with its context), several times over
-            features = model.features(x, crop=margin)[0]
-            rows = features.shape[0]
+            features = jnp.stack([undo_dihedral(model.features(dihedral(x[0], k)[None], crop=margin)[0], k)
+                                  for k in views])  # [views, rows, cols, head]  # fmt: skip
+            rows = features.shape[1]
             block = next(b for b in (16, 8, 4, 2, 1) if rows % b == 0)
-            parts = features.reshape(rows // block, block, *features.shape[1:])
-            stats = jax.lax.map(lambda f: distribution_statistics(model.logits(f), statistics), parts)
+            parts = features.reshape(len(views), rows // block, block, *features.shape[2:]).swapaxes(0, 1)
+
+            def statistics_of(f):  # [views, block, cols, head] -> [block, cols, labels, statistics]
+                p = jax.nn.softmax(model.logits(f).astype(jnp.float32), axis=-1)
+                return probability_statistics(p.mean(axis=0), statistics)
+
+            stats = jax.lax.map(statistics_of, parts)
             return stats.reshape(rows, *stats.shape[2:])[None]
 
         self.forward = jax.jit(forward)
 
     def __call__(self, block: np.ndarray) -> np.ndarray:
         h, w, _ = block.shape
-        padded = np.pad(block, ((0, self.side - h), (0, self.side - w), (0, 0)), mode="reflect")
+        side = padded_side(h, w, self.tile, self.margin, self.multiple)
+        padded = np.pad(block, ((0, side - h), (0, side - w), (0, 0)), mode="reflect")
         stats = np.asarray(self.forward(self.state, padded[None].astype(np.float32))[0])
         stats = stats[: h - 2 * self.margin, : w - 2 * self.margin]  # [h, w, labels, statistics]
         return stats.reshape(*stats.shape[:2], -1)
@@ -141,13 +169,13 @@ def run(args: argparse.Namespace) -> None:
     if stack.shape[0] != planes:
         raise UserError(f"{args.stack}: {stack.shape[0]} planes; the model reads {planes}")
     check_new_output(args.out)
-    predictor = Predictor(model, meta, statistics, args.tile, args.context)
+    predictor = Predictor(model, meta, statistics, args.tile, args.context, tta=args.tta)
     lazy = predict_lazily(stack.map_blocks(normalize, norm, dtype=np.float32), predictor, args.tile)
     log.info("%s: %d planes x %d x %d -> %d channels in tiles of %d px", args.stack, planes, *stack.shape[1:],
              lazy.shape[0], args.tile)  # fmt: skip
     attrs = {"isl_model": {"path": str(args.model), "sha256": meta["sha256"], "stack": str(args.stack),
                            "input_normalization": norm, "target_normalization": meta.get("normalization"),
-                           "tile": args.tile, "context": predictor.margin}}  # fmt: skip
+                           "tile": args.tile, "context": predictor.margin, "tta": predictor.tta}}  # fmt: skip
     with dask.config.set(scheduler="threads", num_workers=args.threads):
         write_predictions(args.out, lazy, predictor.channels(), str(args.model), attrs, chunks=args.tile)
     log.info("predictions -> %s", Path(args.out))
