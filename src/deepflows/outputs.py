@@ -163,14 +163,16 @@ def atomic_output(out: str | Path) -> Iterator[Path]:
 
 
 @contextmanager
-def output_directory(out: str | Path) -> Iterator[Path]:
-    """Where the files of the output directory `out` go. An existing empty directory (a workflow manager may
-    make the folders of a job's outputs) is used as it is: each file in it is written whole or not at all by its
-    writer. One that holds anything is an earlier result, never written over. A new one is written under a
-    temporary name and renamed when the block ends normally, so a failed run leaves no directory behind."""
+def output_directory(out: str | Path, whole: bool = False) -> Iterator[Path]:
+    """Where the files of the output directory `out` go. An existing directory is used as it is (Snakemake makes
+    the folders of a rule's outputs, and several rules may write into one, as benchmark and gq-calibration do):
+    each file in it is written whole or not at all by its writer. With `whole` the directory is the stage's
+    output as a whole (a Snakemake `directory()`): one that holds anything is an earlier result, never written
+    into; an empty one is used. A new one is written under a temporary name and renamed when the block ends
+    normally, so a failed run leaves no directory behind."""
     out = Path(out)
     if out.is_dir():
-        if any(out.iterdir()):
+        if whole and any(out.iterdir()):
             raise UserError(f"{out}: already exists and is not empty; remove it or choose another --out")
         yield check_output_dir(out)
         return

@@ -311,7 +311,7 @@ def evaluate_stores(well: str | Path, predictions: str | Path, out: str | Path, 
     shape = tuple(stack.shape[-2:])
     mask = check_split(argparse.Namespace(test_quadrant=test_quadrant, tune_band=tune_band), shape, well)
     models = {n: open_predictions(p, labels, shape, well) for n, p in [(name, predictions), *baselines]}
-    with output_directory(out) as folder:
+    with output_directory(out, whole=True) as folder:
         log.info("scoring %s on the %s split", ", ".join(models), split)
         result = evaluate(stack, targets, labels, norms, models, mask, SPLITS[split])
         tables = result["tables"]

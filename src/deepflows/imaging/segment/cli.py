@@ -179,7 +179,7 @@ def run(args: argparse.Namespace) -> None:
                         "outputs would collide")  # fmt: skip
     model, meta = load_segmentation_model(args.model)
     segmenter = Segmenter(model, list(meta["classes"]), tile=args.tile)
-    with output_directory(args.out) as out:
+    with output_directory(args.out, whole=True) as out:
         rows = [segment_image(p, segmenter, meta, out, args.format, args.threads) for p in paths]
         write_tsv(rows, list(rows[0]), out / "summary.csv", delimiter=",")
     log.info("%d images -> %s", len(rows), args.out)

@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> None:
         raise UserError(f"--models: names must be unique and not {BASELINE!r} (the baseline's)")
     predicted = predictions(task, models, args.tile)
     rows = score(task, predicted, args.tolerance, args.band)
-    with output_directory(args.out) as out:
+    with output_directory(args.out, whole=True) as out:
         write_tsv(rows, list(rows[0]), out / "metrics.csv", delimiter=",")
         write_text(out / "metrics.md", markdown(rows))
         for split, methods in predicted.items():

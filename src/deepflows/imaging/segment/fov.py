@@ -178,7 +178,7 @@ def run(args: argparse.Namespace) -> None:
     head_scores = iter(np.concatenate([head(data[s][0]) for s in data]))
     for row in rows:
         row["head"] = round(float(next(head_scores)), 4)
-    with output_directory(args.out) as out:
+    with output_directory(args.out, whole=True) as out:
         write_tsv(rows, list(rows[0]), out / "fields.csv", delimiter=",")
         report = {"task": task.name, "model": str(args.model), "target": classes[target], "field": list(args.field),
                   "stride": args.stride, "min_fraction": args.min_fraction, "splits": results}
