@@ -8,8 +8,8 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import time
 import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
