@@ -12,7 +12,7 @@ Dask task predicts a window of 4 x 4 tiles read straight from the stack, so memo
 windows per thread whatever the image's size (deepflows.imaging.tiles.predict_lazily). With --tta each
 tile is also seen rotated and flipped (the 8 symmetries of the square) and the 8 distributions are averaged
 per pixel: on the real well's tune band this raised r for every label (DAPI 0.767 -> 0.799, MAP2 0.777 ->
-0.808, NFH 0.492 -> 0.505, the shipped model), at 8x the time.
+0.807, NFH 0.492 -> 0.505, the shipped model), at 8x the time.
 
 Writes a prediction store (deepflows.imaging.isl.prediction_store: an OME-Zarr image, cyx, float32, under a
 temporary name renamed when complete): for each label and statistic a channel "<label> <statistic>", in
