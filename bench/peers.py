@@ -27,6 +27,9 @@ Cases:
             on-target, log-normal depth between targets, off-target reads, duplicates marked), same target;
             every caller calls the targets +- 50 bp (deepflows: --preset wes --targets) and only the targets
             are scored (benchmark --targets, as hap.py -T); wes2 drawn again (other targets and reads)
+  tune30, tune20, tune-pcr  calls over the tune regions (chr20:2.0-2.25 Mb, 7.2-7.45 Mb; never trained on):
+            30x 2x150, 20x 2x100 with doubled errors, PCR+; made with sim-eval. For choosing between models at
+            call level before any evaluation set is looked at
 
 Several deepflows models side by side on the same examples: --model NAME=DIR ... (default: the shipped
 wgs-illumina); the preset's shipped model is not chosen for you, so the comparison is explicit:
@@ -59,6 +62,10 @@ from benchlib import (
 
 EVAL = ROOT / "results" / "hg002-grch38" / "eval"
 MIXED_EVAL = ROOT / "results" / "hg002-grch38-mixed" / "eval"
+EVAL_REGIONS = ["chr20:4,900,001-5,200,000", "chr20:8,900,001-9,200,000"]
+# Calls over the tune regions (never trained on), for choosing between models before any evaluation set is seen
+TUNE_REGIONS = ["chr20:2,000,001-2,250,000", "chr20:7,200,001-7,450,000"]
+TUNE_SETS = ("tune30", "tune20", "tune-pcr")
 
 
 def cases() -> dict[str, dict]:
@@ -79,6 +86,7 @@ def cases() -> dict[str, dict]:
         ("sim-eval", "standard"), ("sim-eval2", "standard2"), ("sim-hard", "hard"), ("sim-clean", "clean"),
         ("pcr-plus", "pcr-plus"), ("pcr-plus2", "pcr-plus2"), ("wes", "wes"), ("wes2", "wes2"))]  # fmt: skip
     simulated += [(name, MIXED_EVAL / name) for name in ("art", "art-binned", "mason", "mason-binned", "mason2")]
+    simulated += [(name, EVAL / name) for name in TUNE_SETS]
     for name, folder in simulated:
         prefix = folder / "reads"
         table[name] = {
@@ -86,7 +94,7 @@ def cases() -> dict[str, dict]:
             "ref": DATA / "grch38.chr20_and_21_10M.fa.gz",
             "truth": Path(f"{prefix}.truth.vcf.gz"),
             "confident": Path(f"{prefix}.confident.bed"),
-            "regions": ["chr20:4,900,001-5,200,000", "chr20:8,900,001-9,200,000"],
+            "regions": TUNE_REGIONS if name in TUNE_SETS else EVAL_REGIONS,
             "published": {},
             "targets": folder / "targets.bed" if name.startswith("wes") else None,
         }

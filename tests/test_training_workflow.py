@@ -191,11 +191,13 @@ def test_calibration_on_evaluation_data_is_refused(tmp_path):
 
 NAMED_WES_RUN = ROOT / "config" / "train-hg002-grch38-wes.yaml"
 NAMED_MIXED_RUN = ROOT / "config" / "train-hg002-grch38-mixed.yaml"
+NAMED_PCR_RUN = ROOT / "config" / "train-hg002-grch38-pcr.yaml"
 
 
 @pytest.mark.workflow
 @pytest.mark.realdata
-@pytest.mark.parametrize("named", [NAMED_RUN, NAMED_WES_RUN, NAMED_MIXED_RUN], ids=["wgs", "wes", "mixed"])
+@pytest.mark.parametrize("named", [NAMED_RUN, NAMED_WES_RUN, NAMED_MIXED_RUN, NAMED_PCR_RUN],
+                         ids=["wgs", "wes", "mixed", "pcr"])
 def test_named_run_never_simulates_training_reads_in_evaluation_regions(tmp_path, shared_data, named):
     """config/train-hg002-grch38(-wes).yaml, dry run in an empty directory (its data paths made absolute)."""
     text = named.read_text().replace("../shared/data", str(shared_data))
