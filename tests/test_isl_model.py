@@ -55,16 +55,16 @@ def test_distribution_statistics_match_the_distribution():
     from deepflows.imaging.isl.predict import STATISTICS, distribution_statistics
 
     logits = np.random.default_rng(0).normal(size=(5, BINS)) * 3
-    stats = distribution_statistics(logits, STATISTICS)
     p = np.exp(logits - logits.max(-1, keepdims=True))
     p /= p.sum(-1, keepdims=True)
+    stats = distribution_statistics(p, STATISTICS)
     centres = (np.arange(BINS) + 0.5) / BINS
     np.testing.assert_allclose(stats[:, 0], p @ centres, atol=1e-5)
     for column, q in ((1, 0.5), (2, 0.05), (3, 0.25), (4, 0.75), (5, 0.95)):
         # the quantile lies inside the bin where the cumulative distribution reaches q
         expected_bin = np.array([np.searchsorted(np.cumsum(row), q) for row in p])
         assert np.array_equal(np.minimum((stats[:, column] * BINS).astype(int), BINS - 1), expected_bin)
-    flat = distribution_statistics(np.zeros((1, BINS)), ("entropy", "median", "q05", "q95"))[0]
+    flat = distribution_statistics(np.full((1, BINS), 1 / BINS), ("entropy", "median", "q05", "q95"))[0]
     np.testing.assert_allclose(flat, [np.log2(BINS), 0.5, 0.05, 0.95], atol=1e-5)
 
 

@@ -32,10 +32,10 @@ import numpy as np
 
 from deepflows.arguments import positive_int
 from deepflows.errors import UserError
-from deepflows.outputs import check_new_output
 from deepflows.imaging.isl import BINS, bin_centres
 from deepflows.imaging.isl.prediction_store import STATISTICS
 from deepflows.imaging.tiles import padded_side
+from deepflows.outputs import check_new_output
 
 log = logging.getLogger("deepflows.isl_predict")
 QUANTILES = {"median": 0.5, "q05": 0.05, "q25": 0.25, "q75": 0.75, "q95": 0.95}
@@ -56,17 +56,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "of each tile (8x the time; chosen on the tune band: higher r for every label)")  # fmt: skip
 
 
-def distribution_statistics(logits, wanted: tuple[str, ...]):
-    """Logits [..., bins] -> [..., len(wanted)] float32: each statistic of the softmax distribution (JAX: it
-    runs inside the jitted prediction, beside the model)."""
-    import jax
-    import jax.numpy as jnp
-
-    return probability_statistics(jax.nn.softmax(jnp.asarray(logits, jnp.float32), axis=-1), wanted)
-
-
-def probability_statistics(p, wanted: tuple[str, ...]):
-    """Probabilities [..., bins] (summing to 1) -> [..., len(wanted)] float32: each statistic (JAX)."""
+def distribution_statistics(p, wanted: tuple[str, ...]):
+    """Probabilities [..., bins] (summing to 1) -> [..., len(wanted)] float32: each statistic of the distribution
+    (JAX: it runs inside the jitted prediction, beside the model)."""
     import jax.numpy as jnp
 
     cdf = jnp.cumsum(p, axis=-1)
@@ -127,7 +119,7 @@ class Predictor:
 
             def statistics_of(f):  # [views, block, cols, head] -> [block, cols, labels, statistics]
                 p = jax.nn.softmax(model.logits(f).astype(jnp.float32), axis=-1)
-                return probability_statistics(p.mean(axis=0), statistics)
+                return distribution_statistics(p.mean(axis=0), statistics)
 
             stats = jax.lax.map(statistics_of, parts)
             return stats.reshape(rows, *stats.shape[2:])[None]
@@ -153,8 +145,8 @@ def run(args: argparse.Namespace) -> None:
 
     from deepflows.imaging.isl import normalize
     from deepflows.imaging.isl.prediction_store import write_predictions
-    from deepflows.imaging.tiles import predict_lazily
     from deepflows.imaging.isl.well import read_stack
+    from deepflows.imaging.tiles import predict_lazily
     from deepflows.nn.model_dir import load_model
 
     statistics = tuple(s.strip() for s in args.statistics.split(",") if s.strip())
