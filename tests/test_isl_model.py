@@ -89,6 +89,17 @@ def test_fovea_shapes_and_frozen_trunk_passes_no_gradient():
     assert jax.tree.leaves(grads)
 
 
+def test_fovea_depth_can_differ_per_tower():
+    from deepflows.errors import UserError
+    from deepflows.nn.models import build_model
+
+    model = build_model("isl_fovea", {**TINY, "blocks": [0, 1, 3]}, 3, 0)
+    assert [len(t.blocks) for t in model.towers] == [0, 1, 3]
+    assert model(np.ones((1, 16, 16, 3), np.float32)).shape == (1, 16, 16, 3, 256)
+    with pytest.raises(UserError, match="one count per scale"):
+        build_model("isl_fovea", {**TINY, "blocks": [1, 2]}, 3, 0)
+
+
 @pytest.mark.parametrize("name,window", [("isl_fovea_cpu", 96), ("isl_fovea_cpu_continue", 96), ("isl_fovea_gpu", 144),
                                          ("isl_unet", 96), ("isl_transfer", 96)])  # fmt: skip
 def test_shipped_isl_configs_validate_and_build(repo_root, name, window):

@@ -78,15 +78,19 @@ class ISLNet(nnx.Module):
     distribution = True
 
     def __init__(self, channels: int = 13, labels: int = 3, bins: int = BINS, scales: tuple[int, ...] = (1, 2, 4, 8),
-                 widths: tuple[int, ...] = (16, 32, 48, 64), blocks: int = 2, fuse: int = 64, head: int = 24,
-                 frozen: bool = False, *, rngs: nnx.Rngs):  # fmt: skip
+                 widths: tuple[int, ...] = (16, 32, 48, 64), blocks: int | tuple[int, ...] = 2, fuse: int = 64,
+                 head: int = 24, frozen: bool = False, *, rngs: nnx.Rngs):  # fmt: skip
         if len(scales) != len(widths) or not scales:
             raise ValueError("scales and widths must be lists of the same length")
         if any(s < 1 or s & (s - 1) for s in scales):
             raise ValueError("scales must be powers of two")
+        # one count for every tower, or one per tower (depth is cheap where the tower is coarse)
+        blocks = [int(blocks)] * len(scales) if isinstance(blocks, int) else [int(b) for b in blocks]
+        if len(blocks) != len(scales) or min(blocks) < 0:
+            raise ValueError("blocks must be a count, or one count per scale")
         self.labels, self.bins, self.multiple = int(labels), int(bins), int(max(scales))
         self.frozen = bool(frozen)
-        self.towers = nnx.List([Tower(channels, w, s, blocks, rngs=rngs) for s, w in zip(scales, widths)])
+        self.towers = nnx.List([Tower(channels, w, s, n, rngs=rngs) for s, w, n in zip(scales, widths, blocks)])
         self.fuse1 = nnx.Conv(sum(widths), fuse, (1, 1), rngs=rngs)
         self.fuse2 = nnx.Conv(fuse, fuse, (1, 1), rngs=rngs)
         self.hidden = nnx.Conv(fuse, head, (1, 1), rngs=rngs)
