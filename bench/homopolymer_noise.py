@@ -1,0 +1,130 @@
+#!/usr/bin/env python3
+"""How much a read set stutters at homopolymers, and how a real het deletion there looks: what separates a
+clean library from a stuttering one.
+
+For each case of bench/peers.py (its reads, truth, confident regions and called regions): every reference
+run of one base of at least --min-run bases inside the confident regions, and the reads that span it with
+--anchor reference bases either side (duplicates, secondary and supplementary alignments and MAPQ < 10
+left out). A read's length change there is the sum of its CIGAR insertions and deletions within the run.
+Runs with no truth variant within 5 bases are *invariant*: any length change is an error of the library or
+the read simulator. Runs whose only truth variant is a het one-base deletion are *het deletions*. Printed
+per case: the share of spanning reads one base shorter at invariant runs (the noise a caller must ignore)
+and at het deletions (the signal it must call), each as quantiles over runs.
+
+    python bench/homopolymer_noise.py [--cases mason,sim-eval,sim-clean,pcr-plus,tune-pcr] [--min-run 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+import numpy as np
+from peers import cases
+
+QUANTILES = (0.05, 0.5, 0.95)
+INVARIANT, HET_DEL = "invariant", "het deletion"
+
+
+def confident_intervals(bed: Path) -> dict[str, list[tuple[int, int]]]:
+    out: dict[str, list[tuple[int, int]]] = {}
+    for line in bed.read_text().splitlines():
+        contig, start, end = line.split("\t")[:3]
+        out.setdefault(contig, []).append((int(start), int(end)))
+    return out
+
+
+def inside(intervals: list[tuple[int, int]], start: int, end: int) -> bool:
+    return any(a <= start and end <= b for a, b in intervals)
+
+
+def runs(sequence: str, offset: int, min_run: int):
+    """[start, end) of every run of one base of at least `min_run` bases (0-based reference positions)."""
+    pattern = "|".join(f"{b}{{{min_run},}}" for b in "ACGT")
+    for m in re.finditer(pattern, sequence.upper()):
+        yield offset + m.start(), offset + m.end()
+
+
+def run_class(vcf, contig: str, start: int, end: int) -> str | None:
+    near = list(vcf.fetch(contig, start - 5, end + 5))
+    if not near:
+        return INVARIANT
+    if len(near) > 1 or len(near[0].alts or ()) != 1:
+        return None
+    v = near[0]
+    genotype = tuple(sorted(next(iter(v.samples.values()))["GT"]))
+    return HET_DEL if genotype == (0, 1) and len(v.ref) == 2 and len(v.alts[0]) == 1 else None
+
+
+def length_changes(bam, contig: str, start: int, end: int, anchor: int) -> list[int]:
+    """Per read spanning [start, end) with `anchor` bases either side: its inserted minus deleted bases there."""
+    out = []
+    for read in bam.fetch(contig, start - 1, end + 1):
+        if read.is_duplicate or read.is_secondary or read.is_supplementary or read.mapping_quality < 10:
+            continue
+        if read.reference_start > start - anchor or read.reference_end < end + anchor:
+            continue
+        change, pos = 0, read.reference_start
+        for op, n in read.cigartuples:
+            near = start - 1 <= pos <= end  # the aligner may put the run's indel at either edge
+            if op in (0, 7, 8):
+                pos += n
+            elif op == 2:
+                change -= n if near else 0
+                pos += n
+            elif op == 1:
+                change += n if near else 0
+        out.append(change)
+    return out
+
+
+def measure_case(case: dict, min_run: int, anchor: int, min_reads: int) -> dict[str, list[float]]:
+    import pysam
+
+    shorter: dict[str, list[float]] = {INVARIANT: [], HET_DEL: []}
+    confident = confident_intervals(case["confident"])
+    with (pysam.FastaFile(str(case["ref"])) as fasta, pysam.AlignmentFile(str(case["reads"])) as bam,
+          pysam.VariantFile(str(case["truth"])) as vcf):  # fmt: skip
+        for region in case["regions"]:
+            contig, span = region.replace(",", "").split(":")
+            lo, hi = (int(x) for x in span.split("-"))
+            for start, end in runs(fasta.fetch(contig, lo - 1, hi), lo - 1, min_run):
+                kind = run_class(vcf, contig, start, end)
+                if kind is None or not inside(confident.get(contig, []), start - anchor, end + anchor):
+                    continue
+                changes = length_changes(bam, contig, start, end, anchor)
+                if len(changes) >= min_reads:
+                    shorter[kind].append(sum(c == -1 for c in changes) / len(changes))
+    return shorter
+
+
+def quantiles(values: list[float]) -> str:
+    return " / ".join(f"{q:.1%}" for q in np.quantile(values, QUANTILES)) if values else "-"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", default="mason,sim-eval,sim-clean,pcr-plus,tune30,tune-pcr")
+    parser.add_argument("--min-run", type=int, default=10, help="shortest homopolymer run counted")
+    parser.add_argument("--anchor", type=int, default=3, help="reference bases a read must cover either side")
+    parser.add_argument("--min-reads", type=int, default=10, help="spanning reads a run needs to be counted")
+    args = parser.parse_args(argv)
+    table = cases()
+    wanted = args.cases.split(",")
+    unknown = [c for c in wanted if c not in table or table[c]["targets"] is not None or c.startswith("na12878")]
+    if unknown:
+        parser.error(f"unknown or unsupported case {unknown[0]} (whole-region simulated cases only)")
+    print(f"Reads one base shorter at homopolymer runs of >= {args.min_run} bases, quantiles "
+          f"{' / '.join(f'{q:.0%}' for q in QUANTILES)} over runs\n")  # fmt: skip
+    print("| case | invariant runs | one base shorter there | het 1-bp deletions | one base shorter there |")
+    print("|---|---:|---|---:|---|")
+    for name in wanted:
+        shorter = measure_case(table[name], args.min_run, args.anchor, args.min_reads)
+        print(f"| {name} | {len(shorter[INVARIANT])} | {quantiles(shorter[INVARIANT])} | {len(shorter[HET_DEL])} "
+              f"| {quantiles(shorter[HET_DEL])} |")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
