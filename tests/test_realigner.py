@@ -185,6 +185,18 @@ def test_long_insertion_in_a_repeat_becomes_one_left_aligned_insertion():
     assert spanning == len(_insertion_reads())
 
 
+def test_a_read_belongs_to_the_window_its_soft_clip_reaches():
+    """A read soft-clipped at a window's insertion is realigned there, even when more of its aligned bases lie in
+    the next window (ownership by the span with the clips laid out, as the realigner places reads)."""
+    from deepflows.genomics.realign.realigner import _owning_window, _read_spans
+
+    seq = REF[475:575]
+    batch = _batch([(520, seq, [(S, 45), (M, 55)], "clipped"), (540, REF[540:640], [(M, 100)], "plain")])
+    owner = _owning_window(batch, [(490, 535), (545, 600)], _read_spans(batch))
+    # clipped: 45 bases of its span in the first window (its aligned bases: 15), 30 in the second
+    assert owner.tolist() == [0, 1]
+
+
 def test_deletion_soft_clips_become_one_deletion():
     batch = _batch(_reference_reads(1000, 1600, 12) + _deletion_reads())
     out = realign_reads(batch, encode_bases(REF), 0)

@@ -73,8 +73,8 @@ def realign_reads(batch: ReadBatch, ref_codes: np.ndarray, ref_offset: int,
     check_batch(batch)
     ref_end = ref_offset + len(ref_codes)
     windows = active_windows(batch, ref_codes, ref_offset, params.windows)
-    owner = _owning_window(batch, windows)
     spans = _read_spans(batch)
+    owner = _owning_window(batch, windows, spans)
     realigned: dict[int, _Alignment] = {}
     for w, (ws, we) in enumerate(windows):
         members = np.flatnonzero(owner == w)
@@ -146,14 +146,17 @@ def _read_spans(batch: ReadBatch) -> np.ndarray:
     return spans
 
 
-def _owning_window(batch: ReadBatch, windows: list[tuple[int, int]]) -> np.ndarray:
-    """Per read: the window it overlaps most (the first of equals), -1 for none or an unrealignable CIGAR.
-    Each read is realigned at most once, so two windows never fight over it."""
+def _owning_window(batch: ReadBatch, windows: list[tuple[int, int]], spans: np.ndarray) -> np.ndarray:
+    """Per read: the window its span overlaps most (the first of equals), -1 for none or an unrealignable CIGAR.
+    Each read is realigned at most once, so two windows never fight over it. The span counts the soft clips
+    (`_read_spans`): a read whose clipped end holds a window's insertion belongs to that window, even when more
+    of its aligned bases lie in another."""
     owner = np.full(len(batch), -1, dtype=np.int64)
     overlap = np.zeros(len(batch), dtype=np.int64)
+    clipped = int(np.max(spans[:, 1] - spans[:, 0] - (batch.end - batch.start))) if len(batch) else 0
     for w, (ws, we) in enumerate(windows):
-        idx = batch.query_span(ws, we)
-        size = np.minimum(batch.end[idx], we) - np.maximum(batch.start[idx], ws)
+        idx = batch.query_span(ws - clipped, we + clipped)
+        size = np.minimum(spans[idx, 1], we) - np.maximum(spans[idx, 0], ws)
         better = size > overlap[idx]
         owner[idx[better]] = w
         overlap[idx[better]] = size[better]
