@@ -18,25 +18,18 @@ from __future__ import annotations
 
 import argparse
 import re
-from pathlib import Path
 
 import numpy as np
 from peers import cases
+
+from deepflows.genomics.io.regions import parse_region, read_bed
 
 QUANTILES = (0.05, 0.5, 0.95)
 INVARIANT, HET_DEL = "invariant", "het deletion"
 
 
-def confident_intervals(bed: Path) -> dict[str, list[tuple[int, int]]]:
-    out: dict[str, list[tuple[int, int]]] = {}
-    for line in bed.read_text().splitlines():
-        contig, start, end = line.split("\t")[:3]
-        out.setdefault(contig, []).append((int(start), int(end)))
-    return out
-
-
-def inside(intervals: list[tuple[int, int]], start: int, end: int) -> bool:
-    return any(a <= start and end <= b for a, b in intervals)
+def inside(intervals, start: int, end: int) -> bool:
+    return any(iv.start <= start and end <= iv.end for iv in intervals)
 
 
 def runs(sequence: str, offset: int, min_run: int):
@@ -83,17 +76,18 @@ def measure_case(case: dict, min_run: int, anchor: int, min_reads: int) -> dict[
     import pysam
 
     shorter: dict[str, list[float]] = {INVARIANT: [], HET_DEL: []}
-    confident = confident_intervals(case["confident"])
+    confident: dict[str, list] = {}
+    for iv in read_bed(case["confident"]):
+        confident.setdefault(iv.contig, []).append(iv)
     with (pysam.FastaFile(str(case["ref"])) as fasta, pysam.AlignmentFile(str(case["reads"])) as bam,
           pysam.VariantFile(str(case["truth"])) as vcf):  # fmt: skip
-        for region in case["regions"]:
-            contig, span = region.replace(",", "").split(":")
-            lo, hi = (int(x) for x in span.split("-"))
-            for start, end in runs(fasta.fetch(contig, lo - 1, hi), lo - 1, min_run):
-                kind = run_class(vcf, contig, start, end)
-                if kind is None or not inside(confident.get(contig, []), start - anchor, end + anchor):
+        lengths = dict(zip(fasta.references, fasta.lengths))
+        for region in (parse_region(text, lengths, case["ref"]) for text in case["regions"]):
+            for start, end in runs(fasta.fetch(region.contig, region.start, region.end), region.start, min_run):
+                kind = run_class(vcf, region.contig, start, end)
+                if kind is None or not inside(confident.get(region.contig, []), start - anchor, end + anchor):
                     continue
-                changes = length_changes(bam, contig, start, end, anchor)
+                changes = length_changes(bam, region.contig, start, end, anchor)
                 if len(changes) >= min_reads:
                     shorter[kind].append(sum(c == -1 for c in changes) / len(changes))
     return shorter
