@@ -17,11 +17,11 @@ and at het deletions (the signal it must call), each as quantiles over runs.
 from __future__ import annotations
 
 import argparse
-import re
 
 import numpy as np
 from peers import cases
 
+from deepflows.genomics.examples.sample_noise import homopolymer_runs, length_changes
 from deepflows.genomics.io.regions import parse_region, read_bed
 
 QUANTILES = (0.05, 0.5, 0.95)
@@ -30,13 +30,6 @@ INVARIANT, HET_DEL = "invariant", "het deletion"
 
 def inside(intervals, start: int, end: int) -> bool:
     return any(iv.start <= start and end <= iv.end for iv in intervals)
-
-
-def runs(sequence: str, offset: int, min_run: int):
-    """[start, end) of every run of one base of at least `min_run` bases (0-based reference positions)."""
-    pattern = "|".join(f"{b}{{{min_run},}}" for b in "ACGT")
-    for m in re.finditer(pattern, sequence.upper()):
-        yield offset + m.start(), offset + m.end()
 
 
 def run_class(vcf, contig: str, start: int, end: int) -> str | None:
@@ -50,28 +43,6 @@ def run_class(vcf, contig: str, start: int, end: int) -> str | None:
     return HET_DEL if genotype == (0, 1) and len(v.ref) == 2 and len(v.alts[0]) == 1 else None
 
 
-def length_changes(bam, contig: str, start: int, end: int, anchor: int) -> list[int]:
-    """Per read spanning [start, end) with `anchor` bases either side: its inserted minus deleted bases there."""
-    out = []
-    for read in bam.fetch(contig, start - 1, end + 1):
-        if read.is_duplicate or read.is_secondary or read.is_supplementary or read.mapping_quality < 10:
-            continue
-        if read.reference_start > start - anchor or read.reference_end < end + anchor:
-            continue
-        change, pos = 0, read.reference_start
-        for op, n in read.cigartuples:
-            near = start - 1 <= pos <= end  # the aligner may put the run's indel at either edge
-            if op in (0, 7, 8):
-                pos += n
-            elif op == 2:
-                change -= n if near else 0
-                pos += n
-            elif op == 1:
-                change += n if near else 0
-        out.append(change)
-    return out
-
-
 def measure_case(case: dict, min_run: int, anchor: int, min_reads: int) -> dict[str, list[float]]:
     import pysam
 
@@ -83,7 +54,8 @@ def measure_case(case: dict, min_run: int, anchor: int, min_reads: int) -> dict[
           pysam.VariantFile(str(case["truth"])) as vcf):  # fmt: skip
         lengths = dict(zip(fasta.references, fasta.lengths))
         for region in (parse_region(text, lengths, case["ref"]) for text in case["regions"]):
-            for start, end in runs(fasta.fetch(region.contig, region.start, region.end), region.start, min_run):
+            for start, end in homopolymer_runs(fasta.fetch(region.contig, region.start, region.end), region.start,
+                                               min_run):  # fmt: skip
                 kind = run_class(vcf, region.contig, start, end)
                 if kind is None or not inside(confident.get(region.contig, []), start - anchor, end + anchor):
                     continue

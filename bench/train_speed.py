@@ -65,11 +65,12 @@ def bench_train_step(batch: int, steps: int) -> dict:
     step = nnx.cached_partial(train_step(pileup_loss, key_per_step), model, optimizer)
     rng = np.random.default_rng(0)
     images, labels = pileups(rng, batch), rng.integers(0, 3, batch).astype(np.int32)
+    noise = np.zeros(batch, np.float32)  # the sample noise, which small_cnn does not read
     weights, smoothing = np.ones(3, np.float32), np.float32(0)
 
     def one(k=[0]):  # noqa: B006 (a counter)
         k[0] += 1
-        loss, _ = step((images, labels), (weights, smoothing), np.array([0, k[0]], np.uint32))
+        loss, _ = step((images, labels, noise), (weights, smoothing), np.array([0, k[0]], np.uint32))
         jax.block_until_ready(loss)
 
     t0 = time.perf_counter()

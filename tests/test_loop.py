@@ -28,13 +28,14 @@ CONFIG = {
 }  # fmt: skip
 
 
-def toy_arrays(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Images whose channel 4 is ~40 + 80 * label, the rest noise (as tests/test_train.py's store)."""
+def toy_arrays(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Images whose channel 4 is ~40 + 80 * label, the rest noise (as tests/test_train.py's store); labels; and a
+    sample noise of 0 (the pileup loss's third array)."""
     rng = np.random.default_rng(seed)
     labels = rng.choice(3, size=n, p=[0.6, 0.3, 0.1]).astype(np.int32)
     images = rng.integers(0, 256, (n, *SHAPE), dtype=np.uint8)
     images[..., 4] = np.clip(rng.normal(40 + 80 * labels[:, None, None], 20, (n, *SHAPE[:2])), 0, 255)
-    return images, labels
+    return images, labels, np.zeros(n, np.float32)
 
 
 class ArrayTask(Task):

@@ -39,13 +39,13 @@ CONFIG = {
 }  # fmt: skip
 
 
-def make_store(root: Path, n: int = N) -> Path:
+def toy_shard(shard: Path, n: int = N, **attrs) -> Path:
     """Labels 0/1/2 at 60/30/10 %; the 'read_supports_variant' channel is ~40 + 80 * label (the rest noise).
-    One shard of examples starting every 10 bp; the first fifth (c1:1-1200) is the tune split."""
+    Examples on c1 starting every 10 bp; `attrs` added to the shard's."""
     rng = np.random.default_rng(0)
     attrs = {"sample": "toy", "channels": CHANNELS, "shape": list(SHAPE), "shard_index": 0, "shard_count": 1,
-             "regions": [f"c1:1-{10 * n}"], "sources": {"reads": {"path": "toy.bam", "size": 1, "sha256": "toy"}}}  # fmt: skip
-    shard = root / "toy.shard.zarr"
+             "regions": [f"c1:1-{10 * n}"], "sources": {"reads": {"path": "toy.bam", "size": 1, "sha256": "toy"}},
+             **attrs}  # fmt: skip
     with ShardWriter(shard, SHAPE, attrs, labelled=True, chunk_size=16) as writer:
         for i in range(n):
             label = int(rng.choice(3, p=[0.6, 0.3, 0.1]))
@@ -54,8 +54,14 @@ def make_store(root: Path, n: int = N) -> Path:
             writer.add(image, label=label, contig="c1", start=10 * i, end=10 * i + 1, ref="A", alts="G",
                        alt_indices="0", depth=30, allele_depth="15,15")  # fmt: skip
         writer.commit({"stats": {}})
+    return shard
+
+
+def make_store(root: Path, n: int = N) -> Path:
+    """One toy shard (toy_shard); the first fifth (c1:1-1200) is the tune split."""
     store = root / "toy.zarr"
-    shuffle_examples([shard], store, tune_regions=[f"c1:1-{2 * n}"], seed=1, bucket_size=128, chunk_size=16)
+    shuffle_examples([toy_shard(root / "toy.shard.zarr", n)], store, tune_regions=[f"c1:1-{2 * n}"], seed=1,
+                     bucket_size=128, chunk_size=16)  # fmt: skip
     return store
 
 
@@ -221,8 +227,9 @@ def test_batches_are_a_function_of_seed_and_step(store):
     batches = [next(it) for _ in range(25)]  # > 2 epochs of 480
     resumed = stream.batches(13)
     for k in range(13, 25):
-        images, labels = next(resumed)
+        images, labels, noise = next(resumed)
         assert np.array_equal(images, batches[k][0]) and np.array_equal(labels, batches[k][1])
+        assert np.array_equal(noise, batches[k][2], equal_nan=True)
     # each epoch holds every example once (shuffled sampling)
     first_epoch = np.concatenate([b[0] for b in batches])[: split.n]
     assert len({im.tobytes() for im in first_epoch}) == split.n

@@ -44,6 +44,7 @@ class Split:
     name: str
     inputs: object  # dask array [N, H, W, C] uint8, chunked along N as the store
     labels: np.ndarray  # [N] int8
+    noise: np.ndarray  # [N] float32: each example's sample noise, NaN where the store has none
     chunk: int
     channels: list[str]
     attrs: dict  # the store's root attributes
@@ -115,11 +116,13 @@ def open_split(path: str | Path, split: str) -> Split:
     if len(labels) and (labels.min() < 0 or labels.max() >= len(CLASS_NAMES)):
         raise UserError(f"{path}/{split}/label: values must be 0 (hom-ref), 1 (het) or 2 (hom-alt); "
                         f"found {int(labels.min())}..{int(labels.max())}")  # fmt: skip
+    noise = (np.asarray(group["sample_noise"][:], np.float32) if "sample_noise" in group
+             else np.full(len(labels), np.nan, np.float32))  # stores shuffled before the noise was measured
     channels = attrs.get("channels") or dict(group.attrs).get("channels")
     if not channels or len(channels) != array.shape[-1]:
         raise UserError(f"{path}: the store's attributes name {len(channels or [])} channels "
                         f"for {array.shape[-1]} in the images")  # fmt: skip
-    return Split(store=path, name=split, inputs=da.from_zarr(array), labels=labels.astype(np.int8),
+    return Split(store=path, name=split, inputs=da.from_zarr(array), labels=labels.astype(np.int8), noise=noise,
                  chunk=int(array.chunks[0]), channels=list(channels), attrs=attrs)  # fmt: skip
 
 
@@ -160,8 +163,8 @@ class BatchStream:
 
     # --- the stream -----------------------------------------------------------------------------------------
 
-    def _examples(self, start: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """(images, labels) runs in stream order from stream position `start` on, one window at a time."""
+    def _examples(self, start: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """(images, labels, sample noise) runs in stream order from stream position `start` on, one window at a time."""
         epoch, offset = divmod(start, self.split.n)
         while True:
             for index, chunk_ids in enumerate(self.windows(epoch)):
@@ -172,13 +175,13 @@ class BatchStream:
                 order = self.window_order(epoch, index, rows)[offset:]
                 offset = 0
                 images = self.split.read_chunks(chunk_ids)
-                yield images[order], self.split.labels[rows[order]]
+                yield images[order], self.split.labels[rows[order]], self.split.noise[rows[order]]
             epoch += 1
 
-    def batches(self, step: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Batches `step`, `step + 1`, ... (images uint8 [B, H, W, C], labels int32 [B])."""
-        for images, labels, _ in rebatch(self._examples(step * self.batch_size), self.batch_size, self.split.shape):
-            yield images, labels  # the stream never ends, so every batch is full
+    def batches(self, step: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Batches `step`, `step + 1`, ... (images uint8 [B, H, W, C], labels int32 [B], sample noise float32 [B])."""
+        for *batch, _ in rebatch(self._examples(step * self.batch_size), self.batch_size, self.split.shape):
+            yield tuple(batch)  # the stream never ends, so every batch is full
 
 
 class ArrayStream:
@@ -210,7 +213,8 @@ class ArrayStream:
 
 def eval_batches(split: Split, batch_size: int, max_examples: int | None = None):
     """The first `max_examples` (default all) of a split in store order, as fixed-size batches:
-    (images [B, ...] uint8, labels [B] int32, valid count); the last batch is padded with zeros."""
+    (images [B, ...] uint8, labels [B] int32, sample noise [B] float32, valid count); the last batch is padded
+    with zeros."""
     n = split.n if max_examples is None else min(split.n, max_examples)
 
     def runs():
@@ -219,32 +223,33 @@ def eval_batches(split: Split, batch_size: int, max_examples: int | None = None)
             block = split.read_chunks(ids)
             rows = split.chunk_rows(ids)
             keep = rows < n
-            yield block[keep], split.labels[rows[keep]]
+            yield block[keep], split.labels[rows[keep]], split.noise[rows[keep]]
 
     yield from rebatch(runs(), batch_size, split.shape)
 
 
-def rebatch(runs: Iterator[tuple[np.ndarray, np.ndarray]], batch_size: int, shape: tuple):
-    """Runs of (images, labels) of any length -> (images [B, ...] uint8, labels [B] int32, valid count)
-    batches of exactly `batch_size`; a last partial batch, if the runs end, is padded with zeros."""
-    images = np.zeros((batch_size, *shape), np.uint8)
-    labels = np.zeros(batch_size, np.int32)
+def rebatch(runs: Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]], batch_size: int, shape: tuple):
+    """Runs of (images, labels, sample noise) of any length -> (images [B, ...] uint8, labels [B] int32, sample
+    noise [B] float32, valid count) batches of exactly `batch_size`; a last partial batch, if the runs end, is
+    padded with zeros."""
+    arrays = (np.zeros((batch_size, *shape), np.uint8), np.zeros(batch_size, np.int32),
+              np.zeros(batch_size, np.float32))
     filled = 0
-    for run_images, run_labels in runs:
-        at = 0
-        while at < len(run_labels):
-            take = min(batch_size - filled, len(run_labels) - at)
-            images[filled : filled + take] = run_images[at : at + take]
-            labels[filled : filled + take] = run_labels[at : at + take]
+    for run in runs:
+        at, n = 0, len(run[1])
+        while at < n:
+            take = min(batch_size - filled, n - at)
+            for array, values in zip(arrays, run):
+                array[filled : filled + take] = values[at : at + take]
             filled += take
             at += take
             if filled == batch_size:
-                yield images.copy(), labels.copy(), batch_size
+                yield *(a.copy() for a in arrays), batch_size
                 filled = 0
     if filled:
-        images[filled:] = 0
-        labels[filled:] = 0
-        yield images.copy(), labels.copy(), filled
+        for array in arrays:
+            array[filled:] = 0
+        yield *(a.copy() for a in arrays), filled
 
 
 class Prefetcher:

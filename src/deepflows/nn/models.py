@@ -116,6 +116,18 @@ def architecture_options(architecture: str) -> dict:
             if name not in ("channels", "rngs", "self") and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}  # fmt: skip
 
 
+def added_inputs(architecture: str) -> tuple[str, ...]:
+    """Options of an architecture that add an input whose weights start at zero (deepflows.nn.warm_start)."""
+    target = ARCHITECTURES[architecture]
+    target = target.resolve() if isinstance(target, _Lazy) else target
+    return tuple(getattr(target, "ADDED_INPUTS", ()))
+
+
+def pileup_logits(model, images, noise):
+    """A pileup model's logits; the per-example sample noise goes in only where the model reads it."""
+    return model(images, noise) if getattr(model, "reads_sample_noise", False) else model(images)
+
+
 def build_model(architecture: str, options: dict, channels: int, seed: int) -> nnx.Module:
     """A freshly initialised model; `options` are the architecture's keyword arguments from the config."""
     from deepflows.errors import UserError
@@ -152,7 +164,8 @@ def _initialise(model: nnx.Module, seed: int) -> None:
     XLA compilations (a minute or more on a small CPU) for InceptionV3. The same distributions drawn with
     NumPy cost nothing to compile: kernels lecun_normal (truncated normal, variance 1/fan_in, as
     nnx.Conv and nnx.Linear), biases and batch-norm offsets and means 0, batch-norm scales and
-    variances 1. Every value is a function of (seed, the variable's path), so it is reproducible.
+    variances 1, weights named zero_init_* 0. Every value is a function of (seed, the variable's path), so it is
+    reproducible.
     """
     import zlib
 
@@ -172,7 +185,7 @@ def _initialise(model: nnx.Module, seed: int) -> None:
             rng = np.random.default_rng([seed, *key.encode()])
             # lecun_normal: variance 1/fan_in; the truncation at 2 std shrinks it, hence the constant.
             value = _truncated_normal(rng, shape, (1.0 / np.prod(shape[:-1])) ** 0.5 / 0.87962566103423978)
-        elif name in ("bias", "mean"):
+        elif name in ("bias", "mean") or name.startswith("zero_init"):  # zero_init: a new input starts silent
             value = np.zeros(shape, value.dtype)
         elif name == "embedding":  # BERT's initialiser, normal(0, 0.02)
             value = np.random.default_rng([seed, *key.encode()]).normal(0, 0.02, shape).astype(np.float32)

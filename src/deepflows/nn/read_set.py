@@ -12,6 +12,11 @@ Two pathways:
   span (homopolymers and tandem repeats around an indel reach far past the read window), through two
   convolutions along the columns, pooled in blocks, into a dense layer: where mismatches, gaps and
   repeats sit relative to the candidate, cheaply.
+
+With `sample_noise`, the model also reads the sample's homopolymer noise (deepflows.genomics.examples.
+sample_noise), one number per example added into the layer before the logits, where it meets the allele
+fractions: a quarter of the reads one base shorter means a het in a clean library and noise in a stuttering
+one. Its weights start at zero, so a model fine-tuned from one without it starts as that model.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from flax import nnx
 from deepflows.nn.models import NUM_CLASSES, centre_columns, normalise
 
 TYPICAL_DEPTH = 30.0  # scales the summed read features to about the allele fractions' range
+NOISE_SCALE = 10.0  # sample noise is a share of reads, 0-0.3 in the libraries seen: about 0-3 after scaling
 
 
 def shifted_stack(x: jnp.ndarray, kernel: int) -> jnp.ndarray:
@@ -50,12 +56,15 @@ class ReadSetNet(nnx.Module):
     the whole window costs five times as much on a CPU); `read_features` the per-read vector (the second
     convolution's centre columns and the first one's max along the read) and the context vector;
     `context` the columns of the context pathway, mean-pooled in blocks of `context_pool`; `hidden` the
-    width before the 3 logits.
+    width before the 3 logits; `sample_noise` adds the sample's noise as an input (module docstring).
     """
+
+    ADDED_INPUTS = ("sample_noise",)  # a model without it may start a run with it (deepflows.nn.warm_start)
 
     def __init__(self, channels: int = 8, reference_rows: int = 5, window: int = 33, kernel: int = 5,
                  widths: tuple[int, int] = (32, 64), read_features: int = 64, centre: int = 5, context: int = 101,
-                 context_pool: int = 4, hidden: int = 128, dropout: float = 0.2, *, rngs: nnx.Rngs):  # fmt: skip
+                 context_pool: int = 4, hidden: int = 128, dropout: float = 0.2, sample_noise: bool = False, *,
+                 rngs: nnx.Rngs):  # fmt: skip
         if len(widths) != 2 or min(widths) < 1 or min(window, kernel, centre, context, context_pool) < 1:
             raise ValueError("widths must be two numbers >= 1; window, kernel, centre, context and context_pool >= 1")
         if centre > window:
@@ -75,16 +84,22 @@ class ReadSetNet(nnx.Module):
         blocks = -(-self.context // self.context_pool)
         self.context_dense = nnx.Linear(blocks * w1, read_features, rngs=rngs)
         self.dense = nnx.Linear(4 * read_features + 1, hidden, rngs=rngs)
+        self.reads_sample_noise = bool(sample_noise)
+        if self.reads_sample_noise:
+            self.zero_init_noise = nnx.Param(jnp.zeros((hidden,), jnp.float32))  # per hidden unit
         self.dropout = nnx.Dropout(dropout, rngs=rngs)
         self.head = nnx.Linear(hidden, NUM_CLASSES, rngs=rngs)
 
-    def __call__(self, x):
+    def __call__(self, x, noise=None):
         present = jnp.any(x[:, self.reference_rows:] > 0, axis=(2, 3))  # [B, reads]: rows that hold a read
         mask = present[:, :, None].astype(jnp.float32)
         count = jnp.sum(mask, axis=1)  # [B, 1]
         pooled = [*self._reads(window_columns(x, self.window), mask, count), self._context(x, mask, count)]
         pooled = jnp.concatenate([*pooled, jnp.log1p(count)], axis=-1)
-        return self.head(self.dropout(nnx.relu(self.dense(pooled))))
+        hidden = self.dense(pooled)
+        if self.reads_sample_noise:
+            hidden = hidden + (noise.astype(jnp.float32) * NOISE_SCALE)[:, None] * self.zero_init_noise[...]
+        return self.head(self.dropout(nnx.relu(hidden)))
 
     def _reads(self, x, mask, count):
         """Mean, max and depth-scaled sum over the reads of each read's vector."""

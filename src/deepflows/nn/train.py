@@ -130,14 +130,16 @@ def class_weights(cfg: dict, counts: np.ndarray) -> np.ndarray:
 
 
 def pileup_loss(model, batch, constants):
-    """Class-weighted, label-smoothed cross-entropy of (images, labels); aux: the correct predictions."""
+    """Class-weighted, label-smoothed cross-entropy of (images, labels, sample noise); aux: the correct predictions."""
     import jax
     import jax.numpy as jnp
     import optax
 
-    images, labels = batch
+    from deepflows.nn.models import pileup_logits
+
+    images, labels, noise = batch
     weights, smoothing = constants
-    logits = model(images)
+    logits = pileup_logits(model, images, noise)
     targets = optax.smooth_labels(jax.nn.one_hot(labels, len(CLASS_NAMES)), smoothing)
     loss = jnp.mean(weights[labels] * optax.softmax_cross_entropy(logits, targets))
     return loss, {"correct": jnp.sum(jnp.argmax(logits, axis=-1) == labels)}
@@ -164,6 +166,9 @@ class PileupTask(Task):
                                 "or set evaluation.every: 0 to export the final weights)")  # fmt: skip
         if self.train_split.n == 0:
             raise UserError(f"{examples}: the train split is empty")
+        if cfg["model"]["options"].get("sample_noise"):
+            for split in (self.train_split, self.tune_split or self.train_split):
+                _check_sample_noise(split)
         self.data = {"store": store_fingerprint(examples)}
         self.shape, self.channels, self.examples = self.train_split.shape, self.train_split.channels, self.train_split.n
         self.weights = class_weights(cfg, self.train_split.class_counts)
@@ -219,6 +224,14 @@ class PileupTask(Task):
                                          self.cfg["evaluation"]["max_examples"])}  # fmt: skip
 
 
+def _check_sample_noise(split) -> None:
+    missing = int(np.isnan(split.noise).sum())
+    if missing:
+        raise UserError(f"{split.store}/{split.name}: {missing} of {split.n} examples have no sample noise (shards "
+                        "made before make-examples measured it, or over too few homopolymer runs); "
+                        "model.options.sample_noise needs it for every example")  # fmt: skip
+
+
 # ----------------------------------------------------------------------------- evaluation
 
 
@@ -227,7 +240,9 @@ def _predict_step():
     """The jitted forward pass, built once per process."""
     from flax import nnx
 
-    return nnx.jit(lambda model, images: model(images))
+    from deepflows.nn.models import pileup_logits
+
+    return nnx.jit(pileup_logits)
 
 
 def split_logits(model, split, batch_size: int, max_examples: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -235,8 +250,8 @@ def split_logits(model, split, batch_size: int, max_examples: int | None = None)
     from deepflows.nn.data import eval_batches
 
     logits, labels = [], []
-    for images, y, valid in eval_batches(split, batch_size, max_examples):
-        logits.append(np.asarray(_predict_step()(model, images), np.float64)[:valid])
+    for images, y, noise, valid in eval_batches(split, batch_size, max_examples):
+        logits.append(np.asarray(_predict_step()(model, images, noise), np.float64)[:valid])
         labels.append(np.asarray(y[:valid]))
     if not logits:
         return np.zeros((0, len(CLASS_NAMES))), np.zeros(0, np.int64)

@@ -2,6 +2,10 @@
 DIR}` / --init), as DeepVariant fine-tunes its exome model from its WGS checkpoint. The directory must hold
 the config's architecture and options and read inputs of the task's shape and channel order. Only step 0
 loads it: a resumed run restores its own checkpoint.
+
+One difference is allowed: an option an architecture lists in ADDED_INPUTS (read_set's `sample_noise`) may be on
+in the config and off in the directory. Its new weights are named zero_init_* and start at zero, so the run
+starts from the directory's model exactly.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ def init_mismatch(meta: dict, cfg: dict, inputs) -> str | None:
     options (with the architecture's defaults filled in on both sides), input shape and channel order that
     differs, with both values; None if it fits. `inputs`: what the run reads (.shape, .channels: a task, a
     store split; .inputs_name, what to call it, "training store" without)."""
-    from deepflows.nn.models import architecture_options
+    from deepflows.nn.models import added_inputs, architecture_options
 
     name = getattr(inputs, "inputs_name", "training store")
     ours = cfg["model"]["architecture"]
@@ -25,6 +29,9 @@ def init_mismatch(meta: dict, cfg: dict, inputs) -> str | None:
     defaults = architecture_options(ours)
     theirs, mine = ({**defaults, **options} for options in (meta["options"], cfg["model"]["options"]))
     theirs, mine = json.loads(json.dumps(theirs, default=str)), json.loads(json.dumps(mine, default=str))
+    for key in added_inputs(ours):
+        if mine.get(key) and not theirs.get(key):
+            theirs[key] = mine[key]  # an input the run adds, with weights that start at zero
     for key in sorted(set(theirs) | set(mine)):
         if theirs.get(key, "(absent)") != mine.get(key, "(absent)"):
             return (f"its options.{key} {json.dumps(theirs.get(key, '(absent)'))} differs from the config's "
@@ -40,7 +47,6 @@ def start_from(path: str, model, task) -> dict:
     """Put the weights of the model directory `path` (init.model) into the freshly built `model`, in place;
     {"model": path, "sha256": of its weights, as its model.json records it}. One line when the directory is
     not a model or does not fit the task (task.check_init)."""
-    import jax
     import jax.numpy as jnp
     from flax import nnx
 
@@ -60,10 +66,24 @@ def start_from(path: str, model, task) -> dict:
     # train in float16, where Adam's updates overflow.
     target = nnx.state(model, _weight_state())
     weights = nnx.to_pure_dict(nnx.state(source, _weight_state()))
-    nnx.replace_by_pure_dict(target, jax.tree.map(lambda want, got: jnp.asarray(got, dtype=want.dtype),
-                                                  nnx.to_pure_dict(target), weights))  # fmt: skip
+    nnx.replace_by_pure_dict(target, _cast_into(nnx.to_pure_dict(target), weights, jnp))
     nnx.update(model, target)
     return {"model": path, "sha256": meta["sha256"]}
+
+
+def _cast_into(want: dict, got: dict, jnp) -> dict:
+    """`got`'s weights in `want`'s dtypes; weights only `want` has (zero_init_*: an added input) keep their value."""
+    out = {}
+    for key, value in want.items():
+        if key not in got:
+            if not str(key).startswith("zero_init"):
+                raise RuntimeError(f"weight {key} missing from the init model")  # init_mismatch lets no other through
+            out[key] = value
+        elif isinstance(value, dict):
+            out[key] = _cast_into(value, got[key], jnp)
+        else:
+            out[key] = jnp.asarray(got[key], dtype=value.dtype)
+    return out
 
 
 def recorded_init(cfg: dict, previous: dict | None) -> dict:

@@ -25,6 +25,8 @@ Output: one Zarr v3 group, written as `<out>.tmp-<pid>` and renamed when complet
         inputs  [N, H, W, C] uint8, chunks of --chunk-size along N
         contig start end ref alts alt_indices depth allele_depth  [N]
         label   [N] int8
+        sample_noise  [N] float32: the shard's sample noise (deepflows.genomics.examples.sample_noise), NaN
+                      where the shard has none
       tune/                the same arrays (possibly N = 0)
 
 `open_training_store(path, split)` gives one split as (Dask inputs, metadata DataFrame, Dask labels).
@@ -63,7 +65,8 @@ STORE_SCHEMA = "deepflows.training_store"
 STORE_SCHEMA_VERSION = 1
 SPLITS = ("train", "tune")
 CLASS_NAMES = ("hom_ref", "het", "hom_alt")
-FIELDS = ("inputs", *STRING_FIELDS, *INT_FIELDS, "label")
+SHARD_FIELDS = ("inputs", *STRING_FIELDS, *INT_FIELDS, "label")
+FIELDS = (*SHARD_FIELDS, "sample_noise")  # the last is a shard attribute, repeated per example
 _REGION = re.compile(r"^(?P<contig>[^:\s]+):(?P<start>[\d,]+)-(?P<end>[\d,]+)$")
 
 
@@ -161,6 +164,11 @@ class Source:
     def attrs(self) -> dict:
         return dict(self.group.attrs)
 
+    @property
+    def sample_noise(self) -> float:
+        value = (self.attrs.get("sample_noise") or {}).get("homopolymer_length_error")
+        return np.nan if value is None else float(value)
+
 
 def open_sources(paths: list[str | Path]) -> list[Source]:
     """Open every shard (complete, labelled, one image shape), ordered by content rather than argument order."""
@@ -203,8 +211,9 @@ def open_sources(paths: list[str | Path]) -> list[Source]:
 def _read_block(source: Source, lo: int, hi: int) -> dict[str, np.ndarray]:
     try:
         if not source.arrays:
-            source.arrays = {name: source.group[name] for name in FIELDS}
-        return {name: array[lo:hi] for name, array in source.arrays.items()}
+            source.arrays = {name: source.group[name] for name in SHARD_FIELDS}
+        block = {name: array[lo:hi] for name, array in source.arrays.items()}
+        return {**block, "sample_noise": np.full(hi - lo, source.sample_noise, np.float32)}
     except Exception as err:  # noqa: BLE001 (codec and store errors of a damaged shard come in many types)
         raise UserError(f"{source.path}: cannot read examples {lo}-{hi} ({type(err).__name__}: {err})") from None
 
@@ -296,7 +305,8 @@ class SplitWriter:
             "inputs": group.create_array("inputs", shape=(n, *image_shape), chunks=(chunk_size, *image_shape),
                                          dtype="uint8", compressors=codec, fill_value=0)
         }
-        dtypes = {**dict.fromkeys(STRING_FIELDS, str), **dict.fromkeys(INT_FIELDS, "int64"), "label": "int8"}
+        dtypes = {**dict.fromkeys(STRING_FIELDS, str), **dict.fromkeys(INT_FIELDS, "int64"), "label": "int8",
+                  "sample_noise": "float32"}  # fmt: skip
         for name, dtype in dtypes.items():
             self.arrays[name] = group.create_array(name, shape=(n,), chunks=(META_CHUNK,), dtype=dtype)
         self.n = n
@@ -462,6 +472,7 @@ def shuffle_examples(shards, out, *, tune_regions=(), tune_margin=0, seed=0, buc
                 "sources": [
                     {"path": str(s.path), "examples": s.n, "train": c[0], "tune": c[1], "left_out": c[2],
                      "sample": s.attrs.get("sample"), "regions": s.attrs.get("regions"),
+                     "sample_noise": s.attrs.get("sample_noise"),
                      "sources": s.attrs.get("sources")}
                     for s, c in zip(sources, per_source)
                 ],

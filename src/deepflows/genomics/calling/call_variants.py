@@ -171,6 +171,7 @@ def call_variants(examples: list[str], model_dir: str, out: str, batch_size: int
     shape, channels = list(first["shape"]), list(first["channels"])
     model, meta = load_model(model_dir)
     check_compatible(meta, shape, channels, realigned(first), f"{shards[0][0]} vs model {model_dir}")
+    noise = _sample_noise(model, first, shards[0][0], model_dir)
 
     import jax
 
@@ -191,6 +192,7 @@ def call_variants(examples: list[str], model_dir: str, out: str, batch_size: int
             "path": str(model_dir),
             "temperature": temperature_of(meta),
             "call_temperature": call_temperature_of(meta),
+            "sample_noise": noise,
         },
         "examples": [{"path": str(path), "n_examples": c} for (path, _), c in zip(shards, counts)],
         "run": run_identity(first),  # the shard set's: gVCF blocks of the same run are checked against it
@@ -202,7 +204,7 @@ def call_variants(examples: list[str], model_dir: str, out: str, batch_size: int
     }
     log.info("%d examples in %d shard(s); model %s (%s); batch %d (micro-batch %s) on %s", n, len(shards),
              attrs["model"]["name"], meta["architecture"], batch, micro_batch or batch, device)  # fmt: skip
-    predict, state = make_predict(model, micro_batch, temperature_of(meta))
+    predict, state = make_predict(model, micro_batch, temperature_of(meta), noise or 0.0)
     with ProbsWriter(out, n, attrs) as writer:
         for _, group in shards:
             _copy_meta(group, writer)
@@ -236,22 +238,38 @@ def call_temperature_of(meta: dict) -> float:
     return float((meta.get("calibration") or {}).get("call_temperature", 1.0))
 
 
-def make_predict(model, micro_batch: int | None = None, temperature: float = 1.0):
+def _sample_noise(model, attrs: dict, shard, model_dir) -> float | None:
+    """The run's sample noise for a model that reads it (every shard measured it over the whole run), else None."""
+    if not getattr(model, "reads_sample_noise", False):
+        return None
+    measured = attrs.get("sample_noise") or {}
+    if measured.get("homopolymer_length_error") is None:
+        raise UserError(f"{shard}: no sample noise ({measured.get('runs', 0)} homopolymer runs measured; made "
+                        f"before make-examples measured it, or over too few runs); model {model_dir} reads it: "
+                        "remake the examples over larger regions, or call with a model without sample_noise")
+    return float(measured["homopolymer_length_error"])
+
+
+def make_predict(model, micro_batch: int | None = None, temperature: float = 1.0, noise: float = 0.0):
     """(predict, state): `predict(state, x)` is a jitted pure function, uint8 [B, H, W, C] -> softmax [B, 3]
-    of the logits divided by `temperature` (the model's calibration, deepflows.nn.calibration).
+    of the logits divided by `temperature` (the model's calibration, deepflows.nn.calibration); a model that
+    reads the sample noise gets `noise` with every example.
 
     With `micro_batch`, the batch runs as a loop (`lax.map`) over slices of that many examples inside the
     one compiled function: on CPUs the activations of a few examples stay in cache, which measured ~1.9x
     faster than one large convolution over 256 examples; accelerators want the whole batch at once.
     """
     import jax
+    import jax.numpy as jnp
     from flax import nnx
+
+    from deepflows.nn.models import pileup_logits
 
     model.eval()  # batch norm uses its running statistics, dropout is off
     graphdef, state = nnx.split(model)
 
     def forward(state, x):
-        logits = nnx.merge(graphdef, state)(x)
+        logits = pileup_logits(nnx.merge(graphdef, state), x, jnp.full(x.shape[0], noise, jnp.float32))
         return jax.nn.softmax(logits.astype("float32") / temperature, axis=-1)
 
     @jax.jit

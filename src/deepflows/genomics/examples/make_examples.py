@@ -84,6 +84,7 @@ def make_examples(args) -> dict:
     from deepflows.genomics.examples.featurizer import candidate_images
     from deepflows.genomics.examples.labels import label_for_alt_indices
     from deepflows.genomics.examples.pileup_image import CHANNELS, PileupShape
+    from deepflows.genomics.examples.sample_noise import measure
     from deepflows.genomics.io.hts import check_contigs, open_reads, open_reference
     from deepflows.genomics.io.regions import parse_shard, shard_regions, within_targets
     from deepflows.genomics.presets import get_preset
@@ -118,6 +119,7 @@ def make_examples(args) -> dict:
                if args.truth else {}),  # fmt: skip
             **({"targets": file_fingerprint(targets)} if targets else {}),
         },
+        "sample_noise": measure(reads, args.reads, reference, regions),  # the whole run's: every shard agrees
         "parameters": {"seed": args.seed, **thresholds.__dict__, "read_overlap_buffer": 5,
                        "realign": bool(args.realign), "preset": preset.name},
         "deepflows_version": __version__,
