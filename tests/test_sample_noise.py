@@ -27,12 +27,12 @@ RUNS = 24
 SHORTER = [i % 3 for i in range(RUNS - 2)] + [6, 5]  # of 10 reads per run; the last two runs look like hets
 
 
-def noisy_sample(tmp_path):
-    """A reference with RUNS homopolymers of 9 bases, ten reads over each, SHORTER[k] of them a base short there."""
-    reference = FLANK + "".join("ACGT"[k % 4] * 9 + FLANK for k in range(RUNS))
+def noisy_sample(tmp_path, runs: int = RUNS):
+    """A reference with `runs` homopolymers of 9 bases, ten reads over each, SHORTER[k] of them a base short there."""
+    reference = FLANK + "".join("ACGT"[k % 4] * 9 + FLANK for k in range(runs))
     fasta = write_fasta(tmp_path / "ref.fa", {CONTIG: reference})
     reads = []
-    for k, shorter in enumerate(SHORTER):
+    for k, shorter in enumerate(SHORTER[:runs]):
         run = len(FLANK) + k * (9 + len(FLANK))
         start = run - 30
         for i in range(10):
@@ -56,9 +56,14 @@ def test_the_noise_is_the_trimmed_mean_share_of_reads_with_a_length_change(tmp_p
         assert got == {"homopolymer_length_error": pytest.approx(shares[: int(RUNS * KEPT)].mean(), abs=1e-5),
                        "runs": RUNS, "min_run": 7}  # fmt: skip
         assert got["homopolymer_length_error"] == pytest.approx(1 / 3 * (0 + 0.1 + 0.2), abs=0.01)
-        # too few runs in the regions: no value, and how many there were
-        few = measure(reads, bam, ref, [Interval(CONTIG, 0, len(FLANK) * (MIN_RUNS - 2))])
-        assert few["homopolymer_length_error"] is None and 0 < few["runs"] < MIN_RUNS
+        # a region shorter than a window is measured over the window around it: here the whole contig
+        assert measure(reads, bam, ref, [Interval(CONTIG, 100, 200)]) == got
+    # too few runs: no value, and how many there were
+    (tmp_path / "few").mkdir()
+    fasta, bam, reference = noisy_sample(tmp_path / "few", runs=MIN_RUNS - 1)
+    with pysam.FastaFile(str(fasta)) as ref, pysam.AlignmentFile(str(bam)) as reads:
+        assert measure(reads, bam, ref, [Interval(CONTIG, 0, len(reference))]) == {
+            "homopolymer_length_error": None, "runs": MIN_RUNS - 1, "min_run": 7}
 
 
 def test_every_shard_records_the_whole_runs_noise(tmp_path):
