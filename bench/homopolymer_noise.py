@@ -4,8 +4,9 @@ clean library from a stuttering one.
 
 For each case of bench/peers.py (its reads, truth, confident regions and called regions): every reference
 run of one base of at least --min-run bases inside the confident regions, and the reads that span it with
---anchor reference bases either side (duplicates, secondary and supplementary alignments and MAPQ < 10
-left out). A read's length change there is the sum of its CIGAR insertions and deletions within the run.
+--anchor reference bases either side (the reads the pileups leave out, and MAPQ < 10, left out), counted as
+make-examples counts them for the sample noise (deepflows.genomics.examples.sample_noise). A read's length
+change there is the sum of its CIGAR insertions and deletions within the run.
 Runs with no truth variant within 5 bases are *invariant*: any length change is an error of the library or
 the read simulator. Runs whose only truth variant is a het one-base deletion are *het deletions*. Printed
 per case: the share of spanning reads one base shorter at invariant runs (the noise a caller must ignore)
