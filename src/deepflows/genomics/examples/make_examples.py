@@ -166,7 +166,8 @@ def make_examples(args) -> dict:
         n_examples = writer.commit({"stats": stats})
         if args.gvcf:
             blocks.commit()
-    return {"shard": args.shard, "out": str(args.out), "examples": n_examples, **stats}
+    return {"shard": args.shard, "out": str(args.out), "examples": n_examples, **stats,
+            "sample_noise": attrs["sample_noise"]["homopolymer_length_error"]}
 
 
 def _block_writer(args, contigs: list[tuple[str, int]], identity: dict[str, str]):
