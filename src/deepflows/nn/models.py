@@ -106,21 +106,26 @@ ARCHITECTURES: dict[str, Callable[..., nnx.Module]] = {
 }
 
 
+ZERO_INIT = "zero_init"  # weights named so start at zero: an input added to a trained model starts silent
+
+
+def _architecture_class(architecture: str) -> type:
+    target = ARCHITECTURES[architecture]
+    return target.resolve() if isinstance(target, _Lazy) else target
+
+
 def architecture_options(architecture: str) -> dict:
     """The options an architecture takes (keyword -> default), without `channels` and `rngs`."""
     import inspect
 
-    target = ARCHITECTURES[architecture]
-    target = target.resolve() if isinstance(target, _Lazy) else target
+    target = _architecture_class(architecture)
     return {name: p.default for name, p in inspect.signature(target.__init__).parameters.items()
             if name not in ("channels", "rngs", "self") and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}  # fmt: skip
 
 
 def added_inputs(architecture: str) -> tuple[str, ...]:
     """Options of an architecture that add an input whose weights start at zero (deepflows.nn.warm_start)."""
-    target = ARCHITECTURES[architecture]
-    target = target.resolve() if isinstance(target, _Lazy) else target
-    return tuple(getattr(target, "ADDED_INPUTS", ()))
+    return tuple(getattr(_architecture_class(architecture), "ADDED_INPUTS", ()))
 
 
 def pileup_logits(model, images, noise):
@@ -185,7 +190,7 @@ def _initialise(model: nnx.Module, seed: int) -> None:
             rng = np.random.default_rng([seed, *key.encode()])
             # lecun_normal: variance 1/fan_in; the truncation at 2 std shrinks it, hence the constant.
             value = _truncated_normal(rng, shape, (1.0 / np.prod(shape[:-1])) ** 0.5 / 0.87962566103423978)
-        elif name in ("bias", "mean") or name.startswith("zero_init"):  # zero_init: a new input starts silent
+        elif name in ("bias", "mean") or name.startswith(ZERO_INIT):
             value = np.zeros(shape, value.dtype)
         elif name == "embedding":  # BERT's initialiser, normal(0, 0.02)
             value = np.random.default_rng([seed, *key.encode()]).normal(0, 0.02, shape).astype(np.float32)

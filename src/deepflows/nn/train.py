@@ -167,7 +167,7 @@ class PileupTask(Task):
         if self.train_split.n == 0:
             raise UserError(f"{examples}: the train split is empty")
         if cfg["model"]["options"].get("sample_noise"):
-            for split in (self.train_split, self.tune_split or self.train_split):
+            for split in filter(None, (self.train_split, self.tune_split)):
                 _check_sample_noise(split)
         self.data = {"store": store_fingerprint(examples)}
         self.shape, self.channels, self.examples = self.train_split.shape, self.train_split.channels, self.train_split.n

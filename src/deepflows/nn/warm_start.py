@@ -73,10 +73,12 @@ def start_from(path: str, model, task) -> dict:
 
 def _cast_into(want: dict, got: dict, jnp) -> dict:
     """`got`'s weights in `want`'s dtypes; weights only `want` has (zero_init_*: an added input) keep their value."""
+    from deepflows.nn.models import ZERO_INIT
+
     out = {}
     for key, value in want.items():
         if key not in got:
-            if not str(key).startswith("zero_init"):
+            if not str(key).startswith(ZERO_INIT):
                 raise RuntimeError(f"weight {key} missing from the init model")  # init_mismatch lets no other through
             out[key] = value
         elif isinstance(value, dict):

@@ -3,8 +3,9 @@
 A run where a quarter of the reads are one base shorter holds a het deletion in a clean library, and may hold
 nothing in a PCR-amplified one, or in reads whose polymerase slips: one site and its 221 columns cannot tell
 the two apart, the sample can. Every reference run of one base of at least MIN_RUN bases, in evenly spaced
-windows of the regions (a region shorter than a window: the window around it), gives the share of its spanning reads whose alignment changes its length; the sample's
-noise is the mean share over the runs, leaving out the highest tenth, where real indels sit.
+windows of the regions (a region shorter than a window: the window around it), gives the share of its
+spanning reads whose alignment changes its length; the sample's noise is the mean share over the runs,
+leaving out the highest tenth, where real indels sit.
 
 Each shard measures it over the whole run's regions (not its own), so every shard of a run records the same
 value; a model option (`sample_noise`) reads it beside the pileup.
@@ -18,6 +19,7 @@ import numpy as np
 
 from deepflows.genomics.examples.readbatch import SKIP_FLAGS
 from deepflows.genomics.io.hts import reading_reads
+from deepflows.genomics.io.regions import Interval, merge, windows
 
 MIN_RUN = 7  # shorter runs seldom stutter in any library; longer ones are too few in a 100-kb window
 ANCHOR = 3  # reference bases a read must cover on either side of a run
@@ -59,21 +61,17 @@ def length_changes(bam, contig: str, start: int, end: int, anchor: int = ANCHOR)
     return out
 
 
-def windows(regions, lengths: dict[str, int]) -> list[tuple[str, int, int]]:
+def measured_windows(regions, lengths: dict[str, int]) -> list[Interval]:
     """The regions cut into WINDOW-bp pieces, at most MAX_WINDOWS of them evenly spaced. A region shorter than
     WINDOW is widened to WINDOW around its centre (within its contig of `lengths`) first: a 10-kb call still
     gets its sample's noise from the reads around it."""
-    spans: list[list] = []
-    for r in sorted(regions, key=lambda r: (r.contig, r.start)):
-        lo, hi = r.start, r.end
-        if hi - lo < WINDOW:
-            lo = max(0, min((lo + hi) // 2 - WINDOW // 2, lengths[r.contig] - WINDOW))
-            hi = min(lengths[r.contig], lo + WINDOW)
-        if spans and spans[-1][0] == r.contig and lo <= spans[-1][2]:
-            spans[-1][2] = max(spans[-1][2], hi)
-        else:
-            spans.append([r.contig, lo, hi])
-    pieces = [(contig, lo, min(end, lo + WINDOW)) for contig, start, end in spans for lo in range(start, end, WINDOW)]
+    widened = []
+    for r in regions:
+        if r.length < WINDOW:
+            lo = max(0, min((r.start + r.end) // 2 - WINDOW // 2, lengths[r.contig] - WINDOW))
+            r = Interval(r.contig, lo, min(lengths[r.contig], lo + WINDOW))
+        widened.append(r)
+    pieces = [piece for span in merge(widened) for piece in windows(span, WINDOW)]
     if len(pieces) > MAX_WINDOWS:
         pieces = [pieces[i] for i in np.linspace(0, len(pieces) - 1, MAX_WINDOWS).round().astype(int)]
     return pieces
@@ -84,10 +82,10 @@ def measure(bam, bam_path, reference, regions) -> dict:
     "min_run": MIN_RUN}; `bam` (read from `bam_path`) and `reference` are open pysam files, `regions` the run's
     Intervals."""
     shares = []
-    for contig, lo, hi in windows(regions, dict(zip(reference.references, reference.lengths))):
-        with reading_reads(bam, bam_path, f"{contig}:{lo + 1}-{hi}"):
-            for start, end in homopolymer_runs(reference.fetch(contig, lo, hi), lo):
-                changes = length_changes(bam, contig, start, end)
+    for window in measured_windows(regions, dict(zip(reference.references, reference.lengths))):
+        with reading_reads(bam, bam_path, str(window)):
+            for start, end in homopolymer_runs(reference.fetch(window.contig, window.start, window.end), window.start):
+                changes = length_changes(bam, window.contig, start, end)
                 if len(changes) >= MIN_READS:
                     shares.append(np.count_nonzero(changes) / len(changes))
     value = None
