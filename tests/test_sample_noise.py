@@ -109,6 +109,7 @@ def test_shuffle_carries_each_shards_noise_to_its_examples(tmp_path):
 
 
 OPTIONS = {"widths": [4, 8], "read_features": 8, "hidden": 8, "reference_rows": 2}
+UNKNOWN = {**OPTIONS, "sample_noise": True, "unknown_noise": True}
 
 
 def test_the_noise_weights_start_at_zero():
@@ -148,6 +149,12 @@ def test_a_fine_tune_adds_the_noise_to_a_model_without_it(tmp_path):
     with pytest.raises(UserError, match="its options.sample_noise true differs from the config's model.options."
                                         "sample_noise false"):  # fmt: skip
         train(store, cfg, tmp_path / "run2")
+    # a model that reads the noise starts one that may also go without it, as itself
+    cfg = init_config(reading)
+    cfg["model"] = {"architecture": "read_set", "options": UNKNOWN}
+    train(store, cfg, tmp_path / "run3", stop_at=1)
+    got, want = checkpoint_params(tmp_path / "run3", 1), model_weights(reading)
+    assert set(got) - set(want) == {"[zero_init_unknown_noise]"} and not got["[zero_init_unknown_noise]"].any()
 
 
 def test_call_variants_gives_the_model_the_runs_noise(tmp_path, capsys):
@@ -179,3 +186,103 @@ def test_call_variants_gives_the_model_the_runs_noise(tmp_path, capsys):
         assert json.loads(json.dumps(dict(group.attrs)))["model"]["sample_noise"] == value
         probs[value] = np.asarray(group["probs"][:])
     assert not np.allclose(probs[0.0], probs[0.2])
+
+
+def test_an_unknown_noise_gets_its_own_weights_which_start_at_zero():
+    import jax.numpy as jnp
+    from flax import nnx
+
+    images = np.random.default_rng(0).integers(0, 255, (3, *SHAPE), dtype=np.uint8)
+    plain = build_model("read_set", OPTIONS, SHAPE[-1], 0)
+    model = build_model("read_set", UNKNOWN, SHAPE[-1], 0)
+    plain.eval(), model.eval()
+    unknown = np.full(3, np.nan, np.float32)
+    np.testing.assert_array_equal(np.asarray(model(images, unknown)), np.asarray(plain(images)))
+    model.zero_init_unknown_noise[...] = np.linspace(-1, 1, 8, dtype=np.float32)
+    got = np.asarray(model(images, unknown))
+    assert np.isfinite(got).all() and not np.allclose(got, model(images, np.zeros(3, np.float32)))
+    # a known value does not touch the unknown weights; an unknown one passes no NaN into the gradient
+    model.train()
+    mixed = jnp.asarray([0.1, np.nan, 0.0], jnp.float32)
+    grads = nnx.grad(lambda m: jnp.sum(m(images, mixed)))(model)
+    assert all(np.isfinite(np.asarray(g.get_value())).all() for _, g in nnx.to_flat_state(grads))
+    with pytest.raises(UserError, match="unknown_noise needs sample_noise"):
+        build_model("read_set", {**OPTIONS, "unknown_noise": True}, SHAPE[-1], 0)
+
+
+def test_noise_dropout_hides_a_share_of_each_batch_as_a_function_of_the_step(tmp_path):
+    from deepflows.config import ConfigError
+    from deepflows.nn.train import PileupTask, load_train_config
+
+    store = labelled_store(tmp_path, [0.05, None])  # half the examples have no noise: allowed with unknown_noise
+    cfg = init_config(None)
+    del cfg["init"]
+    cfg["model"] = {"architecture": "read_set", "options": UNKNOWN}
+    cfg["training"]["noise_dropout"] = 0.5
+    task = PileupTask(store, load_train_config(cfg))
+    hidden = [np.isnan(noise) for _, (_, _, noise) in zip(range(20), task.batches(0))]
+    measured = ~np.isnan(np.concatenate([n for _, (_, _, n) in zip(range(20), task.stream.batches(0))]))
+    share = np.concatenate(hidden)[measured].mean()  # of the examples that have a value, about half are hidden
+    assert 0.35 < share < 0.65
+    resumed = [np.isnan(noise) for _, (_, _, noise) in zip(range(10), task.batches(10))]
+    assert all(np.array_equal(a, b) for a, b in zip(hidden[10:], resumed))
+    cfg["model"]["options"] = {**OPTIONS, "sample_noise": True}
+    with pytest.raises(ConfigError, match="training.noise_dropout hides the sample noise from a model that cannot do without it"):
+        load_train_config(cfg)
+
+
+def test_call_variants_calls_a_run_without_noise_with_a_model_that_knows_unknown(tmp_path, capsys, caplog):
+    from test_call_variants import EXAMPLES
+    from test_call_variants import SHAPE as CALL_SHAPE
+
+    from deepflows.genomics.calling.call_variants import open_probs
+    from deepflows.genomics.examples.pileup_image import CHANNELS as PILEUP_CHANNELS
+
+    def saved(name, options):
+        model = build_model("read_set", options, CALL_SHAPE[-1], 0)
+        if options.get("sample_noise"):
+            model.zero_init_noise[...] = np.linspace(-3, 3, 8, dtype=np.float32)
+        if options.get("unknown_noise"):
+            model.zero_init_unknown_noise[...] = np.linspace(2, -2, 8, dtype=np.float32)
+        save_model(tmp_path / name, model, {"architecture": "read_set", "options": options,
+                                            "input_shape": list(CALL_SHAPE), "channels": list(PILEUP_CHANNELS)})  # fmt: skip
+        return tmp_path / name
+
+    def probs(out):
+        group = open_probs(out)
+        return np.asarray(group["probs"][:]), json.loads(json.dumps(dict(group.attrs)))["model"]
+
+    knows, needs = saved("knows", UNKNOWN), saved("needs", {**OPTIONS, "sample_noise": True})
+    rows = range(len(EXAMPLES))
+    bare = make_shard(tmp_path / "bare.zarr", 0, 1, rows)
+    measured = make_shard(tmp_path / "measured.zarr", 0, 1, rows)
+    zarr.open_group(str(measured), mode="r+").attrs["sample_noise"] = {"homopolymer_length_error": 0.2, "runs": 40,
+                                                                       "min_run": 7}  # fmt: skip
+    assert call([bare], knows, tmp_path / "unknown.zarr") == 0
+    assert "bare.zarr: no sample noise" in caplog.text and "calls with it unknown" in caplog.text
+    unknown, attrs = probs(tmp_path / "unknown.zarr")
+    assert attrs["sample_noise"] is None and attrs["sample_noise_source"] == "unknown"
+    # a value given on the command line is the measured one's equal; unknown can also be asked for
+    assert call([measured], knows, tmp_path / "measured-probs.zarr") == 0
+    assert call([bare], knows, tmp_path / "given.zarr", "--sample-noise", "0.2") == 0
+    assert call([measured], knows, tmp_path / "asked.zarr", "--sample-noise", "unknown") == 0
+    (got, attrs), (given, given_attrs) = probs(tmp_path / "measured-probs.zarr"), probs(tmp_path / "given.zarr")
+    np.testing.assert_array_equal(got, given)
+    assert (attrs["sample_noise_source"], given_attrs["sample_noise_source"]) == ("measured", "given")
+    np.testing.assert_array_equal(probs(tmp_path / "asked.zarr")[0], unknown)
+    assert not np.allclose(unknown, got)
+    # refused in one line, with nothing written
+    capsys.readouterr()
+    for model, extra, words in [(needs, ["--sample-noise", "unknown"], "needs the sample noise"),
+                                (saved("plain", OPTIONS), ["--sample-noise", "0.1"], "does not read the sample noise"),
+                                (knows, ["--sample-noise", "1.5"], "a share of reads in [0, 1]")]:  # fmt: skip
+        with pytest.raises(SystemExit) if "share" in words else _no_raise():
+            assert call([measured], model, tmp_path / "refused.zarr", *extra) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert words in err[-1] and not (tmp_path / "refused.zarr").exists()
+
+
+def _no_raise():
+    import contextlib
+
+    return contextlib.nullcontext()

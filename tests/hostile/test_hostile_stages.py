@@ -188,7 +188,7 @@ BAD_OPTIONS = [
     ("make-examples", "--chunk-size 0"), ("make-examples", "--seed -1"), ("make-reference", "--seed -1"),
     ("simulate", "--depth nan"), ("simulate", "--seed -3"),
     ("simulate", "--duplicate-rate -0.1"), ("simulate", "--gc-bias inf"), ("capture-targets", "--fraction 0"),
-    ("call-variants", "--batch-size 0"),
+    ("call-variants", "--batch-size 0"), ("call-variants", "--sample-noise 2"),
     ("postprocess", "--qual-filter -5"), ("benchmark", "--max-calls 0"), ("shuffle-examples", "--chunk-size 0"),
     ("train", "--steps 0"), ("download", "--timeout 0"), ("mark-duplicates", "--threads 0"),
     ("ingest-image", "--pixel-size 0"),

@@ -16,7 +16,10 @@ Two pathways:
 With `sample_noise`, the model also reads the sample's homopolymer noise (deepflows.genomics.examples.
 sample_noise), one number per example added into the layer before the logits, where it meets the allele
 fractions: a quarter of the reads one base shorter means a het in a clean library and noise in a stuttering
-one. Its weights start at zero, so a model fine-tuned from one without it starts as that model.
+one. Its weights start at zero, so a model fine-tuned from one without it starts as that model. With
+`unknown_noise` as well, an example may come without it (NaN: a run over too few homopolymers to measure it);
+such an example gets a learned vector in its place, trained by hiding the noise of a share of the examples
+(deepflows.nn.train, training.noise_dropout), so the model can still call a run it cannot measure.
 """
 
 from __future__ import annotations
@@ -56,15 +59,16 @@ class ReadSetNet(nnx.Module):
     the whole window costs five times as much on a CPU); `read_features` the per-read vector (the second
     convolution's centre columns and the first one's max along the read) and the context vector;
     `context` the columns of the context pathway, mean-pooled in blocks of `context_pool`; `hidden` the
-    width before the 3 logits; `sample_noise` adds the sample's noise as an input (module docstring).
+    width before the 3 logits; `sample_noise` adds the sample's noise as an input, `unknown_noise` lets it be
+    missing (module docstring).
     """
 
-    ADDED_INPUTS = ("sample_noise",)  # a model without it may start a run with it (deepflows.nn.warm_start)
+    ADDED_INPUTS = ("sample_noise", "unknown_noise")  # a model without it may start a run with it (deepflows.nn.warm_start)
 
     def __init__(self, channels: int = 8, reference_rows: int = 5, window: int = 33, kernel: int = 5,
                  widths: tuple[int, int] = (32, 64), read_features: int = 64, centre: int = 5, context: int = 101,
-                 context_pool: int = 4, hidden: int = 128, dropout: float = 0.2, sample_noise: bool = False, *,
-                 rngs: nnx.Rngs):  # fmt: skip
+                 context_pool: int = 4, hidden: int = 128, dropout: float = 0.2, sample_noise: bool = False,
+                 unknown_noise: bool = False, *, rngs: nnx.Rngs):  # fmt: skip
         if len(widths) != 2 or min(widths) < 1 or min(window, kernel, centre, context, context_pool) < 1:
             raise ValueError("widths must be two numbers >= 1; window, kernel, centre, context and context_pool >= 1")
         if centre > window:
@@ -84,9 +88,13 @@ class ReadSetNet(nnx.Module):
         blocks = -(-self.context // self.context_pool)
         self.context_dense = nnx.Linear(blocks * w1, read_features, rngs=rngs)
         self.dense = nnx.Linear(4 * read_features + 1, hidden, rngs=rngs)
-        self.reads_sample_noise = bool(sample_noise)
+        if unknown_noise and not sample_noise:
+            raise ValueError("unknown_noise needs sample_noise")
+        self.reads_sample_noise, self.knows_unknown_noise = bool(sample_noise), bool(unknown_noise)
         if self.reads_sample_noise:
             self.zero_init_noise = nnx.Param(jnp.zeros((hidden,), jnp.float32))  # per hidden unit
+        if self.knows_unknown_noise:
+            self.zero_init_unknown_noise = nnx.Param(jnp.zeros((hidden,), jnp.float32))
         self.dropout = nnx.Dropout(dropout, rngs=rngs)
         self.head = nnx.Linear(hidden, NUM_CLASSES, rngs=rngs)
 
@@ -98,7 +106,12 @@ class ReadSetNet(nnx.Module):
         pooled = jnp.concatenate([*pooled, jnp.log1p(count)], axis=-1)
         hidden = self.dense(pooled)
         if self.reads_sample_noise:
-            hidden = hidden + (noise.astype(jnp.float32) * NOISE_SCALE)[:, None] * self.zero_init_noise[...]
+            noise = noise.astype(jnp.float32)
+            if self.knows_unknown_noise:
+                unknown = jnp.isnan(noise)
+                hidden = hidden + unknown[:, None] * self.zero_init_unknown_noise[...]
+                noise = jnp.where(unknown, 0.0, noise)  # before the product: no NaN reaches a gradient
+            hidden = hidden + (noise * NOISE_SCALE)[:, None] * self.zero_init_noise[...]
         return self.head(self.dropout(nnx.relu(hidden)))
 
     def _reads(self, x, mask, count):

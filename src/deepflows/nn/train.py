@@ -35,6 +35,7 @@ from deepflows.store.examples import realigned
 log = logging.getLogger("deepflows.train")
 
 CLASS_NAMES = ("hom_ref", "het", "hom_alt")
+NOISE_DROPOUT_STREAM = 7  # a third seed word: the hidden-noise draws are independent of the batch order
 
 TRAINING = {
     "class_weights": {
@@ -49,6 +50,9 @@ TRAINING = {
     "label_smoothing": {"type": "number", "minimum": 0, "exclusiveMaximum": 1, "default": 0.0},
     "shuffle_buffer": {"type": "integer", "minimum": 1, "default": 1024,
                        "description": "examples shuffled together (rounded up to whole chunks)"},
+    "noise_dropout": {"type": "number", "minimum": 0, "exclusiveMaximum": 1, "default": 0.0,
+                      "description": "share of each batch's examples whose sample noise is hidden, so that "
+                                     "a model with options.unknown_noise learns to call without it"},
 }  # fmt: skip
 EVALUATION = {
     "max_examples": {"type": ["integer", "null"], "minimum": 1, "default": None,
@@ -79,6 +83,9 @@ def load_train_config(config: str | Path | dict, source: str | None = None) -> d
     if t["sampling"] == "balanced" and t["class_weights"] != "none":
         raise ConfigError(f"{source}: training.sampling: balanced already evens out the classes; "
                           "set training.class_weights: none")  # fmt: skip
+    if t["noise_dropout"] and not cfg["model"]["options"].get("unknown_noise"):
+        raise ConfigError(f"{source}: training.noise_dropout hides the sample noise from a model that cannot "
+                          "do without it; set model.options.unknown_noise: true")  # fmt: skip
     return cfg
 
 
@@ -166,7 +173,8 @@ class PileupTask(Task):
                                 "or set evaluation.every: 0 to export the final weights)")  # fmt: skip
         if self.train_split.n == 0:
             raise UserError(f"{examples}: the train split is empty")
-        if cfg["model"]["options"].get("sample_noise"):
+        options = cfg["model"]["options"]
+        if options.get("sample_noise") and not options.get("unknown_noise"):
             for split in filter(None, (self.train_split, self.tune_split)):
                 _check_sample_noise(split)
         self.data = {"store": store_fingerprint(examples)}
@@ -180,7 +188,12 @@ class PileupTask(Task):
         return self.weights, np.float32(self.cfg["training"]["label_smoothing"])
 
     def batches(self, step: int):
-        return self.stream.batches(step)
+        rate, seed = self.cfg["training"]["noise_dropout"], self.cfg["training"]["seed"]
+        for at, (images, labels, noise) in enumerate(self.stream.batches(step), start=step):
+            if rate:  # a pure function of (seed, step), as the batch itself: a resumed run hides the same
+                hide = np.random.default_rng([seed, at, NOISE_DROPOUT_STREAM]).random(len(noise)) < rate
+                noise = np.where(hide, np.float32(np.nan), noise)
+            yield images, labels, noise
 
     def position(self, step: int) -> dict:
         return self.stream.position(step)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import queue
 import threading
 import time
@@ -54,6 +55,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--micro-batch", type=int, default=None, metavar="N",
                    help="run each batch as a loop over N examples at a time (default: 8 on CPU, the whole "
                         "batch on GPU/TPU; 0 = whole batch)")  # fmt: skip
+    p.add_argument("--sample-noise", type=noise_setting, default="measured", metavar="measured|unknown|X",
+                   help="for a model that reads the sample noise: the value make-examples measured (default), "
+                        "unknown (a model with unknown_noise calls without it), or a share of reads X in [0, 1] "
+                        "measured elsewhere for this library")  # fmt: skip
+
+
+def noise_setting(text: str) -> str | float:
+    if text in ("measured", "unknown"):
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be measured, unknown or a share of reads in [0, 1]")
+    return value
 
 
 def run(args: argparse.Namespace) -> None:
@@ -62,7 +79,8 @@ def run(args: argparse.Namespace) -> None:
     if args.micro_batch is not None and args.micro_batch < 0:
         raise UserError(f"--micro-batch {args.micro_batch}: must not be negative")
     summary = call_variants(args.examples, args.model, args.out, args.batch_size,
-                            getattr(args, "command_line", "deepflows call-variants"), args.micro_batch)  # fmt: skip
+                            getattr(args, "command_line", "deepflows call-variants"), args.micro_batch,
+                            args.sample_noise)  # fmt: skip
     log.info("%s", summary)
 
 
@@ -155,9 +173,11 @@ def open_probs(path: str | Path):
 
 
 def call_variants(examples: list[str], model_dir: str, out: str, batch_size: int = 512,
-                  command: str = "deepflows call-variants", micro_batch: int | None = None) -> dict:  # fmt: skip
+                  command: str = "deepflows call-variants", micro_batch: int | None = None,
+                  sample_noise: str | float = "measured") -> dict:  # fmt: skip
     """Run the model over every example of the shard set; returns a summary (examples/s among it).
-    `micro_batch` None picks CPU_MICRO_BATCH on CPUs and the whole batch elsewhere."""
+    `micro_batch` None picks CPU_MICRO_BATCH on CPUs and the whole batch elsewhere; `sample_noise` as
+    --sample-noise."""
     from deepflows import __version__
     from deepflows.nn.calibration import temperature_of
     from deepflows.nn.model_dir import check_compatible, load_model
@@ -171,7 +191,7 @@ def call_variants(examples: list[str], model_dir: str, out: str, batch_size: int
     shape, channels = list(first["shape"]), list(first["channels"])
     model, meta = load_model(model_dir)
     check_compatible(meta, shape, channels, realigned(first), f"{shards[0][0]} vs model {model_dir}")
-    noise = _sample_noise(model, first, shards[0][0], model_dir)
+    noise, noise_source = _sample_noise(model, first, shards[0][0], model_dir, sample_noise)
 
     import jax
 
@@ -192,7 +212,8 @@ def call_variants(examples: list[str], model_dir: str, out: str, batch_size: int
             "path": str(model_dir),
             "temperature": temperature_of(meta),
             "call_temperature": call_temperature_of(meta),
-            "sample_noise": noise,
+            "sample_noise": None if noise is None or math.isnan(noise) else noise,
+            "sample_noise_source": noise_source,
         },
         "examples": [{"path": str(path), "n_examples": c} for (path, _), c in zip(shards, counts)],
         "run": run_identity(first),  # the shard set's: gVCF blocks of the same run are checked against it
@@ -204,7 +225,7 @@ def call_variants(examples: list[str], model_dir: str, out: str, batch_size: int
     }
     log.info("%d examples in %d shard(s); model %s (%s); batch %d (micro-batch %s) on %s", n, len(shards),
              attrs["model"]["name"], meta["architecture"], batch, micro_batch or batch, device)  # fmt: skip
-    predict, state = make_predict(model, micro_batch, temperature_of(meta), noise or 0.0)
+    predict, state = make_predict(model, micro_batch, temperature_of(meta), 0.0 if noise is None else noise)
     with ProbsWriter(out, n, attrs) as writer:
         for _, group in shards:
             _copy_meta(group, writer)
@@ -238,16 +259,32 @@ def call_temperature_of(meta: dict) -> float:
     return float((meta.get("calibration") or {}).get("call_temperature", 1.0))
 
 
-def _sample_noise(model, attrs: dict, shard, model_dir) -> float | None:
-    """The run's sample noise for a model that reads it (every shard measured it over the whole run), else None."""
+def _sample_noise(model, attrs: dict, shard, model_dir, setting: str | float = "measured"):
+    """(value, source) of the sample noise the model is given: (None, None) for a model that does not read it;
+    the run's measured value (every shard measured it over the whole run), a given one, or NaN (unknown) for a
+    model with unknown_noise where there is no value or `setting` says so."""
     if not getattr(model, "reads_sample_noise", False):
-        return None
+        if setting != "measured":
+            raise UserError(f"--sample-noise {setting}: model {model_dir} does not read the sample noise")
+        return None, None
+    if not isinstance(setting, str):
+        return float(setting), "given"
     measured = attrs.get("sample_noise") or {}
-    if measured.get("homopolymer_length_error") is None:
+    value = measured.get("homopolymer_length_error")
+    if setting == "measured" and value is not None:
+        return float(value), "measured"
+    if not getattr(model, "knows_unknown_noise", False):
+        if setting == "unknown":
+            raise UserError(f"--sample-noise unknown: model {model_dir} needs the sample noise (it was trained "
+                            "without options.unknown_noise)")  # fmt: skip
         raise UserError(f"{shard}: no sample noise ({measured.get('runs', 0)} homopolymer runs measured; made "
                         f"before make-examples measured it, or over too few runs); model {model_dir} reads it: "
-                        "remake the examples over larger regions, or call with a model without sample_noise")
-    return float(measured["homopolymer_length_error"])
+                        "remake the examples over larger regions, give --sample-noise, or call with a model that "
+                        "does without it")  # fmt: skip
+    if setting == "measured":
+        log.warning("%s: no sample noise (%d homopolymer runs measured); model %s calls with it unknown", shard,
+                    measured.get("runs", 0), model_dir)  # fmt: skip
+    return float("nan"), "unknown"
 
 
 def make_predict(model, micro_batch: int | None = None, temperature: float = 1.0, noise: float = 0.0):
