@@ -100,6 +100,21 @@ def test_fovea_depth_can_differ_per_tower():
         build_model("isl_fovea", {**TINY, "blocks": [1, 2]}, 3, 0)
 
 
+def test_a_spatial_fusion_takes_its_reach_from_the_crop():
+    """fuse_kernel 3: the two fusion layers reach 2 pixels; they read them from the cropped border where there
+    is one, so the centre's outputs depend on the context and not on the crop's padding."""
+    from deepflows.errors import UserError
+    from deepflows.nn.models import build_model
+
+    model = build_model("isl_fovea", {**TINY, "fuse_kernel": 3}, 3, 0)
+    x = np.random.default_rng(0).random((1, 32, 32, 3), np.float32)
+    whole = np.asarray(model(x))
+    assert whole.shape == (1, 32, 32, 3, 256)
+    np.testing.assert_allclose(np.asarray(model(x, crop=8)), whole[:, 8:24, 8:24], atol=1e-5)
+    with pytest.raises(UserError, match="odd"):
+        build_model("isl_fovea", {**TINY, "fuse_kernel": 2}, 3, 0)
+
+
 @pytest.mark.parametrize("name,window", [("isl_fovea_cpu", 96), ("isl_fovea_cpu_continue", 96), ("isl_fovea_gpu", 144),
                                          ("isl_unet", 96), ("isl_transfer", 96)])  # fmt: skip
 def test_shipped_isl_configs_validate_and_build(repo_root, name, window):
@@ -158,10 +173,12 @@ def test_isl_train_resumes_to_the_same_weights(shards, tmp_path):
     assert (whole / "weights.msgpack").read_bytes() == (parts / "weights.msgpack").read_bytes()
 
 
-def test_isl_predict_whole_well_is_the_same_at_any_tile_size(shards, tmp_path):
+@pytest.mark.parametrize("fuse_kernel", [1, 3])
+def test_isl_predict_whole_well_is_the_same_at_any_tile_size(shards, tmp_path, fuse_kernel):
     from deepflows.imaging.io import open_ome_zarr
 
-    model = train(shards, tmp_path, "fovea", write_config(tmp_path / "c.yaml", steps=10))
+    options = {**TINY, "fuse_kernel": fuse_kernel}
+    model = train(shards, tmp_path, "fovea", write_config(tmp_path / "c.yaml", options=options, steps=10))
     results = {}
     for tile in (48, 64):
         out = tmp_path / f"pred-{tile}.ome.zarr"

@@ -5,8 +5,9 @@ predictions of every label out.
 tower looks at the whole stack through a learned down-scale (a strided convolution, the planes as channels),
 refines it with Inception-like blocks in its own scale (parallel 1x1, 3x3 and dilated 3x3 branches, joined,
 projected, added back), and returns to full resolution through a learned up-scale (a transposed
-convolution). The towers are joined and fused per pixel, and a head gives, for every pixel and label, logits
-over BINS intensity bins: a distribution, so that the model can say where it is unsure. Coarse towers see
+convolution). The towers are joined and fused (two layers: per pixel, or with `fuse_kernel: 3` over each
+pixel's neighbours too), and a head gives, for every pixel and label, logits over BINS intensity bins: a
+distribution, so that the model can say where it is unsure. Coarse towers see
 far (the 8x tower's blocks span ~40 pixels) at little cost; the 1x tower keeps the detail. With `frozen`, the
 towers and the fusion pass no gradient: transfer learning trains the head (two 1x1 layers) alone.
 
@@ -79,7 +80,7 @@ class ISLNet(nnx.Module):
 
     def __init__(self, channels: int = 13, labels: int = 3, bins: int = BINS, scales: tuple[int, ...] = (1, 2, 4, 8),
                  widths: tuple[int, ...] = (16, 32, 48, 64), blocks: int | tuple[int, ...] = 2, fuse: int = 64,
-                 head: int = 24, frozen: bool = False, *, rngs: nnx.Rngs):  # fmt: skip
+                 head: int = 24, fuse_kernel: int = 1, frozen: bool = False, *, rngs: nnx.Rngs):  # fmt: skip
         if len(scales) != len(widths) or not scales:
             raise ValueError("scales and widths must be lists of the same length")
         if any(s < 1 or s & (s - 1) for s in scales):
@@ -91,8 +92,13 @@ class ISLNet(nnx.Module):
         self.labels, self.bins, self.multiple = int(labels), int(bins), int(max(scales))
         self.frozen = bool(frozen)
         self.towers = nnx.List([Tower(channels, w, s, n, rngs=rngs) for s, w, n in zip(scales, widths, blocks)])
-        self.fuse1 = nnx.Conv(sum(widths), fuse, (1, 1), rngs=rngs)
-        self.fuse2 = nnx.Conv(fuse, fuse, (1, 1), rngs=rngs)
+        if fuse_kernel < 1 or fuse_kernel % 2 == 0:
+            raise ValueError("fuse_kernel must be odd")
+        # 1: the towers meet per pixel; 3: the fusion also mixes neighbours, joining the coarse towers'
+        # up-scaled cells with the 1x tower's detail across pixels, as a U-Net's decoder does
+        k, self.fuse_reach = (fuse_kernel, fuse_kernel), fuse_kernel - 1  # two layers, each reaching k // 2
+        self.fuse1 = nnx.Conv(sum(widths), fuse, k, padding="VALID", rngs=rngs)
+        self.fuse2 = nnx.Conv(fuse, fuse, k, padding="VALID", rngs=rngs)
         self.hidden = nnx.Conv(fuse, head, (1, 1), rngs=rngs)
         self.head = nnx.Conv(head, self.labels * self.bins, (1, 1), rngs=rngs)
 
@@ -102,7 +108,13 @@ class ISLNet(nnx.Module):
     def features(self, x, crop: int = 0):
         """[B, H, W, planes] -> the head's input per pixel [B, H - 2 crop, W - 2 crop, head]."""
         x = x.astype(jnp.float32)
-        x = _crop(jnp.concatenate([tower(x) for tower in self.towers], axis=-1), crop)
+        x = jnp.concatenate([tower(x) for tower in self.towers], axis=-1)
+        # the fusion's reach comes out of the crop; what the crop cannot give is mirrored, as at an image edge
+        reach = self.fuse_reach
+        x = _crop(x, max(crop - reach, 0))
+        if crop < reach:
+            pad = reach - crop
+            x = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
         x = nnx.relu(self.fuse2(nnx.relu(self.fuse1(x))))
         if self.frozen:  # transfer learning: the towers and the fusion stay as trained; the head learns
             x = jax.lax.stop_gradient(x)
