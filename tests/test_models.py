@@ -108,8 +108,8 @@ def test_read_set_reads_are_a_set():
     assert np.array_equal(np.asarray(window_columns(x, 2)), x[:, :, 1:3])
 
     assert set(architecture_options("read_set")) == {"reference_rows", "window", "kernel", "widths", "read_features",
-                                                     "centre", "context", "context_pool", "hidden", "dropout", "sample_noise",
-                                                     "unknown_noise"}  # fmt: skip
+                                                     "centre", "context", "context_pool", "hidden", "dropout",
+                                                     "sample_noise", "unknown_noise"}  # fmt: skip
     with pytest.raises(UserError, match="must fit in the window"):
         build_model("read_set", {"window": 3, "centre": 5}, 7, 0)
     model = build_model("read_set", {"widths": [4, 8], "read_features": 8, "hidden": 8}, 7, 0)

@@ -63,7 +63,8 @@ class ReadSetNet(nnx.Module):
     missing (module docstring).
     """
 
-    ADDED_INPUTS = ("sample_noise", "unknown_noise")  # a model without it may start a run with it (deepflows.nn.warm_start)
+    # a model without these options may start a run with them on (deepflows.nn.warm_start)
+    ADDED_INPUTS = ("sample_noise", "unknown_noise")
 
     def __init__(self, channels: int = 8, reference_rows: int = 5, window: int = 33, kernel: int = 5,
                  widths: tuple[int, int] = (32, 64), read_features: int = 64, centre: int = 5, context: int = 101,

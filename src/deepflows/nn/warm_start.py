@@ -3,9 +3,9 @@ DIR}` / --init), as DeepVariant fine-tunes its exome model from its WGS checkpoi
 the config's architecture and options and read inputs of the task's shape and channel order. Only step 0
 loads it: a resumed run restores its own checkpoint.
 
-One difference is allowed: an option an architecture lists in ADDED_INPUTS (read_set's `sample_noise`) may be on
-in the config and off in the directory. Its new weights are named zero_init_* and start at zero, so the run
-starts from the directory's model exactly.
+One difference is allowed: an option an architecture lists in ADDED_INPUTS (read_set's `sample_noise` and
+`unknown_noise`) may be on in the config and off in the directory. Its new weights are named zero_init_* and
+start at zero, so the run starts from the directory's model exactly.
 """
 
 from __future__ import annotations

@@ -93,7 +93,7 @@ class ISLNet(nnx.Module):
         self.frozen = bool(frozen)
         self.towers = nnx.List([Tower(channels, w, s, n, rngs=rngs) for s, w, n in zip(scales, widths, blocks)])
         if fuse_kernel < 1 or fuse_kernel % 2 == 0:
-            raise ValueError("fuse_kernel must be odd")
+            raise ValueError("fuse_kernel must be an odd number >= 1")
         # 1: the towers meet per pixel; 3: the fusion also mixes neighbours, joining the coarse towers'
         # up-scaled cells with the 1x tower's detail across pixels, as a U-Net's decoder does
         k, self.fuse_reach = (fuse_kernel, fuse_kernel), fuse_kernel - 1  # two layers, each reaching k // 2
